@@ -1,0 +1,207 @@
+"""One hospital's part of a round, as plain functions that know nothing of Flower.
+
+:func:`train_round` runs DP-SGD from the global model and returns the *delta* to
+send, after refusing to train if the round would overspend the privacy budget
+and refusing to release an update that is non-finite or outside SecAgg+'s range.
+:func:`evaluate_round` scores the global model on the hospital's held-out split.
+Only aggregate scalars ever go into the metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from client.site import Site
+from client.training import TrainOutcome, train_plain, train_private
+from shared.config import FlatValue, RunConfig
+from shared.device import resolve_device
+from shared.errors import InvalidUpdateError, PrivacyBudgetExceededError
+from shared.evaluation import evaluate_model
+from shared.keys import InstructionKey, ReplyKey
+from shared.models import build_model
+from shared.privacy import DpSgdPlan, HistoryEntry, epsilon_spent, plan_dp_sgd
+from shared.serialization import get_weights, set_weights
+
+ReplyMetrics = dict[str, bool | int | float | str]
+
+
+@dataclass(frozen=True)
+class RoundUpdate:
+    """What a hospital releases after training, and the privacy history it must keep.
+
+    Attributes
+    ----------
+    delta : list[np.ndarray]
+        ``local - global`` for every parameter.
+    num_examples : int
+        Training rows (the aggregation weight).
+    metrics : ReplyMetrics
+        Aggregate scalars: hospital name, loss, DP mechanism, epsilon spent.
+    history : tuple[HistoryEntry, ...]
+        The accountant history including this round.
+    """
+
+    delta: list[np.ndarray]
+    num_examples: int
+    metrics: ReplyMetrics
+    history: tuple[HistoryEntry, ...]
+
+
+def parse_instruction(instruction: Mapping[str, FlatValue]) -> RunConfig:
+    """Parse the run config the aggregator sent with an instruction."""
+    return RunConfig.from_flat({k: v for k, v in instruction.items() if k != InstructionKey.SERVER_ROUND})
+
+
+def privacy_plan(config: RunConfig, site: Site) -> DpSgdPlan:
+    """Calibrate this hospital's DP-SGD noise for the whole run."""
+    return plan_dp_sgd(
+        n_samples=len(site.data.train),
+        batch_size=config.training.batch_size,
+        local_epochs=config.training.local_epochs,
+        rounds=config.federation.rounds,
+        target_epsilon=config.privacy.target_epsilon,
+        delta=config.privacy.delta,
+    )
+
+
+def check_budget(plan: DpSgdPlan, history: Sequence[HistoryEntry], *, site: str) -> None:
+    """Refuse a round whose steps would take the epsilon spent past the target.
+
+    Raises
+    ------
+    PrivacyBudgetExceededError
+        Naming what is spent, the target, and what the round would cost.
+    """
+    spent = epsilon_spent(history, delta=plan.delta)
+    after = epsilon_spent([*history, plan.round_entry()], delta=plan.delta)
+    if after > plan.target_epsilon:
+        raise PrivacyBudgetExceededError(
+            f"{site} refuses to train: it has spent epsilon {spent:.3f} of its "
+            f"{plan.target_epsilon:.3f} budget (delta {plan.delta:g}) and this round would "
+            f"bring it to {after:.3f}. Start a run with fewer rounds or a larger budget."
+        )
+
+
+def train_round(
+    global_weights: Sequence[np.ndarray],
+    config: RunConfig,
+    site: Site,
+    history: Sequence[HistoryEntry],
+) -> RoundUpdate:
+    """Train one round from ``global_weights`` and return the update to release.
+
+    Raises
+    ------
+    PrivacyBudgetExceededError
+        If the round would overspend; nothing is trained.
+    InvalidUpdateError
+        If the global model is malformed, or the update could not be sent safely.
+    """
+    device = resolve_device(config.training.device)
+    model = build_model(
+        config.training.model,
+        n_features=len(site.data.train.feature_names),
+        output_dim=site.task.output_dim,
+        seed=config.data.seed,
+    )
+    set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
+    training = config.training
+    metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name}
+    if config.privacy.enabled:
+        plan = privacy_plan(config, site)
+        check_budget(plan, history, site=site.name)
+        outcome = train_private(
+            model,
+            site.data.train,
+            site.task,
+            plan=plan,
+            max_grad_norm=config.privacy.max_grad_norm,
+            learning_rate=training.learning_rate,
+            epochs=training.local_epochs,
+            batch_size=training.batch_size,
+            history=history,
+            device=device,
+        )
+        metrics |= _privacy_metrics(plan, outcome)
+    else:
+        outcome = train_plain(
+            model,
+            site.data.train,
+            site.task,
+            learning_rate=training.learning_rate,
+            epochs=training.local_epochs,
+            batch_size=training.batch_size,
+            seed=config.data.seed,
+            device=device,
+        )
+    metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
+    delta = [new - old for new, old in zip(get_weights(model), global_weights, strict=True)]
+    check_update(delta, config, site=site.name)
+    return RoundUpdate(delta=delta, num_examples=len(site.data.train), metrics=metrics, history=outcome.history)
+
+
+def _privacy_metrics(plan: DpSgdPlan, outcome: TrainOutcome) -> ReplyMetrics:
+    return {
+        ReplyKey.EPSILON: epsilon_spent(outcome.history, delta=plan.delta),
+        ReplyKey.DELTA: plan.delta,
+        ReplyKey.NOISE_MULTIPLIER: plan.noise_multiplier,
+        ReplyKey.SAMPLE_RATE: plan.sample_rate,
+        ReplyKey.STEPS: outcome.steps,
+    }
+
+
+def check_update(delta: Sequence[np.ndarray], config: RunConfig, *, site: str) -> None:
+    """Refuse to release a non-finite update, or one SecAgg+ would silently clip.
+
+    Raises
+    ------
+    InvalidUpdateError
+        Naming the problem and the setting that fixes it (no weight values).
+    """
+    for array in delta:
+        if not np.all(np.isfinite(array)):
+            raise InvalidUpdateError(
+                f"{site}: training produced NaN or infinite weights; lower learning-rate"
+            )
+    limit = config.secure_aggregation.clipping_range
+    largest = max((float(np.abs(a).max()) for a in delta if a.size), default=0.0)
+    if config.secure_aggregation.enabled and largest > limit:
+        raise InvalidUpdateError(
+            f"{site}: an update entry exceeds secagg-clipping-range ({limit:g}), which SecAgg+ "
+            "would clip silently; raise secagg-clipping-range or lower learning-rate"
+        )
+
+
+def evaluate_round(
+    global_weights: Sequence[np.ndarray],
+    config: RunConfig,
+    site: Site,
+    history: Sequence[HistoryEntry],
+) -> tuple[float, int, ReplyMetrics]:
+    """Score the global model on the hospital's held-out split.
+
+    Returns
+    -------
+    tuple[float, int, ReplyMetrics]
+        Loss, evaluated rows, and the metrics (with the epsilon spent so far).
+    """
+    model = build_model(
+        config.training.model,
+        n_features=len(site.data.evaluation.feature_names),
+        output_dim=site.task.output_dim,
+        seed=config.data.seed,
+    )
+    set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
+    result = evaluate_model(model, site.data.evaluation, site.task, resolve_device(config.training.device))
+    metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name, ReplyKey.LOSS: result.loss, **result.metrics}
+    if config.privacy.enabled:
+        metrics[ReplyKey.EPSILON] = epsilon_spent(history, delta=config.privacy.delta)
+    return result.loss, result.num_examples, {k: v for k, v in metrics.items() if not _is_nan(v)}
+
+
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)

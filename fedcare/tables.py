@@ -1,0 +1,62 @@
+"""The run summary as terminal tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.table import Table
+
+_ROW_LABELS = {
+    "pooled": "pooled (central, no DP)",
+    "local_only": "local-only (same DP)",
+    "federated": "federated (this run)",
+}
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def rounds_table(metrics: Mapping[str, Any], metric_names: list[str]) -> Table:
+    """Global-model metrics per round (round 0 is the initial model)."""
+    rounds = metrics["rounds"]
+    source = "held-out test set" if any(r["test_metrics"] for r in rounds) else "hospitals' evaluation"
+    table = Table(title=f"Global model per round ({source})")
+    table.add_column("round", justify="right")
+    for name in metric_names:
+        table.add_column(name, justify="right")
+    for r in rounds:
+        scores = r["test_metrics"] or r["federated_metrics"]
+        table.add_row(str(r["round"]), *(_fmt(scores.get(n)) for n in metric_names))
+    return table
+
+
+def epsilon_table(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> Table:
+    """Epsilon each hospital has spent after each round."""
+    privacy = summary["privacy"]
+    rounds = [r for r in metrics["rounds"] if r["hospitals"]]
+    hospitals = sorted({name for r in rounds for name in r["hospitals"]})
+    table = Table(
+        title=f"Epsilon spent (target {privacy['target_epsilon']:g}, delta {privacy['delta']:g})"
+    )
+    table.add_column("round", justify="right")
+    for name in hospitals:
+        table.add_column(name, justify="right")
+    for r in rounds:
+        spent = [r["hospitals"].get(name, {}).get("train", {}).get("epsilon") for name in hospitals]
+        table.add_row(str(r["round"]), *(_fmt(e) for e in spent))
+    return table
+
+
+def comparison_table(summary: Mapping[str, Any], metric_names: list[str]) -> Table:
+    """Final pooled, local-only and federated metrics side by side."""
+    table = Table(title=f"Final comparison ({summary['final_source']} metrics)")
+    table.add_column("model", no_wrap=True)
+    for name in metric_names:
+        table.add_column(name[:5], justify="right")
+    for key in ("pooled", "local_only", "federated"):
+        row = summary["final"].get(key)
+        if row is not None:
+            table.add_row(_ROW_LABELS[key], *(_fmt(row.get(n)) for n in metric_names))
+    return table

@@ -1,0 +1,47 @@
+"""Checkpoints of the global model, one safetensors file per aggregated round."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from server.run_directory import RunDirectory
+from shared.serialization import ModelLayout, save_safetensors
+
+ROUND_METADATA_KEY = "fedcare-round"
+FINAL_MODEL = "model.safetensors"
+
+
+class CheckpointWriter:
+    """Write the global model after each round, and the final model, atomically.
+
+    Parameters
+    ----------
+    run_dir : RunDirectory
+        The run folder.
+    layout : ModelLayout
+        Parameter names, stored as tensor names.
+    metadata : Mapping[str, str]
+        Stored in every file (model name, task, features) so a checkpoint is
+        self-describing.
+    """
+
+    def __init__(self, run_dir: RunDirectory, layout: ModelLayout, metadata: Mapping[str, str]) -> None:
+        self._run_dir = run_dir
+        self._layout = layout
+        self._metadata = dict(metadata)
+
+    def save_round(self, server_round: int, weights: Sequence[np.ndarray]) -> Path:
+        """Save the global model after ``server_round``."""
+        return self._save(self._run_dir.checkpoint_path(server_round), server_round, weights)
+
+    def save_final(self, server_round: int, weights: Sequence[np.ndarray]) -> Path:
+        """Save the run's final global model as ``model.safetensors``."""
+        return self._save(self._run_dir.path / FINAL_MODEL, server_round, weights)
+
+    def _save(self, path: Path, server_round: int, weights: Sequence[np.ndarray]) -> Path:
+        metadata = {**self._metadata, ROUND_METADATA_KEY: str(server_round)}
+        save_safetensors(path, self._layout.named(weights), metadata)
+        return path

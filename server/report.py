@@ -1,0 +1,169 @@
+"""The run report: ``summary.json``, ``metrics.json``, ``metrics.csv`` and the plot.
+
+``summary.json`` is the contract other tools read: ``final`` (federated, and in a
+simulation pooled and local-only, each a map of metric name to value),
+``privacy`` (epsilon spent per hospital, delta, what is guaranteed), the resolved
+``config``, and every warning and error of the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from server.plot import plot_run
+from server.reference import DataReference
+from server.run_directory import RunDirectory
+from server.run_record import RoundRecord, RunRecord
+from shared.config import RunConfig
+from shared.keys import ReplyKey
+from shared.metrics import metric_names
+from shared.privacy import ACCOUNTANT
+
+SUMMARY = "summary.json"
+METRICS_JSON = "metrics.json"
+METRICS_CSV = "metrics.csv"
+CONFIG_JSON = "config.json"
+PLOT = "report.png"
+
+FEDERATED = "federated"
+TEST_SCOPE = "test"
+FEDERATED_SCOPE = "federated"
+
+DP_GUARANTEE = (
+    "sample-level (epsilon, delta)-differential privacy for each hospital's patients, "
+    "over every update that hospital released in this run (DP-SGD, Opacus RDP accountant)"
+)
+SECAGG_GUARANTEE = (
+    "the aggregator sees only the sum of the hospitals' updates, never one hospital's "
+    "update; it does see each hospital's training row count and its aggregate metrics"
+)
+
+
+def final_metrics(record: RunRecord) -> tuple[dict[str, float], str]:
+    """The latest global-model metrics and where they come from.
+
+    Prefers the held-out test set; falls back to the hospitals' row-weighted
+    local evaluation when the aggregator has no test set.
+    """
+    for source, scope in ((TEST_SCOPE, "test_metrics"), (FEDERATED_SCOPE, "federated_metrics")):
+        for round_record in reversed(record.rounds):
+            metrics = getattr(round_record, scope)
+            if metrics:
+                return dict(metrics), source
+    return {}, "none"
+
+
+def build_summary(
+    *,
+    config: RunConfig,
+    record: RunRecord,
+    reference: DataReference,
+    status: str,
+) -> dict[str, Any]:
+    """Assemble ``summary.json``."""
+    federated, source = final_metrics(record)
+    aggregated = [r.round for r in record.rounds if r.aggregated]
+    failures = [f"round {r.round}: {line}" for r in record.rounds for line in r.failures]
+    return {
+        "status": status,
+        "task": {"kind": reference.task.kind.value, "positive_label": reference.task.positive_label},
+        "final": {FEDERATED: federated, **reference.baselines},
+        "final_source": source,
+        "rounds": {"planned": config.federation.rounds, "aggregated": aggregated},
+        "privacy": {
+            "differential_privacy": config.privacy.enabled,
+            "per_hospital": record.latest_epsilons(),
+            "target_epsilon": config.privacy.target_epsilon,
+            "delta": config.privacy.delta,
+            "accountant": ACCOUNTANT,
+            "guarantee": DP_GUARANTEE if config.privacy.enabled else "none: DP was turned off",
+        },
+        "secure_aggregation": {
+            "enabled": config.secure_aggregation.enabled,
+            "protocol": "SecAgg+ (Flower)" if config.secure_aggregation.enabled else "none",
+            "guarantee": SECAGG_GUARANTEE if config.secure_aggregation.enabled else "none",
+        },
+        "warnings": [*config.weakened_protections(), *failures],
+        "errors": list(record.errors),
+        "config": config.to_flat(),
+    }
+
+
+def metrics_rows(record: RunRecord, metric_columns: list[str]) -> list[dict[str, Any]]:
+    """Flatten the record into one row per (round, scope): test, federated, each hospital."""
+    rows: list[dict[str, Any]] = []
+    for round_record in record.rounds:
+        rows.extend(_round_rows(round_record, metric_columns))
+    return rows
+
+
+def _round_rows(record: RoundRecord, metric_columns: list[str]) -> list[dict[str, Any]]:
+    def row(scope: str, metrics: Mapping[str, float], **extra: Any) -> dict[str, Any]:
+        return {
+            "round": record.round,
+            "scope": scope,
+            **{name: metrics.get(name) for name in metric_columns},
+            **extra,
+        }
+
+    rows = []
+    if record.test_metrics:
+        rows.append(row(TEST_SCOPE, record.test_metrics))
+    if record.federated_metrics:
+        rows.append(row(FEDERATED_SCOPE, record.federated_metrics))
+    for name, hospital in sorted(record.hospitals.items()):
+        rows.append(
+            row(
+                name,
+                hospital.evaluation,
+                num_train_examples=hospital.num_train_examples,
+                num_eval_examples=hospital.num_eval_examples,
+                train_loss=hospital.train.get(ReplyKey.TRAIN_LOSS),
+                epsilon=hospital.train.get(ReplyKey.EPSILON),
+            )
+        )
+    return rows
+
+
+def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_report(
+    run_dir: RunDirectory,
+    *,
+    config: RunConfig,
+    record: RunRecord,
+    reference: DataReference,
+    status: str,
+) -> dict[str, Any]:
+    """Write every report file into ``run_dir`` and return the summary."""
+    metric_columns = [str(name) for name in metric_names(reference.task)]
+    columns = [
+        "round",
+        "scope",
+        *metric_columns,
+        "num_train_examples",
+        "num_eval_examples",
+        "train_loss",
+        "epsilon",
+    ]
+    summary = build_summary(config=config, record=record, reference=reference, status=status)
+    run_dir.write_json(METRICS_JSON, record.to_dict())
+    run_dir.write_text(METRICS_CSV, _csv(metrics_rows(record, metric_columns), columns))
+    plot_run(
+        run_dir.path / PLOT,
+        record=record,
+        headline=metric_columns[0],
+        baselines=reference.baselines,
+        target_epsilon=config.privacy.target_epsilon if config.privacy.enabled else None,
+    )
+    run_dir.write_json(SUMMARY, summary)
+    return summary

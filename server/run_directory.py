@@ -1,0 +1,83 @@
+"""The run folder: where a run's config, checkpoints, metrics and report live."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError
+
+RUNS_DIR = "runs"
+CHECKPOINTS = "checkpoints"
+
+
+def default_run_path(now: datetime | None = None) -> Path:
+    """``runs/<UTC timestamp>`` under the working directory."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    return Path(RUNS_DIR) / stamp
+
+
+def check_run_path(path: Path) -> None:
+    """Refuse a folder that already holds files, so no run ever overwrites another.
+
+    Raises
+    ------
+    ConfigError
+        Naming the folder and what to do.
+    """
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError(
+            "out-dir",
+            f"'{path}' already exists and is not an empty folder; choose another --out "
+            "or move that one away",
+        )
+
+
+class RunDirectory:
+    """A run folder whose files are each written atomically.
+
+    Parameters
+    ----------
+    path : Path
+        The folder; created (with parents) if missing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        check_run_path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CHECKPOINTS).mkdir(exist_ok=True)
+        self.path = path
+
+    def checkpoint_path(self, server_round: int) -> Path:
+        """Where the global model after ``server_round`` is kept."""
+        return self.path / CHECKPOINTS / f"round-{server_round:03d}.safetensors"
+
+    def write_json(self, name: str, payload: Any) -> Path:
+        """Write ``payload`` as ``name`` (NaN and infinities become null)."""
+        return self.write_text(name, json.dumps(_json_safe(payload), indent=2) + "\n")
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write ``text`` to ``name`` via a temp file, fsync and rename."""
+        target = self.path / name
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        return target
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats by ``None``: JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,106 @@
+"""The one place that drives Flower's legacy workflow, SecAgg+ included.
+
+Flower 1.41 runs SecAgg+ only through ``LegacyContext`` + ``DefaultWorkflow`` +
+``SecAggPlusWorkflow``; this module hides that, and adds the deadline Flower's
+default legacy workflows lack (their ``send_and_receive`` waits forever).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import Context, Message
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.strategy import Strategy
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.serverapp import Grid
+
+from shared.config import FederationSettings, SecureAggregationSettings
+
+
+class DeadlineGrid(Grid):
+    """A :class:`Grid` whose ``send_and_receive`` never waits longer than a deadline.
+
+    Parameters
+    ----------
+    grid : Grid
+        The grid Flower handed the ServerApp.
+    timeout : float
+        Seconds any one exchange may take; late replies are dropped by Flower.
+    """
+
+    def __init__(self, grid: Grid, timeout: float) -> None:
+        self._grid = grid
+        self._timeout = timeout
+
+    def set_run(self, run: object) -> None:  # noqa: D102 - delegation
+        self._grid.set_run(run)  # type: ignore[arg-type]
+
+    @property
+    def run(self):  # type: ignore[no-untyped-def]  # noqa: D102 - delegation
+        return self._grid.run
+
+    def create_message(self, *args, **kwargs) -> Message:  # type: ignore[no-untyped-def]  # noqa: D102
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:  # noqa: D102 - delegation
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Send and wait for replies, for at most the deadline (or ``timeout`` if shorter)."""
+        limit = self._timeout if timeout is None else min(timeout, self._timeout)
+        return self._grid.send_and_receive(messages, timeout=limit)
+
+
+def secagg_fit_workflow(settings: SecureAggregationSettings, timeout: float) -> SecAggPlusWorkflow:
+    """Build Flower's SecAgg+ fit workflow from fedcare's settings."""
+    return SecAggPlusWorkflow(
+        num_shares=settings.num_shares,
+        reconstruction_threshold=settings.reconstruction_threshold,
+        clipping_range=settings.clipping_range,
+        max_weight=settings.max_weight,
+        timeout=timeout,
+    )
+
+
+def run_rounds(
+    grid: Grid,
+    context: Context,
+    strategy: Strategy,
+    *,
+    federation: FederationSettings,
+    secure_aggregation: SecureAggregationSettings,
+) -> None:
+    """Run every round of ``strategy``, with SecAgg+ when it is enabled.
+
+    Parameters
+    ----------
+    grid : Grid
+        Flower's grid.
+    context : Context
+        The ServerApp's context.
+    strategy : Strategy
+        A legacy strategy (:class:`server.strategy.FedCareStrategy`).
+    federation : FederationSettings
+        Rounds and the per-exchange deadline.
+    secure_aggregation : SecureAggregationSettings
+        Whether, and how, to mask updates.
+    """
+    timeout = federation.round_timeout
+    legacy_context = LegacyContext(
+        context=context,
+        config=ServerConfig(num_rounds=federation.rounds, round_timeout=timeout),
+        strategy=strategy,
+    )
+    fit_workflow = (
+        secagg_fit_workflow(secure_aggregation, timeout) if secure_aggregation.enabled else None
+    )
+    DefaultWorkflow(fit_workflow=fit_workflow)(DeadlineGrid(grid, timeout), legacy_context)

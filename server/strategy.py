@@ -1,0 +1,255 @@
+"""The aggregation strategy: FedAvg over model *deltas*, recording every reply.
+
+Hospitals send ``local - global`` rather than their weights: deltas are small, so
+SecAgg+'s fixed-point encoding keeps more precision within its clipping range.
+The strategy averages them (weighted by each hospital's training rows; under
+SecAgg+ it only ever sees the sum) and adds the mean to the global model.
+
+Notes
+-----
+This is a legacy ``flwr.server.strategy`` because Flower 1.41 runs SecAgg+ only on
+the legacy stack. Every round waits for all hospitals until the round deadline
+and then goes on with those present, if at least ``minimum_hospitals`` are; an
+empty or rejected round keeps the previous model *and says so* in the record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+from flwr.server.strategy.aggregate import aggregate
+
+from server.checkpoint import CheckpointWriter
+from server.run_record import RoundRecord, RunRecord
+from shared.config import RunConfig
+from shared.errors import InvalidUpdateError
+from shared.evaluation import Evaluation
+from shared.keys import InstructionKey, ReplyKey
+from shared.metrics import weighted_mean
+from shared.serialization import ModelLayout
+
+logger = logging.getLogger(__name__)
+
+TestEvaluator = Callable[[list[np.ndarray]], Evaluation]
+Failure = tuple[ClientProxy, FitRes] | tuple[ClientProxy, EvaluateRes] | BaseException
+
+
+class FedCareStrategy(FedAvg):
+    """Weighted FedAvg of deltas, with deadlines, checks, records and checkpoints.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The run's configuration; sent to every hospital with each instruction.
+    initial_weights : list[np.ndarray]
+        The initial global model.
+    layout : ModelLayout
+        Names and shapes every update must match.
+    minimum_hospitals : int
+        Fewest hospitals a round may run with (SecAgg+ needs its threshold).
+    record : RunRecord
+        Filled in as the run goes.
+    checkpoints : CheckpointWriter
+        Saves the global model after every aggregated round.
+    test_evaluator : TestEvaluator | None
+        Scores a global model on the aggregator's held-out test set, if it has one.
+    """
+
+    def __init__(  # pylint: disable=too-many-arguments
+        self,
+        *,
+        config: RunConfig,
+        initial_weights: list[np.ndarray],
+        layout: ModelLayout,
+        minimum_hospitals: int,
+        record: RunRecord,
+        checkpoints: CheckpointWriter,
+        test_evaluator: TestEvaluator | None,
+    ) -> None:
+        super().__init__(
+            fraction_fit=1.0,
+            fraction_evaluate=1.0,
+            min_fit_clients=minimum_hospitals,
+            min_evaluate_clients=minimum_hospitals,
+            min_available_clients=minimum_hospitals,
+            initial_parameters=ndarrays_to_parameters(initial_weights),
+            accept_failures=True,
+        )
+        self._config = config
+        self._minimum = minimum_hospitals
+        self._record = record
+        self._checkpoints = checkpoints
+        self._test_evaluator = test_evaluator
+        self._layout = layout
+        self._global: list[np.ndarray] = initial_weights
+        self._latest_round = 0
+
+    @property
+    def global_weights(self) -> list[np.ndarray]:
+        """The current global model."""
+        return self._global
+
+    @property
+    def latest_round(self) -> int:
+        """The last round whose aggregate updated the global model (0: none yet)."""
+        return self._latest_round
+
+    def __repr__(self) -> str:
+        return f"FedCareStrategy(hospitals={self._config.data.hospitals}, minimum={self._minimum})"
+
+    # --- instructions -----------------------------------------------------------
+
+    def _instruction(self, server_round: int) -> dict[str, Scalar]:
+        instruction: dict[str, Scalar] = dict(self._config.to_flat())
+        instruction[InstructionKey.SERVER_ROUND] = server_round
+        return instruction
+
+    def _sample(self, server_round: int, client_manager: ClientManager, stage: str) -> list[ClientProxy]:
+        expected = self._config.data.hospitals
+        timeout = self._config.federation.round_timeout
+        client_manager.wait_for(expected, timeout=int(timeout))
+        available = client_manager.num_available()
+        if available < self._minimum:
+            self._fail(
+                self._record.round(server_round),
+                f"{stage}: only {available} of {expected} hospitals connected within "
+                f"{timeout:.0f} s; at least {self._minimum} are needed",
+            )
+            return []
+        return client_manager.sample(num_clients=available, min_num_clients=self._minimum)
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        """Send the global model and the run config to every connected hospital."""
+        self._global = parameters_to_ndarrays(parameters)
+        fit_ins = FitIns(parameters, self._instruction(server_round))
+        return [(c, fit_ins) for c in self._sample(server_round, client_manager, "train")]
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        """Ask every connected hospital to evaluate the global model locally."""
+        evaluate_ins = EvaluateIns(parameters, self._instruction(server_round))
+        return [(c, evaluate_ins) for c in self._sample(server_round, client_manager, "evaluate")]
+
+    # --- aggregation ------------------------------------------------------------
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """Average the hospitals' deltas into a new global model and checkpoint it."""
+        record = self._record.round(server_round)
+        self._note_failures(record, "train", failures)
+        for _, res in results:
+            hospital = record.hospital(_hospital_of(res.metrics))
+            hospital.train = _scalars(res.metrics)
+            hospital.num_train_examples = res.num_examples
+        if not results:
+            self._fail(record, "train: no hospital returned an update; the global model is unchanged")
+            return None, {}
+        mean_delta = aggregate([(parameters_to_ndarrays(r.parameters), r.num_examples) for _, r in results])
+        try:
+            self._layout.check(mean_delta, what="aggregated update")
+        except InvalidUpdateError as error:
+            self._fail(record, f"train: aggregate rejected ({error}); the global model is unchanged")
+            return None, {}
+        updated = [weights + delta for weights, delta in zip(self._global, mean_delta, strict=True)]
+        record.aggregated = True
+        self._global, self._latest_round = updated, server_round
+        self._checkpoints.save_round(server_round, updated)
+        return ndarrays_to_parameters(updated), {}
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        """Record each hospital's local metrics and their row-weighted mean."""
+        record = self._record.round(server_round)
+        self._note_failures(record, "evaluate", failures)
+        for _, res in results:
+            hospital = record.hospital(_hospital_of(res.metrics))
+            hospital.evaluation = _scalars(res.metrics, without=(ReplyKey.EPSILON,))
+            hospital.num_eval_examples = res.num_examples
+        loss = None
+        if results:
+            weights = [res.num_examples for _, res in results]
+            record.federated_metrics = weighted_mean(
+                [_scalars(res.metrics, without=(ReplyKey.EPSILON,)) for _, res in results], weights
+            )
+            loss = record.federated_metrics.get(ReplyKey.LOSS)
+        self._log_round(record)
+        return loss, dict(record.federated_metrics)
+
+    def evaluate(
+        self, server_round: int, parameters: Parameters
+    ) -> tuple[float, dict[str, Scalar]] | None:
+        """Score the global model on the held-out test set, when there is one."""
+        if self._test_evaluator is None:
+            return None
+        result = self._test_evaluator(parameters_to_ndarrays(parameters))
+        self._record.round(server_round).test_metrics = dict(result.metrics)
+        return result.loss, dict(result.metrics)
+
+    # --- bookkeeping ------------------------------------------------------------
+
+    def _fail(self, record: RoundRecord, message: str) -> None:
+        record.failures.append(message)
+        logger.error("round %s %s", record.round, message)
+
+    def _note_failures(self, record: RoundRecord, stage: str, failures: list[Failure]) -> None:
+        for failure in failures:
+            if isinstance(failure, BaseException):
+                self._fail(record, f"{stage}: {failure}")
+            else:
+                proxy, res = failure
+                self._fail(record, f"{stage}: node {proxy.node_id}: {res.status.message}")
+
+    def _log_round(self, record: RoundRecord) -> None:
+        headline = record.test_metrics or record.federated_metrics
+        scores = ", ".join(
+            f"{name} {value:.3f}" for name, value in list(headline.items())[:2] if name != ReplyKey.LOSS
+        )
+        spent = ", ".join(f"{name} {eps:.2f}" for name, eps in sorted(self._record.latest_epsilons().items()))
+        logger.info(
+            "round %s/%s: %s | epsilon spent: %s",
+            record.round,
+            self._config.federation.rounds,
+            scores or "no metrics",
+            spent or "none reported",
+        )
+
+
+def _hospital_of(metrics: dict[str, Scalar]) -> str:
+    name = metrics.get(ReplyKey.HOSPITAL)
+    return name if isinstance(name, str) else "unnamed-hospital"
+
+
+def _scalars(metrics: dict[str, Scalar], without: tuple[str, ...] = ()) -> dict[str, float]:
+    """The numeric entries of a reply, minus the hospital name and ``without`` keys."""
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if key not in without and isinstance(value, int | float) and not isinstance(value, bool)
+    }
+

@@ -1,0 +1,406 @@
+"""Run configuration, parsed once at the edge into frozen, validated dataclasses.
+
+Flower hands every app a flat mapping of kebab-case keys (``[tool.flwr.app.config]``
+in ``pyproject.toml``, overridden by ``flwr run -c`` or ``fedcare simulate`` options).
+:func:`RunConfig.from_flat` turns that mapping into typed sections and rejects any
+unknown key or out-of-range value with one sentence naming the key and what it
+accepts. Everything below the edge receives these objects, never raw dicts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from shared.errors import ConfigError
+
+FlatValue = bool | int | float | str
+"""A value of Flower's run config (its ``UserConfigValue``)."""
+
+_Section = TypeVar("_Section")
+
+
+class ModelName(StrEnum):
+    """Models in the registry (:mod:`shared.models`)."""
+
+    LOGREG = "logreg"
+    MLP = "mlp"
+
+
+class DatasetName(StrEnum):
+    """Datasets shipped inside installed packages, used by simulated hospitals."""
+
+    BREAST_CANCER = "breast-cancer"
+    DIABETES = "diabetes"
+
+
+class PartitionName(StrEnum):
+    """How a simulation splits a dataset among virtual hospitals."""
+
+    IID = "iid"
+    DIRICHLET = "dirichlet"
+    QUANTITY = "quantity"
+    NATURAL = "natural"
+
+
+class DeviceName(StrEnum):
+    """Where a hospital trains: ``auto`` takes the GPU when one is present."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+def _setting(key: str, default: FlatValue) -> Any:
+    """Declare a dataclass field bound to run-config key ``key``."""
+    return field(default=default, metadata={"key": key})
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(key, message)
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    """How long the federation runs and how long it waits.
+
+    Attributes
+    ----------
+    rounds : int
+        Number of federated rounds (``num-server-rounds``).
+    round_timeout : float
+        Seconds the aggregator waits for each round's replies (and for each
+        SecAgg+ stage) before going on with whoever answered.
+    """
+
+    rounds: int = _setting("num-server-rounds", 5)
+    round_timeout: float = _setting("round-timeout", 300.0)
+
+    def __post_init__(self) -> None:
+        _require(self.rounds >= 1, "num-server-rounds", f"must be >= 1 (got {self.rounds})")
+        _require(
+            self.round_timeout > 0,
+            "round-timeout",
+            f"must be > 0 seconds (got {self.round_timeout})",
+        )
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What each hospital trains and how, per round.
+
+    Attributes
+    ----------
+    model : ModelName
+        Registry name of the shared model.
+    local_epochs : int
+        Passes over the hospital's training split per round.
+    batch_size : int
+        Expected batch size; with DP-SGD, batches are Poisson-sampled at rate
+        ``1 / ceil(n / batch_size)``.
+    learning_rate : float
+        SGD step size.
+    device : DeviceName
+        ``auto`` uses CUDA when present, else the CPU.
+    """
+
+    model: ModelName = _setting("model", ModelName.LOGREG)
+    local_epochs: int = _setting("local-epochs", 2)
+    batch_size: int = _setting("batch-size", 32)
+    learning_rate: float = _setting("learning-rate", 0.5)
+    device: DeviceName = _setting("device", DeviceName.AUTO)
+
+    def __post_init__(self) -> None:
+        _require(self.local_epochs >= 1, "local-epochs", f"must be >= 1 (got {self.local_epochs})")
+        _require(self.batch_size >= 1, "batch-size", f"must be >= 1 (got {self.batch_size})")
+        _require(
+            self.learning_rate > 0,
+            "learning-rate",
+            f"must be > 0 (got {self.learning_rate})",
+        )
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """Sample-level differential privacy at every hospital (DP-SGD).
+
+    Attributes
+    ----------
+    enabled : bool
+        DP-SGD on. Turning it off needs an explicit flag and is reported loudly.
+    target_epsilon : float
+        Epsilon each hospital may spend over the whole run.
+    delta : float
+        The delta of the (epsilon, delta) guarantee; keep it well below 1/n.
+    max_grad_norm : float
+        Per-sample gradient clipping bound C.
+    """
+
+    enabled: bool = _setting("differential-privacy", True)
+    target_epsilon: float = _setting("epsilon", 3.0)
+    delta: float = _setting("delta", 1e-5)
+    max_grad_norm: float = _setting("max-grad-norm", 1.0)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.target_epsilon > 0 and math.isfinite(self.target_epsilon),
+            "epsilon",
+            f"must be a finite number > 0 (got {self.target_epsilon})",
+        )
+        _require(0 < self.delta < 1, "delta", f"must lie in (0, 1) (got {self.delta})")
+        _require(
+            self.max_grad_norm > 0,
+            "max-grad-norm",
+            f"must be > 0 (got {self.max_grad_norm})",
+        )
+
+
+@dataclass(frozen=True)
+class SecureAggregationSettings:
+    """Flower's SecAgg+ protocol: the aggregator sees only the sum of updates.
+
+    Attributes
+    ----------
+    enabled : bool
+        SecAgg+ on. Turning it off needs an explicit flag and is reported loudly.
+    num_shares : float
+        Fraction of the round's hospitals each hospital secret-shares its keys with
+        (1.0: all of them).
+    reconstruction_threshold : float
+        Fraction of those shares needed to unmask; ``1 - threshold`` of a
+        hospital's neighbours may drop out and the round still completes.
+    clipping_range : float
+        Largest absolute value any update entry may take. Hospitals send model
+        *deltas* and refuse to send one outside this range rather than let the
+        protocol clip it silently.
+    max_weight : float
+        Largest sample count the protocol expects from one hospital; set it near
+        the biggest site's training rows (precision and overflow depend on it).
+    """
+
+    enabled: bool = _setting("secure-aggregation", True)
+    num_shares: float = _setting("secagg-num-shares", 1.0)
+    reconstruction_threshold: float = _setting("secagg-reconstruction-threshold", 0.6)
+    clipping_range: float = _setting("secagg-clipping-range", 4.0)
+    max_weight: float = _setting("secagg-max-weight", 1000.0)
+
+    def __post_init__(self) -> None:
+        _require(
+            0 < self.num_shares <= 1,
+            "secagg-num-shares",
+            f"must be a fraction in (0, 1] (got {self.num_shares})",
+        )
+        _require(
+            0 < self.reconstruction_threshold <= 1,
+            "secagg-reconstruction-threshold",
+            f"must be a fraction in (0, 1] (got {self.reconstruction_threshold})",
+        )
+        _require(
+            self.clipping_range > 0,
+            "secagg-clipping-range",
+            f"must be > 0 (got {self.clipping_range})",
+        )
+        _require(
+            self.max_weight > 0,
+            "secagg-max-weight",
+            f"must be > 0 (got {self.max_weight})",
+        )
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where hospital data comes from and how each hospital splits it.
+
+    Attributes
+    ----------
+    dataset : DatasetName
+        Built-in dataset that simulated hospitals share out.
+    hospitals : int
+        Number of hospitals in the federation; every round waits for them all
+        (until ``round-timeout``).
+    partition : PartitionName
+        How the simulation splits the dataset among hospitals.
+    dirichlet_alpha : float
+        Concentration of the Dirichlet draw for ``dirichlet`` (label skew) and
+        ``quantity`` (size skew); smaller is more skewed.
+    seed : int
+        Seed of every data split, so a scenario is reproducible.
+    test_fraction : float
+        Share of the dataset held out as the never-trained-on test set.
+    eval_fraction : float
+        Share of each hospital's rows kept for its local evaluation.
+    """
+
+    dataset: DatasetName = _setting("dataset", DatasetName.BREAST_CANCER)
+    hospitals: int = _setting("hospitals", 3)
+    partition: PartitionName = _setting("partition", PartitionName.DIRICHLET)
+    dirichlet_alpha: float = _setting("dirichlet-alpha", 2.0)
+    seed: int = _setting("seed", 42)
+    test_fraction: float = _setting("test-fraction", 0.25)
+    eval_fraction: float = _setting("eval-fraction", 0.2)
+
+    def __post_init__(self) -> None:
+        _require(self.hospitals >= 1, "hospitals", f"must be >= 1 (got {self.hospitals})")
+        _require(
+            self.dirichlet_alpha > 0,
+            "dirichlet-alpha",
+            f"must be > 0 (got {self.dirichlet_alpha})",
+        )
+        _require(
+            0 < self.test_fraction < 1,
+            "test-fraction",
+            f"must lie in (0, 1) (got {self.test_fraction})",
+        )
+        _require(
+            0 < self.eval_fraction < 1,
+            "eval-fraction",
+            f"must lie in (0, 1) (got {self.eval_fraction})",
+        )
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Where the run folder goes.
+
+    Attributes
+    ----------
+    out_dir : str
+        Run folder; empty means ``runs/<timestamp>`` under the working directory.
+    """
+
+    out_dir: str = _setting("out-dir", "")
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "federation": FederationSettings,
+    "training": TrainingSettings,
+    "privacy": PrivacySettings,
+    "secure_aggregation": SecureAggregationSettings,
+    "data": DataSettings,
+    "output": OutputSettings,
+}
+
+SECAGG_MIN_HOSPITALS = 3
+"""With two parties, each could subtract its own update from the sum and read the other's."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole, resolved configuration of one federated run."""
+
+    federation: FederationSettings = field(default_factory=FederationSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    secure_aggregation: SecureAggregationSettings = field(
+        default_factory=SecureAggregationSettings
+    )
+    data: DataSettings = field(default_factory=DataSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+
+    def __post_init__(self) -> None:
+        hospitals = self.data.hospitals
+        if self.secure_aggregation.enabled:
+            _require(
+                hospitals >= SECAGG_MIN_HOSPITALS,
+                "hospitals",
+                f"SecAgg+ needs at least {SECAGG_MIN_HOSPITALS} hospitals (got {hospitals}); "
+                "add hospitals, or turn secure aggregation off explicitly",
+            )
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, FlatValue]) -> RunConfig:
+        """Parse and validate a flat kebab-case mapping (Flower's run config).
+
+        Parameters
+        ----------
+        flat : Mapping[str, FlatValue]
+            Any subset of :func:`config_keys`; missing keys take their defaults.
+
+        Returns
+        -------
+        RunConfig
+            The validated configuration.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown key, a value of the wrong type, or one out of range.
+        """
+        known = set(config_keys())
+        for key in flat:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(key, f"unknown setting{hint}")
+        sections = {name: _parse_section(section, flat) for name, section in _SECTIONS.items()}
+        return cls(**sections)
+
+    def to_flat(self) -> dict[str, FlatValue]:
+        """Return the configuration as Flower's flat kebab-case mapping."""
+        flat: dict[str, FlatValue] = {}
+        for name in _SECTIONS:
+            section = getattr(self, name)
+            for f in fields(section):
+                value = getattr(section, f.name)
+                flat[f.metadata["key"]] = value.value if isinstance(value, StrEnum) else value
+        return flat
+
+    def with_out_dir(self, out_dir: str) -> RunConfig:
+        """Return a copy whose run folder is ``out_dir``."""
+        return replace(self, output=OutputSettings(out_dir=out_dir))
+
+    def weakened_protections(self) -> list[str]:
+        """Name every protection this configuration turns off (empty when all are on)."""
+        weakened = []
+        if not self.privacy.enabled:
+            weakened.append("differential privacy is OFF: hospital updates carry no DP noise")
+        if not self.secure_aggregation.enabled:
+            weakened.append(
+                "secure aggregation is OFF: the aggregator sees each hospital's update"
+            )
+        return weakened
+
+
+def config_keys() -> list[str]:
+    """Every run-config key fedcare understands, in declaration order."""
+    return [f.metadata["key"] for section in _SECTIONS.values() for f in fields(section)]
+
+
+def setting_key(section: type[Any], attribute: str) -> str:
+    """The run-config key of ``section.attribute``, e.g. ``secure-aggregation``."""
+    return next(f.metadata["key"] for f in fields(section) if f.name == attribute)
+
+
+def _parse_section(section: type[_Section], flat: Mapping[str, FlatValue]) -> _Section:
+    kwargs = {
+        f.name: _coerce(f.metadata["key"], flat[f.metadata["key"]], f.default)
+        for f in fields(section)  # type: ignore[arg-type]
+        if f.metadata["key"] in flat
+    }
+    return section(**kwargs)
+
+
+def _coerce(key: str, value: FlatValue, default: Any) -> Any:
+    """Check ``value`` against the type of ``default``; ints are accepted for floats."""
+    if isinstance(default, StrEnum):
+        choices = [member.value for member in type(default)]
+        _require(value in choices, key, f"must be one of {', '.join(choices)} (got {value!r})")
+        return type(default)(value)
+    if isinstance(default, bool):
+        _require(isinstance(value, bool), key, f"must be true or false (got {value!r})")
+        return value
+    if isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        _require(ok, key, f"must be an integer (got {value!r})")
+        return value
+    if isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        _require(ok, key, f"must be a number (got {value!r})")
+        return float(value)
+    _require(isinstance(value, str), key, f"must be a string (got {value!r})")
+    return value

@@ -1,0 +1,42 @@
+"""Keys of everything that crosses the wire between aggregator and hospitals, defined once.
+
+Run-config keys live with their settings in :mod:`shared.config`; metric names in
+:class:`shared.metrics.MetricName`. Everything is kebab-case, as in Flower.
+"""
+
+from enum import StrEnum
+
+
+class InstructionKey(StrEnum):
+    """Keys the aggregator adds to the run config it sends with every instruction."""
+
+    SERVER_ROUND = "server-round"
+
+
+class ReplyKey(StrEnum):
+    """Keys of the aggregate scalars a hospital sends back (never per-patient values)."""
+
+    HOSPITAL = "hospital"
+    EPSILON = "epsilon"
+    DELTA = "delta"
+    NOISE_MULTIPLIER = "noise-multiplier"
+    SAMPLE_RATE = "sample-rate"
+    STEPS = "steps"
+    TRAIN_LOSS = "train-loss"
+    LOSS = "loss"
+
+
+class NodeConfigKey(StrEnum):
+    """Keys of a SuperNode's node config that fedcare reads."""
+
+    PARTITION_ID = "partition-id"
+    NUM_PARTITIONS = "num-partitions"
+
+
+class StateKey(StrEnum):
+    """Keys of what a hospital keeps in Flower's per-run node state between rounds."""
+
+    PRIVACY_HISTORY = "fedcare-privacy-history"
+    NOISE_MULTIPLIERS = "noise-multipliers"
+    SAMPLE_RATES = "sample-rates"
+    STEPS = "steps"

@@ -1,0 +1,150 @@
+"""Clinical metrics, computed with scikit-learn.
+
+Binary diagnosis reports AUROC, accuracy, sensitivity, specificity, F1 and the
+Brier score at a 0.5 decision threshold; regression reports MAE, RMSE and R².
+A metric that is undefined on the given data (AUROC with one class present,
+sensitivity with no positives) is ``nan``, never a made-up number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+
+import numpy as np
+from sklearn import metrics as skm
+
+from shared.tasks import Task, TaskKind
+
+DECISION_THRESHOLD = 0.5
+
+
+class MetricName(StrEnum):
+    """Names of every metric fedcare reports (the keys of every metric map, as plain strings)."""
+
+    AUROC = "auroc"
+    ACCURACY = "accuracy"
+    SENSITIVITY = "sensitivity"
+    SPECIFICITY = "specificity"
+    F1 = "f1"
+    BRIER = "brier"
+    MAE = "mae"
+    RMSE = "rmse"
+    R2 = "r2"
+
+
+BINARY_METRICS = (
+    MetricName.AUROC,
+    MetricName.ACCURACY,
+    MetricName.SENSITIVITY,
+    MetricName.SPECIFICITY,
+    MetricName.F1,
+    MetricName.BRIER,
+)
+MULTICLASS_METRICS = (MetricName.AUROC, MetricName.ACCURACY, MetricName.F1)
+REGRESSION_METRICS = (MetricName.MAE, MetricName.RMSE, MetricName.R2)
+
+
+def metric_names(task: Task) -> tuple[MetricName, ...]:
+    """Metrics reported for ``task``, headline metric first."""
+    if task.kind is TaskKind.BINARY:
+        return BINARY_METRICS
+    if task.kind is TaskKind.MULTICLASS:
+        return MULTICLASS_METRICS
+    return REGRESSION_METRICS
+
+
+def compute_metrics(task: Task, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Compute the task's metrics.
+
+    Parameters
+    ----------
+    task : Task
+        The task the scores answer.
+    y_true : np.ndarray
+        True labels (0/1 for binary, class index for multiclass) or targets.
+    scores : np.ndarray
+        :meth:`shared.tasks.Task.scores` output for the same rows.
+
+    Returns
+    -------
+    dict[str, float]
+        Metric name to value, in :func:`metric_names` order.
+    """
+    if task.kind is TaskKind.BINARY:
+        return _binary(y_true.astype(int), scores)
+    if task.kind is TaskKind.MULTICLASS:
+        return _multiclass(y_true.astype(int), scores, task.num_classes)
+    return _regression(y_true, scores)
+
+
+def _binary(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    predicted = (probs >= DECISION_THRESHOLD).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y_true, predicted, labels=[0, 1]).ravel()
+    both_classes = len(np.unique(y_true)) == 2
+    return {
+        MetricName.AUROC.value: float(skm.roc_auc_score(y_true, probs)) if both_classes else math.nan,
+        MetricName.ACCURACY.value: float(skm.accuracy_score(y_true, predicted)),
+        MetricName.SENSITIVITY.value: _ratio(tp, tp + fn),
+        MetricName.SPECIFICITY.value: _ratio(tn, tn + fp),
+        MetricName.F1.value: float(skm.f1_score(y_true, predicted, zero_division=0.0)),
+        MetricName.BRIER.value: float(skm.brier_score_loss(y_true, probs)),
+    }
+
+
+def _multiclass(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[str, float]:
+    predicted = probs.argmax(axis=1)
+    labels = list(range(num_classes))
+    all_present = len(np.unique(y_true)) == num_classes
+    auroc = (
+        float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
+        if all_present
+        else math.nan
+    )
+    return {
+        MetricName.AUROC.value: auroc,
+        MetricName.ACCURACY.value: float(skm.accuracy_score(y_true, predicted)),
+        MetricName.F1.value: float(
+            skm.f1_score(y_true, predicted, average="macro", labels=labels, zero_division=0.0)
+        ),
+    }
+
+
+def _regression(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    return {
+        MetricName.MAE.value: float(skm.mean_absolute_error(y_true, predicted)),
+        MetricName.RMSE.value: float(np.sqrt(skm.mean_squared_error(y_true, predicted))),
+        MetricName.R2.value: float(skm.r2_score(y_true, predicted)) if len(y_true) > 1 else math.nan,
+    }
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return float(numerator / denominator) if denominator else math.nan
+
+
+def weighted_mean(
+    values: Sequence[Mapping[str, float]], weights: Sequence[float]
+) -> dict[str, float]:
+    """Average metric maps, weighting each by its sample count.
+
+    A metric missing or ``nan`` in one map is averaged over the maps that have it.
+
+    Raises
+    ------
+    ValueError
+        If ``values`` is empty or the weights do not sum to a positive number.
+    """
+    if not values or sum(weights) <= 0:
+        raise ValueError("weighted_mean needs at least one entry with a positive weight")
+    names = list(dict.fromkeys(name for value in values for name in value))
+    averaged = {}
+    for name in names:
+        pairs = [
+            (value[name], weight)
+            for value, weight in zip(values, weights, strict=True)
+            if not math.isnan(value.get(name, math.nan))
+        ]
+        total = sum(weight for _, weight in pairs)
+        averaged[name] = sum(v * w for v, w in pairs) / total if total > 0 else math.nan
+    return averaged

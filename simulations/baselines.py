@@ -1,0 +1,146 @@
+"""The two reference rows every simulation report shows beside the federated model.
+
+* **pooled**: one model trained on every hospital's training rows together,
+  without DP: what sharing all data centrally would give (and what fedcare exists
+  to avoid).
+* **local-only**: each hospital trains alone, for as many epochs as the whole
+  federated run, under the *same* (epsilon, delta) budget; the report averages
+  their test metrics over hospitals.
+
+Both are scored on the same held-out test set as the federated model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from client.training import train_plain, train_private
+from shared.config import RunConfig
+from shared.data import Standardizer, TabularData
+from shared.evaluation import evaluate_model
+from shared.metrics import weighted_mean
+from shared.models import build_model
+from shared.privacy import plan_dp_sgd
+from simulations.federation import SimulatedFederation, SimulatedHospital
+
+POOLED = "pooled"
+LOCAL_ONLY = "local_only"
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """Test metrics of the reference models.
+
+    Attributes
+    ----------
+    pooled : dict[str, float]
+        Centralised, non-private model.
+    local_only : dict[str, float]
+        Mean over hospitals of each hospital's own DP model.
+    local_only_per_hospital : dict[str, dict[str, float]]
+        Each hospital's own DP model, by hospital name.
+    """
+
+    pooled: dict[str, float]
+    local_only: dict[str, float]
+    local_only_per_hospital: dict[str, dict[str, float]]
+
+    def rows(self) -> dict[str, dict[str, float]]:
+        """The report rows, by name."""
+        return {POOLED: self.pooled, LOCAL_ONLY: self.local_only}
+
+
+def compute_baselines(
+    config: RunConfig, federation: SimulatedFederation, device: torch.device
+) -> Baselines:
+    """Train and score the pooled and local-only reference models."""
+    per_hospital = {
+        hospital.name: _local_only(config, federation, hospital, device)
+        for hospital in federation.hospitals
+    }
+    local_only = weighted_mean(list(per_hospital.values()), [1.0] * len(per_hospital))
+    return Baselines(
+        pooled=_pooled(config, federation, device),
+        local_only=local_only,
+        local_only_per_hospital=per_hospital,
+    )
+
+
+def _total_epochs(config: RunConfig) -> int:
+    return config.federation.rounds * config.training.local_epochs
+
+
+def _fresh_model(config: RunConfig, federation: SimulatedFederation) -> torch.nn.Module:
+    return build_model(
+        config.training.model,
+        n_features=len(federation.test.feature_names),
+        output_dim=federation.task.output_dim,
+        seed=config.data.seed,
+    )
+
+
+def _pooled(config: RunConfig, federation: SimulatedFederation, device: torch.device) -> dict[str, float]:
+    raw = TabularData(
+        features=np.concatenate([h.raw_train.features for h in federation.hospitals]),
+        labels=np.concatenate([h.raw_train.labels for h in federation.hospitals]),
+        feature_names=federation.test.feature_names,
+    )
+    model = _fresh_model(config, federation)
+    train_plain(
+        model,
+        Standardizer.fit(raw).transform(raw),
+        federation.task,
+        learning_rate=config.training.learning_rate,
+        epochs=_total_epochs(config),
+        batch_size=config.training.batch_size,
+        seed=config.data.seed,
+        device=device,
+    )
+    return evaluate_model(model, federation.test, federation.task, device).metrics
+
+
+def _local_only(
+    config: RunConfig,
+    federation: SimulatedFederation,
+    hospital: SimulatedHospital,
+    device: torch.device,
+) -> dict[str, float]:
+    model = _fresh_model(config, federation)
+    train = hospital.site.train
+    training = config.training
+    if config.privacy.enabled:
+        plan = plan_dp_sgd(
+            n_samples=len(train),
+            batch_size=training.batch_size,
+            local_epochs=_total_epochs(config),
+            rounds=1,
+            target_epsilon=config.privacy.target_epsilon,
+            delta=config.privacy.delta,
+        )
+        train_private(
+            model,
+            train,
+            federation.task,
+            plan=plan,
+            max_grad_norm=config.privacy.max_grad_norm,
+            learning_rate=training.learning_rate,
+            epochs=_total_epochs(config),
+            batch_size=training.batch_size,
+            history=(),
+            device=device,
+        )
+    else:
+        train_plain(
+            model,
+            train,
+            federation.task,
+            learning_rate=training.learning_rate,
+            epochs=_total_epochs(config),
+            batch_size=training.batch_size,
+            seed=config.data.seed,
+            device=device,
+        )
+    return evaluate_model(model, federation.test, federation.task, device).metrics

@@ -1,0 +1,151 @@
+"""A simulated federation: a held-out test set plus one data partition per virtual hospital.
+
+Everything is a deterministic function of :class:`shared.config.DataSettings`, so the
+aggregator (for its held-out evaluation) and each virtual hospital (for its own
+partition) rebuild exactly the same split independently, as real parties would
+each hold their own data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.config import DataSettings, PartitionName
+from shared.data import SiteData, Standardizer, TabularData, prepare_site, split_rows
+from shared.errors import DataError
+from shared.tasks import Task, TaskKind
+from simulations.datasets import BuiltinDataset, load_builtin
+from simulations.partitioners import (
+    partition_dirichlet,
+    partition_iid,
+    partition_natural,
+    partition_quantity,
+)
+
+MIN_HOSPITAL_ROWS = 20
+"""Fewest rows a skewed partitioner may give one virtual hospital."""
+
+
+def hospital_name(partition_id: int) -> str:
+    """Name of the virtual hospital holding partition ``partition_id`` (0-based)."""
+    return f"hospital-{partition_id + 1}"
+
+
+@dataclass(frozen=True)
+class SimulatedHospital:
+    """One virtual hospital: its name, its split standardised data, and its raw rows.
+
+    Attributes
+    ----------
+    name : str
+        ``hospital-<n>``.
+    site : SiteData
+        What the hospital trains and evaluates on.
+    raw_train : TabularData
+        Its training rows before standardisation (the pooled baseline rescales them
+        with pooled statistics).
+    """
+
+    name: str
+    site: SiteData
+    raw_train: TabularData
+
+
+@dataclass(frozen=True)
+class SimulatedFederation:
+    """Held-out test data and the hospitals' partitions of everything else.
+
+    Attributes
+    ----------
+    task : Task
+        The dataset's task.
+    test : TabularData
+        Rows no hospital trains on, standardised with their own statistics as an
+        unseen hospital would standardise its patients.
+    hospitals : tuple[SimulatedHospital, ...]
+        One entry per hospital, in partition-id order.
+    """
+
+    task: Task
+    test: TabularData
+    hospitals: tuple[SimulatedHospital, ...]
+
+
+def build_federation(settings: DataSettings) -> SimulatedFederation:
+    """Split the built-in dataset into a test set and one partition per hospital.
+
+    Raises
+    ------
+    DataError
+        If a partition is too small or degenerate to train and evaluate on; the
+        message names the hospital and the setting to change.
+    """
+    dataset = load_builtin(settings.dataset)
+    classification = dataset.task.kind is not TaskKind.REGRESSION
+    test_seed, partition_seed, *site_seeds = np.random.SeedSequence(settings.seed).spawn(
+        2 + settings.hospitals
+    )
+    pool_rows, test_rows = split_rows(
+        dataset.data.labels,
+        settings.test_fraction,
+        np.random.default_rng(test_seed),
+        stratify=classification,
+    )
+    pool = dataset.data.subset(pool_rows)
+    pool_sites = dataset.sites[pool_rows] if dataset.sites is not None else None
+    parts = _partition(settings, dataset, pool, pool_sites, np.random.default_rng(partition_seed))
+    hospitals = tuple(
+        _hospital(pid, pool.subset(rows), dataset.task, settings, site_seed)
+        for pid, (rows, site_seed) in enumerate(zip(parts, site_seeds, strict=True))
+    )
+    test = dataset.data.subset(test_rows)
+    return SimulatedFederation(
+        task=dataset.task, test=Standardizer.fit(test).transform(test), hospitals=hospitals
+    )
+
+
+def _hospital(
+    partition_id: int,
+    rows: TabularData,
+    task: Task,
+    settings: DataSettings,
+    seed: np.random.SeedSequence,
+) -> SimulatedHospital:
+    name = hospital_name(partition_id)
+    prepared = prepare_site(
+        rows, task, eval_fraction=settings.eval_fraction, seed=int(seed.generate_state(1)[0]), site=name
+    )
+    return SimulatedHospital(name=name, site=prepared.site, raw_train=prepared.raw_train)
+
+
+def _partition(
+    settings: DataSettings,
+    dataset: BuiltinDataset,
+    pool: TabularData,
+    pool_sites: np.ndarray | None,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    count = settings.hospitals
+    if settings.partition is PartitionName.IID:
+        return partition_iid(len(pool), count, rng)
+    if settings.partition is PartitionName.QUANTITY:
+        return partition_quantity(
+            len(pool), count, settings.dirichlet_alpha, rng, min_size=MIN_HOSPITAL_ROWS
+        )
+    if settings.partition is PartitionName.DIRICHLET:
+        if dataset.task.kind is TaskKind.REGRESSION:
+            raise DataError(
+                f"partition 'dirichlet' skews class labels, but {settings.dataset} is a "
+                "regression dataset; use iid or quantity"
+            )
+        return partition_dirichlet(
+            pool.labels, count, settings.dirichlet_alpha, rng, min_size=MIN_HOSPITAL_ROWS
+        )
+    if pool_sites is None:
+        raise DataError(
+            f"partition 'natural' needs a site column, and {settings.dataset} has none; "
+            "use iid, dirichlet or quantity"
+        )
+    return partition_natural(pool_sites, count)
