@@ -75,7 +75,7 @@ def _run_epochs(
             optimizer.step()
             steps += 1
             if len(targets):
-                losses.append(float(loss))
+                losses.append(loss.item())
     return (sum(losses) / len(losses) if losses else math.nan), steps
 
 
@@ -125,8 +125,6 @@ def train_private(
         size since the noise was calibrated).
     """
     model = model.to(device)
-    engine = PrivacyEngine(accountant=ACCOUNTANT)
-    engine.accountant.history = [tuple(entry) for entry in history]
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     # No seeded generator: privacy amplification by subsampling needs fresh,
     # unpredictable Poisson draws in every round.
@@ -134,6 +132,8 @@ def train_private(
     with warnings.catch_warnings():
         # Opacus warns that secure_mode is off; README's privacy model states it.
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
+        engine = PrivacyEngine(accountant=ACCOUNTANT)
+        engine.accountant.history = [tuple(entry) for entry in history]
         private_model, optimizer, private_loader = engine.make_private(
             module=model,
             optimizer=optimizer,
@@ -148,9 +148,12 @@ def train_private(
             f"was calibrated for {plan.sample_rate:.6f}; the training data changed size "
             "since the run started. Start a new run."
         )
-    mean_loss, steps = _run_epochs(
-        private_model, private_loader, optimizer, task, epochs=epochs, device=device
-    )
+    with warnings.catch_warnings():
+        # Opacus' per-sample hooks trip this torch notice on every backward pass.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        mean_loss, steps = _run_epochs(
+            private_model, private_loader, optimizer, task, epochs=epochs, device=device
+        )
     private_model.remove_hooks()
     return TrainOutcome(
         mean_loss=mean_loss,

@@ -52,6 +52,8 @@ class RoundRecord:
         One line per failed reply (refusals, errors, timeouts).
     aggregated : bool
         Whether the global model was updated this round.
+    seconds : float | None
+        Wall time from sending the training instructions to the last evaluation reply.
     """
 
     round: int
@@ -60,6 +62,7 @@ class RoundRecord:
     hospitals: dict[str, HospitalRound] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     aggregated: bool = False
+    seconds: float | None = None
 
     def hospital(self, name: str) -> HospitalRound:
         """Return (creating if needed) the entry of hospital ``name``."""

@@ -16,6 +16,7 @@ empty or rejected round keeps the previous model *and says so* in the record.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -98,6 +99,7 @@ class FedCareStrategy(FedAvg):
         self._layout = layout
         self._global: list[np.ndarray] = initial_weights
         self._latest_round = 0
+        self._round_started = time.monotonic()
 
     @property
     def global_weights(self) -> list[np.ndarray]:
@@ -138,6 +140,7 @@ class FedCareStrategy(FedAvg):
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Send the global model and the run config to every connected hospital."""
         self._global = parameters_to_ndarrays(parameters)
+        self._round_started = time.monotonic()
         fit_ins = FitIns(parameters, self._instruction(server_round))
         return [(c, fit_ins) for c in self._sample(server_round, client_manager, "train")]
 
@@ -198,6 +201,7 @@ class FedCareStrategy(FedAvg):
                 [_scalars(res.metrics, without=(ReplyKey.EPSILON,)) for _, res in results], weights
             )
             loss = record.federated_metrics.get(ReplyKey.LOSS)
+        record.seconds = time.monotonic() - self._round_started
         self._log_round(record)
         return loss, dict(record.federated_metrics)
 

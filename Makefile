@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make simulate   - the default federation (3 hospitals, DP-SGD, SecAgg+)
+#   make test       - the test suite
+# Override TORCH for a CUDA build at a hospital, e.g. TORCH="torch==2.13.0 --index-url ...".
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+ARGS ?=
+STAMP := $(VENV)/.fedcare-installed
+
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export FLWR_DISABLE_UPDATE_CHECK := 1
+
+.PHONY: simulate test benchmark install
+
+install: $(STAMP)
+
+# torch goes first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet $(TORCH)
+	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+simulate: $(STAMP)
+	$(VENV)/bin/fedcare simulate $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+benchmark: $(STAMP)
+	$(VENV)/bin/python -m simulations.benchmark $(ARGS)

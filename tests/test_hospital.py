@@ -1,0 +1,69 @@
+"""A hospital's round: updates are checked before release, and replies carry aggregates only."""
+
+import numpy as np
+import pytest
+
+from client.hospital import check_update, evaluate_round, parse_instruction, train_round
+from client.site import Site, load_site
+from shared.config import RunConfig
+from shared.errors import DataError, InvalidUpdateError
+from shared.models import build_model
+from shared.serialization import ModelLayout, get_weights
+
+
+def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:
+    model = build_model(config.training.model, n_features=30, output_dim=1, seed=config.data.seed)
+    return get_weights(model)
+
+
+def test_round_returns_a_delta_of_the_model_layout(config: RunConfig, site: Site) -> None:
+    weights = _initial(config, site)
+    update = train_round(weights, config, site, ())
+    assert [d.shape for d in update.delta] == [w.shape for w in weights]
+    assert update.num_examples == len(site.data.train)
+    assert set(update.metrics) == {"hospital", "epsilon", "delta", "noise-multiplier", "sample-rate", "steps", "train-loss"}
+    assert all(not isinstance(v, np.ndarray) for v in update.metrics.values())
+
+
+def test_malformed_global_model_is_refused_with_the_parameter_named(config: RunConfig, site: Site) -> None:
+    weights = _initial(config, site)
+    with pytest.raises(InvalidUpdateError, match="'weight' has shape"):
+        train_round([np.zeros((1, 29), np.float32), weights[1]], config, site, ())
+    weights[1][:] = np.nan
+    with pytest.raises(InvalidUpdateError, match="'bias' holds NaN"):
+        train_round(weights, config, site, ())
+
+
+def test_non_finite_or_out_of_range_updates_are_never_released(config: RunConfig) -> None:
+    with pytest.raises(InvalidUpdateError, match="NaN or infinite"):
+        check_update([np.array([1.0, np.inf])], config, site="h")
+    with pytest.raises(InvalidUpdateError, match="secagg-clipping-range"):
+        check_update([np.array([5.0])], config, site="h")
+    plaintext = RunConfig.from_flat({"secure-aggregation": False})
+    check_update([np.array([5.0])], plaintext, site="h")
+
+
+def test_evaluation_reports_metrics_and_epsilon_without_nan(config: RunConfig, site: Site) -> None:
+    loss, rows, metrics = evaluate_round(_initial(config, site), config, site, [(1.0, 0.25, 8)])
+    assert rows == len(site.data.evaluation)
+    assert metrics["hospital"] == site.name and metrics["epsilon"] > 0
+    assert {"auroc", "accuracy", "sensitivity", "specificity", "f1", "brier", "loss"} <= set(metrics)
+    assert loss == metrics["loss"]
+
+
+def test_instruction_parsing_ignores_the_round_number(config: RunConfig) -> None:
+    assert parse_instruction({**config.to_flat(), "server-round": 4}) == config
+
+
+def test_site_loading_names_the_missing_node_config(config: RunConfig) -> None:
+    with pytest.raises(DataError, match="partition-id"):
+        load_site({}, config)
+    with pytest.raises(DataError, match="does not exist"):
+        load_site({"partition-id": 7}, config)
+    assert load_site({"partition-id": 0}, config).name == "hospital-1"
+
+
+def test_layout_check_counts_arrays() -> None:
+    layout = ModelLayout(names=("w",), shapes=((2,),))
+    with pytest.raises(InvalidUpdateError, match="2 arrays for a model with 1"):
+        layout.check([np.zeros(2), np.zeros(2)], what="x")

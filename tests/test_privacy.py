@@ -1,0 +1,79 @@
+"""DP-SGD accounting: calibration meets the target, and epsilon matches an independent RDP computation."""
+
+import numpy as np
+import pytest
+from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+from opacus.accountants.rdp import RDPAccountant
+
+from client.hospital import check_budget, privacy_plan, train_round
+from client.site import Site
+from shared.config import RunConfig
+from shared.errors import PrivacyBudgetExceededError
+from shared.models import build_model
+from shared.privacy import epsilon_spent, plan_dp_sgd, steps_per_epoch
+from shared.serialization import get_weights
+
+
+def independent_epsilon(noise: float, rate: float, steps: int, delta: float) -> float:
+    """Opacus' RDP analysis used directly, without fedcare's or Opacus' accountant objects."""
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    rdp = compute_rdp(q=rate, noise_multiplier=noise, steps=steps, orders=orders)
+    epsilon, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
+    return float(epsilon)
+
+
+@pytest.mark.parametrize(
+    ("n", "batch", "epochs", "rounds", "target", "delta"),
+    [(76, 32, 2, 5, 3.0, 1e-5), (140, 16, 1, 10, 1.0, 1e-6), (500, 64, 3, 3, 8.0, 1e-5)],
+)
+def test_plan_spends_at_most_the_target(n: int, batch: int, epochs: int, rounds: int, target: float, delta: float) -> None:
+    plan = plan_dp_sgd(n_samples=n, batch_size=batch, local_epochs=epochs, rounds=rounds, target_epsilon=target, delta=delta)
+    assert plan.sample_rate == pytest.approx(1 / steps_per_epoch(n, batch))
+    assert plan.steps_per_round == epochs * steps_per_epoch(n, batch)
+    total = independent_epsilon(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds, delta)
+    assert total <= target
+    assert total > 0.95 * target  # calibrated, not needlessly noisy
+
+
+def test_composition_over_rounds_matches_independent_computation() -> None:
+    plan = plan_dp_sgd(n_samples=120, batch_size=32, local_epochs=2, rounds=4, target_epsilon=2.0, delta=1e-5)
+    spent = [epsilon_spent([plan.round_entry()] * r, delta=1e-5) for r in range(1, 5)]
+    assert spent == sorted(spent)
+    for rounds, epsilon in enumerate(spent, start=1):
+        expected = independent_epsilon(plan.noise_multiplier, plan.sample_rate, rounds * plan.steps_per_round, 1e-5)
+        assert epsilon == pytest.approx(expected, rel=1e-9)
+    assert epsilon_spent([], delta=1e-5) == 0.0
+
+
+def test_rounds_beyond_the_plan_are_refused() -> None:
+    plan = plan_dp_sgd(n_samples=100, batch_size=25, local_epochs=1, rounds=2, target_epsilon=1.0, delta=1e-5)
+    check_budget(plan, [plan.round_entry()], site="h")
+    with pytest.raises(PrivacyBudgetExceededError, match="h refuses to train") as caught:
+        check_budget(plan, [plan.round_entry()] * 2, site="h")
+    assert "budget" in str(caught.value) and "would bring it to" in str(caught.value)
+
+
+def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:
+    model = build_model(config.training.model, n_features=len(site.data.train.feature_names), output_dim=1, seed=0)
+    return get_weights(model)
+
+
+def test_accountant_history_persists_across_rounds_and_is_never_understated(config: RunConfig, site: Site) -> None:
+    plan = privacy_plan(config, site)
+    weights, history = _initial(config, site), ()
+    reported = []
+    for _ in range(config.federation.rounds):
+        update = train_round(weights, config, site, history)
+        history = update.history
+        weights = [w + d for w, d in zip(weights, update.delta, strict=True)]
+        reported.append(update.metrics["epsilon"])
+        assert update.metrics["noise-multiplier"] == plan.noise_multiplier
+        assert update.metrics["sample-rate"] == plan.sample_rate
+    steps_taken = sum(entry[2] for entry in history)
+    assert steps_taken == config.federation.rounds * plan.steps_per_round
+    independent = independent_epsilon(plan.noise_multiplier, plan.sample_rate, steps_taken, config.privacy.delta)
+    assert reported[-1] == pytest.approx(independent, rel=1e-9)
+    assert reported == sorted(reported)
+    assert reported[-1] <= config.privacy.target_epsilon
+    with pytest.raises(PrivacyBudgetExceededError):
+        train_round(weights, config, site, history)

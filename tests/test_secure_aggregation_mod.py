@@ -1,0 +1,60 @@
+"""A hospital never answers a plaintext training request when the run promised SecAgg+."""
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from flwr.app import Context, Message, RecordDict
+from flwr.app.message_type import MessageType
+from flwr.common import FitIns, ndarrays_to_parameters
+from flwr.compat.common import recorddict_compat as compat
+
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.secure_aggregation import PLAINTEXT_REFUSED, secure_aggregation_mod
+from shared.config import RunConfig
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> Iterator[None]:
+    """Flower stamps messages with the running task's identity; stand in for one."""
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)  # noqa: SLF001
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved  # noqa: SLF001
+
+
+def _train_message(config: RunConfig) -> Message:
+    fit_ins = FitIns(ndarrays_to_parameters([np.zeros(2)]), dict(config.to_flat()))
+    return Message(
+        content=compat.fitins_to_recorddict(fit_ins, keep_input=True),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+    )
+
+
+def _context() -> Context:
+    return Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+
+
+def _handler(calls: list[Message]):  # type: ignore[no-untyped-def]
+    def call_next(msg: Message, ctxt: Context) -> Message:
+        calls.append(msg)
+        return Message(RecordDict(), reply_to=msg)
+
+    return call_next
+
+
+def test_plaintext_request_in_a_secagg_run_is_refused_without_training() -> None:
+    calls: list[Message] = []
+    reply = secure_aggregation_mod(_train_message(RunConfig()), _context(), _handler(calls))
+    assert reply.has_error() and reply.error.code == PLAINTEXT_REFUSED
+    assert "refusing to send a plaintext update" in reply.error.reason
+    assert calls == []
+
+
+def test_plaintext_request_passes_when_secagg_was_turned_off_explicitly() -> None:
+    calls: list[Message] = []
+    config = RunConfig.from_flat({"secure-aggregation": False})
+    reply = secure_aggregation_mod(_train_message(config), _context(), _handler(calls))
+    assert not reply.has_error() and len(calls) == 1
