@@ -1,5 +1,8 @@
 """Shared fixtures: small, seeded sites built from the real breast-cancer data."""
 
+import os
+import tempfile
+
 import pytest
 
 from client.site import Site
@@ -22,3 +25,11 @@ def site(config: RunConfig) -> Site:
 @pytest.fixture(scope="session")
 def default_data() -> DataSettings:
     return DataSettings()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flower_home() -> None:
+    """Keep Flower's state out of the user's home; never install dependencies at run time."""
+    os.environ["FLWR_HOME"] = tempfile.mkdtemp(prefix="fedcare-flwr-home-")
+    os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    os.environ["FLWR_DISABLE_UPDATE_CHECK"] = "1"
