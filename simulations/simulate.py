@@ -48,6 +48,8 @@ def simulate(config: RunConfig) -> dict[str, Any]:
 
     if not config.output.out_dir:
         config = config.with_out_dir(str(default_run_path()))
+    # Keep Ray from rewriting CUDA_VISIBLE_DEVICES for CPU-only actors (and warning about it).
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     run_path = Path(config.output.out_dir)
     check_run_path(run_path)
     build_federation(config.data)
