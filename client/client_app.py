@@ -8,40 +8,13 @@ in deployment) start fast.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-from flwr.app import ConfigRecord, Context
+from flwr.app import Context
 from flwr.client import Client, NumPyClient
 from flwr.clientapp import ClientApp
 
+from client.privacy_state import load_privacy_state, store_privacy_state
 from client.secure_aggregation import secure_aggregation_mod
-from shared.keys import StateKey
-from shared.privacy import HistoryEntry
-
-
-def load_history(context: Context) -> list[HistoryEntry]:
-    """The privacy accountant history this node kept for the current run."""
-    record = context.state.config_records.get(StateKey.PRIVACY_HISTORY)
-    if record is None:
-        return []
-    return [
-        (float(noise), float(rate), int(steps))
-        for noise, rate, steps in zip(
-            record[StateKey.NOISE_MULTIPLIERS], record[StateKey.SAMPLE_RATES], record[StateKey.STEPS], strict=True
-        )
-    ]
-
-
-def store_history(context: Context, history: Sequence[HistoryEntry]) -> None:
-    """Keep the accountant history in the node's per-run state for the next round."""
-    context.state.config_records[StateKey.PRIVACY_HISTORY] = ConfigRecord(
-        {
-            StateKey.NOISE_MULTIPLIERS: [float(entry[0]) for entry in history],
-            StateKey.SAMPLE_RATES: [float(entry[1]) for entry in history],
-            StateKey.STEPS: [int(entry[2]) for entry in history],
-        }
-    )
 
 
 class HospitalClient(NumPyClient):
@@ -63,8 +36,8 @@ class HospitalClient(NumPyClient):
 
         run_config = parse_instruction(config)
         site = load_site(self._context.node_config, run_config)
-        update = train_round(parameters, run_config, site, load_history(self._context))
-        store_history(self._context, update.history)
+        update = train_round(parameters, run_config, site, load_privacy_state(self._context))
+        store_privacy_state(self._context, update.privacy)
         return update.delta, update.num_examples, update.metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:  # type: ignore[type-arg]
@@ -74,7 +47,7 @@ class HospitalClient(NumPyClient):
 
         run_config = parse_instruction(config)
         site = load_site(self._context.node_config, run_config)
-        return evaluate_round(parameters, run_config, site, load_history(self._context))
+        return evaluate_round(parameters, run_config, site, load_privacy_state(self._context).history)
 
 
 def _client_fn(context: Context) -> Client:

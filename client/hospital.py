@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from client.privacy_state import PrivacyState
 from client.site import Site
 from client.training import TrainOutcome, train_plain, train_private
 from shared.config import FlatValue, RunConfig
@@ -41,14 +42,14 @@ class RoundUpdate:
         Training rows (the aggregation weight).
     metrics : ReplyMetrics
         Aggregate scalars: hospital name, loss, DP mechanism, epsilon spent.
-    history : tuple[HistoryEntry, ...]
-        The accountant history including this round.
+    privacy : PrivacyState
+        The plan and the accountant history including this round, to keep.
     """
 
     delta: list[np.ndarray]
     num_examples: int
     metrics: ReplyMetrics
-    history: tuple[HistoryEntry, ...]
+    privacy: PrivacyState
 
 
 def parse_instruction(instruction: Mapping[str, FlatValue]) -> RunConfig:
@@ -90,9 +91,12 @@ def train_round(
     global_weights: Sequence[np.ndarray],
     config: RunConfig,
     site: Site,
-    history: Sequence[HistoryEntry],
+    privacy: PrivacyState,
 ) -> RoundUpdate:
     """Train one round from ``global_weights`` and return the update to release.
+
+    The DP-SGD plan is calibrated at the first round and reused after, so the
+    noise stays what the whole-run budget was calibrated for.
 
     Raises
     ------
@@ -112,8 +116,8 @@ def train_round(
     training = config.training
     metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name}
     if config.privacy.enabled:
-        plan = privacy_plan(config, site)
-        check_budget(plan, history, site=site.name)
+        plan = privacy.plan or privacy_plan(config, site)
+        check_budget(plan, privacy.history, site=site.name)
         outcome = train_private(
             model,
             site.data.train,
@@ -123,10 +127,11 @@ def train_round(
             learning_rate=training.learning_rate,
             epochs=training.local_epochs,
             batch_size=training.batch_size,
-            history=history,
+            history=privacy.history,
             device=device,
         )
         metrics |= _privacy_metrics(plan, outcome)
+        privacy = PrivacyState(plan=plan, history=outcome.history)
     else:
         outcome = train_plain(
             model,
@@ -141,7 +146,7 @@ def train_round(
     metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
     delta = [new - old for new, old in zip(get_weights(model), global_weights, strict=True)]
     check_update(delta, config, site=site.name)
-    return RoundUpdate(delta=delta, num_examples=len(site.data.train), metrics=metrics, history=outcome.history)
+    return RoundUpdate(delta=delta, num_examples=len(site.data.train), metrics=metrics, privacy=privacy)
 
 
 def _privacy_metrics(plan: DpSgdPlan, outcome: TrainOutcome) -> ReplyMetrics:

@@ -36,7 +36,8 @@ class NodeConfigKey(StrEnum):
 class StateKey(StrEnum):
     """Keys of what a hospital keeps in Flower's per-run node state between rounds."""
 
-    PRIVACY_HISTORY = "fedcare-privacy-history"
+    PRIVACY_STATE = "fedcare-privacy-state"
+    PLAN = "plan"
     NOISE_MULTIPLIERS = "noise-multipliers"
     SAMPLE_RATES = "sample-rates"
     STEPS = "steps"

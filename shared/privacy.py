@@ -118,9 +118,18 @@ def plan_dp_sgd(
 
 
 def epsilon_spent(history: Sequence[HistoryEntry], *, delta: float) -> float:
-    """Epsilon of the composed ``history`` at ``delta`` (0 for an empty history)."""
+    """Epsilon of the composed ``history`` at ``delta`` (0 for an empty history).
+
+    Entries of the same mechanism (noise multiplier and sample rate) are merged
+    first: RDP of the subsampled Gaussian is linear in the number of steps, so the
+    result is identical and each mechanism is analysed once.
+    """
     from opacus.accountants import RDPAccountant  # heavy: only when accounting
 
+    steps_by_mechanism: dict[tuple[float, float], int] = {}
+    for noise, rate, steps in history:
+        key = (float(noise), float(rate))
+        steps_by_mechanism[key] = steps_by_mechanism.get(key, 0) + int(steps)
     accountant = RDPAccountant()
-    accountant.history = [tuple(entry) for entry in history]
+    accountant.history = [(noise, rate, steps) for (noise, rate), steps in steps_by_mechanism.items()]
     return float(accountant.get_epsilon(delta=delta))

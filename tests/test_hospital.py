@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from client.hospital import check_update, evaluate_round, parse_instruction, train_round
+from client.privacy_state import PrivacyState
 from client.site import Site, load_site
 from shared.config import RunConfig
 from shared.errors import DataError, InvalidUpdateError
@@ -18,7 +19,7 @@ def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:
 
 def test_round_returns_a_delta_of_the_model_layout(config: RunConfig, site: Site) -> None:
     weights = _initial(config, site)
-    update = train_round(weights, config, site, ())
+    update = train_round(weights, config, site, PrivacyState())
     assert [d.shape for d in update.delta] == [w.shape for w in weights]
     assert update.num_examples == len(site.data.train)
     assert set(update.metrics) == {"hospital", "epsilon", "delta", "noise-multiplier", "sample-rate", "steps", "train-loss"}
@@ -28,10 +29,10 @@ def test_round_returns_a_delta_of_the_model_layout(config: RunConfig, site: Site
 def test_malformed_global_model_is_refused_with_the_parameter_named(config: RunConfig, site: Site) -> None:
     weights = _initial(config, site)
     with pytest.raises(InvalidUpdateError, match="'weight' has shape"):
-        train_round([np.zeros((1, 29), np.float32), weights[1]], config, site, ())
+        train_round([np.zeros((1, 29), np.float32), weights[1]], config, site, PrivacyState())
     weights[1][:] = np.nan
     with pytest.raises(InvalidUpdateError, match="'bias' holds NaN"):
-        train_round(weights, config, site, ())
+        train_round(weights, config, site, PrivacyState())
 
 
 def test_non_finite_or_out_of_range_updates_are_never_released(config: RunConfig) -> None:

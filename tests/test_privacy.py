@@ -6,6 +6,7 @@ from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from opacus.accountants.rdp import RDPAccountant
 
 from client.hospital import check_budget, privacy_plan, train_round
+from client.privacy_state import PrivacyState
 from client.site import Site
 from shared.config import RunConfig
 from shared.errors import PrivacyBudgetExceededError
@@ -60,20 +61,34 @@ def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:
 
 def test_accountant_history_persists_across_rounds_and_is_never_understated(config: RunConfig, site: Site) -> None:
     plan = privacy_plan(config, site)
-    weights, history = _initial(config, site), ()
+    weights, state = _initial(config, site), PrivacyState()
     reported = []
     for _ in range(config.federation.rounds):
-        update = train_round(weights, config, site, history)
-        history = update.history
+        update = train_round(weights, config, site, state)
+        state = update.privacy
+        assert state.plan == plan
         weights = [w + d for w, d in zip(weights, update.delta, strict=True)]
         reported.append(update.metrics["epsilon"])
         assert update.metrics["noise-multiplier"] == plan.noise_multiplier
         assert update.metrics["sample-rate"] == plan.sample_rate
-    steps_taken = sum(entry[2] for entry in history)
+    steps_taken = sum(entry[2] for entry in state.history)
     assert steps_taken == config.federation.rounds * plan.steps_per_round
     independent = independent_epsilon(plan.noise_multiplier, plan.sample_rate, steps_taken, config.privacy.delta)
     assert reported[-1] == pytest.approx(independent, rel=1e-9)
     assert reported == sorted(reported)
     assert reported[-1] <= config.privacy.target_epsilon
     with pytest.raises(PrivacyBudgetExceededError):
-        train_round(weights, config, site, history)
+        train_round(weights, config, site, state)
+
+
+def test_privacy_state_survives_the_node_context_between_rounds() -> None:
+    from flwr.app import Context, RecordDict
+
+    from client.privacy_state import load_privacy_state, store_privacy_state
+
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    assert load_privacy_state(context) == PrivacyState()
+    plan = plan_dp_sgd(n_samples=90, batch_size=30, local_epochs=1, rounds=2, target_epsilon=1.0, delta=1e-5)
+    state = PrivacyState(plan=plan, history=(plan.round_entry(), (2.0, 0.5, 3)))
+    store_privacy_state(context, state)
+    assert load_privacy_state(context) == state
