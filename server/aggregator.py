@@ -21,7 +21,7 @@ from server.run_directory import RunDirectory
 from server.run_record import RunRecord
 from server.secure_aggregation import run_rounds
 from server.strategy import FedCareStrategy, TestEvaluator
-from shared.config import SECAGG_MIN_HOSPITALS, RunConfig
+from shared.config import RunConfig
 from shared.evaluation import Evaluation, evaluate_model
 from shared.models import build_model
 from shared.serialization import ModelLayout, get_weights, set_weights
@@ -30,11 +30,6 @@ logger = logging.getLogger(__name__)
 
 COMPLETED = "completed"
 FAILED = "failed"
-
-
-def minimum_hospitals(config: RunConfig) -> int:
-    """Fewest connected hospitals a round may start with."""
-    return SECAGG_MIN_HOSPITALS if config.secure_aggregation.enabled else 1
 
 
 def _build_model(config: RunConfig, reference: DataReference) -> torch.nn.Module:
@@ -89,7 +84,7 @@ def run_aggregator(
         config=config,
         initial_weights=get_weights(model),
         layout=layout,
-        minimum_hospitals=minimum_hospitals(config),
+        minimum_hospitals=config.federation.min_hospitals,
         record=record,
         checkpoints=checkpoints,
         test_evaluator=_test_evaluator(config, reference),

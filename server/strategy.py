@@ -100,6 +100,8 @@ class FedCareStrategy(FedAvg):
         self._global: list[np.ndarray] = initial_weights
         self._latest_round = 0
         self._round_started = time.monotonic()
+        self._names: dict[int, str] = {}
+        self._asked: dict[str, set[int]] = {}
 
     @property
     def global_weights(self) -> list[np.ndarray]:
@@ -133,7 +135,9 @@ class FedCareStrategy(FedAvg):
                 f"{timeout:.0f} s; at least {self._minimum} are needed",
             )
             return []
-        return client_manager.sample(num_clients=available, min_num_clients=self._minimum)
+        sampled = client_manager.sample(num_clients=available, min_num_clients=self._minimum)
+        self._asked[stage] = {proxy.node_id for proxy in sampled}
+        return sampled
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -162,8 +166,9 @@ class FedCareStrategy(FedAvg):
         """Average the hospitals' deltas into a new global model and checkpoint it."""
         record = self._record.round(server_round)
         self._note_failures(record, "train", failures)
-        for _, res in results:
-            hospital = record.hospital(_hospital_of(res.metrics))
+        self._note_silent(record, "train", results, failures)
+        for proxy, res in results:
+            hospital = record.hospital(self._learn_name(proxy, res.metrics))
             hospital.train = _scalars(res.metrics)
             hospital.num_train_examples = res.num_examples
         if not results:
@@ -190,8 +195,9 @@ class FedCareStrategy(FedAvg):
         """Record each hospital's local metrics and their row-weighted mean."""
         record = self._record.round(server_round)
         self._note_failures(record, "evaluate", failures)
-        for _, res in results:
-            hospital = record.hospital(_hospital_of(res.metrics))
+        self._note_silent(record, "evaluate", results, failures)
+        for proxy, res in results:
+            hospital = record.hospital(self._learn_name(proxy, res.metrics))
             hospital.evaluation = _scalars(res.metrics, without=(ReplyKey.EPSILON,))
             hospital.num_eval_examples = res.num_examples
         loss = None
@@ -221,13 +227,45 @@ class FedCareStrategy(FedAvg):
         record.failures.append(message)
         logger.error("round %s %s", record.round, message)
 
+    def _learn_name(self, proxy: ClientProxy, metrics: dict[str, Scalar]) -> str:
+        name = metrics.get(ReplyKey.HOSPITAL)
+        if isinstance(name, str):
+            self._names[proxy.node_id] = name
+        return self._describe(proxy.node_id)
+
+    def _describe(self, node_id: int) -> str:
+        """A hospital's name once it has replied at least once, else its node id."""
+        return self._names.get(node_id, f"node {node_id}")
+
     def _note_failures(self, record: RoundRecord, stage: str, failures: list[Failure]) -> None:
         for failure in failures:
             if isinstance(failure, BaseException):
                 self._fail(record, f"{stage}: {failure}")
             else:
                 proxy, res = failure
-                self._fail(record, f"{stage}: node {proxy.node_id}: {res.status.message}")
+                self._fail(record, f"{stage}: {self._describe(proxy.node_id)}: {res.status.message}")
+
+    def _note_silent(
+        self,
+        record: RoundRecord,
+        stage: str,
+        results: list[tuple[ClientProxy, FitRes]] | list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[Failure],
+    ) -> None:
+        """Record every hospital that was asked and returned no result.
+
+        Flower's legacy workflows strip the sender from error replies, so such a
+        hospital either dropped out, missed the deadline, or sent one of the
+        errors recorded just before.
+        """
+        answered = {proxy.node_id for proxy, _ in results}
+        answered |= {f[0].node_id for f in failures if not isinstance(f, BaseException)}
+        for node_id in sorted(self._asked.pop(stage, set()) - answered):
+            self._fail(
+                record,
+                f"{stage}: no result from {self._describe(node_id)} (dropped out, missed the "
+                "deadline, or sent an error)",
+            )
 
     def _log_round(self, record: RoundRecord) -> None:
         headline = record.test_metrics or record.federated_metrics
@@ -242,11 +280,6 @@ class FedCareStrategy(FedAvg):
             scores or "no metrics",
             spent or "none reported",
         )
-
-
-def _hospital_of(metrics: dict[str, Scalar]) -> str:
-    name = metrics.get(ReplyKey.HOSPITAL)
-    return name if isinstance(name, str) else "unnamed-hospital"
 
 
 def _scalars(metrics: dict[str, Scalar], without: tuple[str, ...] = ()) -> dict[str, float]:

@@ -76,10 +76,14 @@ class FederationSettings:
     round_timeout : float
         Seconds the aggregator waits for each round's replies (and for each
         SecAgg+ stage) before going on with whoever answered.
+    min_hospitals : int
+        Fewest hospitals a round may go on with once the deadline has passed
+        (hospitals drop out; a round with fewer fails and is reported).
     """
 
     rounds: int = _setting("num-server-rounds", 5)
     round_timeout: float = _setting("round-timeout", 300.0)
+    min_hospitals: int = _setting("min-hospitals", 2)
 
     def __post_init__(self) -> None:
         _require(self.rounds >= 1, "num-server-rounds", f"must be >= 1 (got {self.rounds})")
@@ -88,6 +92,7 @@ class FederationSettings:
             "round-timeout",
             f"must be > 0 seconds (got {self.round_timeout})",
         )
+        _require(self.min_hospitals >= 1, "min-hospitals", f"must be >= 1 (got {self.min_hospitals})")
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,9 @@ class DataSettings:
         Share of the dataset held out as the never-trained-on test set.
     eval_fraction : float
         Share of each hospital's rows kept for its local evaluation.
+    contract : str
+        The federation's data contract (TOML text) when real hospitals train on
+        their own files; empty in a simulation, which uses ``dataset``.
     """
 
     dataset: DatasetName = _setting("dataset", DatasetName.BREAST_CANCER)
@@ -243,6 +251,12 @@ class DataSettings:
     seed: int = _setting("seed", 42)
     test_fraction: float = _setting("test-fraction", 0.25)
     eval_fraction: float = _setting("eval-fraction", 0.2)
+    contract: str = _setting("contract", "")
+
+    @property
+    def simulated(self) -> bool:
+        """Whether hospitals are virtual, sharing out the built-in ``dataset``."""
+        return not self.contract
 
     def __post_init__(self) -> None:
         _require(self.hospitals >= 1, "hospitals", f"must be >= 1 (got {self.hospitals})")
@@ -286,7 +300,10 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 SECAGG_MIN_HOSPITALS = 3
-"""With two parties, each could subtract its own update from the sum and read the other's."""
+"""A federation needs 3: with two parties, each could subtract its own update from the sum."""
+
+SECAGG_MIN_ROUND = 2
+"""Flower's SecAgg+ needs 2 replies; a round left with 2 lets each deduce the other's (DP) update."""
 
 
 @dataclass(frozen=True)
@@ -304,12 +321,24 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         hospitals = self.data.hospitals
+        minimum = self.federation.min_hospitals
+        _require(
+            minimum <= hospitals,
+            "min-hospitals",
+            f"must be at most hospitals ({hospitals}) (got {minimum})",
+        )
         if self.secure_aggregation.enabled:
             _require(
                 hospitals >= SECAGG_MIN_HOSPITALS,
                 "hospitals",
                 f"SecAgg+ needs at least {SECAGG_MIN_HOSPITALS} hospitals (got {hospitals}); "
                 "add hospitals, or turn secure aggregation off explicitly",
+            )
+            _require(
+                minimum >= SECAGG_MIN_ROUND,
+                "min-hospitals",
+                f"SecAgg+ cannot run a round with fewer than {SECAGG_MIN_ROUND} hospitals "
+                f"(got {minimum})",
             )
 
     @classmethod
