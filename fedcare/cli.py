@@ -1,22 +1,35 @@
 """``fedcare``: the command line.
 
-Each command parses its options into a :class:`shared.config.RunConfig` at the
-edge; a bad setting stops everything with one sentence naming it, exit code 2.
+Each command parses its options into a :class:`shared.config.RunConfig` (or a
+hospital's :class:`client.site_settings.SiteSettings`) at the edge; a bad setting
+stops everything with one sentence naming it, exit code 2.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
-from shared.config import FlatValue, RunConfig
+from fedcare.aggregator_commands import aggregator_app, run
+from fedcare.console import configure_logging, fail
+from fedcare.hospital_commands import hospital_app
+from fedcare.options import (
+    Delta,
+    Epsilon,
+    Hospitals,
+    Model,
+    NoDp,
+    NoSecagg,
+    Out,
+    Rounds,
+    Settings,
+    common_overrides,
+    parse_set,
+)
+from fedcare.tables import print_summary
+from shared.config import RunConfig
 from shared.errors import FedcareError
 from simulations.scenarios import DEFAULT_SCENARIO, SCENARIOS, scenario_overrides
 
@@ -26,8 +39,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True)
 
 
 @app.callback()
@@ -35,100 +46,45 @@ def _root() -> None:
     """Federated, privacy-preserving learning for hospitals."""
 
 
-def _configure_logging() -> None:
-    os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Opacus calls logging.basicConfig on import; without this Flower's lines print twice.
-    logging.getLogger("flwr").propagate = False
-    handler = RichHandler(console=errors, show_path=False, markup=False)
-    for name in ("fedcare", "server", "client", "simulations"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        logger.handlers = [handler]
-        logger.propagate = False
-
-
-def _fail(error: Exception) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {error}", highlight=False)
-    return typer.Exit(code=2)
-
-
-def _parse_set(pairs: list[str]) -> dict[str, FlatValue]:
-    """Parse ``key=value`` pairs; values are read as JSON (numbers, true/false) or kept as text."""
-    parsed: dict[str, FlatValue] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise FedcareError(f"--set expects key=value, got '{pair}'")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        parsed[key.strip()] = value
-    return parsed
-
-
 @app.command()
 def simulate(  # noqa: PLR0913 - one option per documented setting
     scenario: Annotated[str, typer.Option(help=f"Preset: {', '.join(SCENARIOS)}.")] = DEFAULT_SCENARIO,
-    hospitals: Annotated[int | None, typer.Option(help="Number of virtual hospitals.")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
-    epsilon: Annotated[float | None, typer.Option(help="Epsilon each hospital may spend in the run.")] = None,
-    delta: Annotated[float | None, typer.Option(help="Delta of the DP guarantee.")] = None,
+    hospitals: Hospitals = None,
+    rounds: Rounds = None,
+    epsilon: Epsilon = None,
+    delta: Delta = None,
     partition: Annotated[str | None, typer.Option(help="iid, dirichlet, quantity or natural.")] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", help="Dirichlet concentration (skew).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every data split.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model from the registry: logreg or mlp.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<timestamp>).")] = None,
-    no_dp: Annotated[bool, typer.Option("--no-dp", help="Turn DP-SGD OFF (updates are not private).")] = False,
-    no_secagg: Annotated[
-        bool, typer.Option("--no-secure-aggregation", help="Turn SecAgg+ OFF (aggregator sees each update).")
-    ] = False,
-    settings: Annotated[
-        list[str] | None, typer.Option("--set", help="Any run-config key=value, e.g. --set local-epochs=3.")
-    ] = None,
+    model: Model = None,
+    out: Out = None,
+    no_dp: NoDp = False,
+    no_secagg: NoSecagg = False,
+    settings: Settings = None,
 ) -> None:
     """Simulate a federation of virtual hospitals on this machine (DP and SecAgg+ on)."""
-    _configure_logging()
-    options: dict[str, Any] = {
-        "hospitals": hospitals,
-        "num-server-rounds": rounds,
-        "epsilon": epsilon,
-        "delta": delta,
-        "partition": partition,
-        "dirichlet-alpha": alpha,
-        "seed": seed,
-        "model": model,
-        "out-dir": str(out) if out is not None else None,
-        "differential-privacy": False if no_dp else None,
-        "secure-aggregation": False if no_secagg else None,
-    }
+    configure_logging()
+    shared = common_overrides(
+        hospitals=hospitals, rounds=rounds, epsilon=epsilon, delta=delta, model=model,
+        out=out, no_dp=no_dp, no_secagg=no_secagg,
+    )
+    simulation_only = {"partition": partition, "dirichlet-alpha": alpha, "seed": seed}
     try:
-        flat = {**scenario_overrides(scenario), **_parse_set(settings or [])}
-        flat |= {key: value for key, value in options.items() if value is not None}
+        flat = {**scenario_overrides(scenario), **parse_set(settings)}
+        flat |= shared | {k: v for k, v in simulation_only.items() if v is not None}
         config = RunConfig.from_flat(flat)
         # Imported here: the simulation stack is heavy and --help should be instant.
         from simulations.simulate import simulate as run_simulation
 
         summary = run_simulation(config)
     except FedcareError as error:
-        raise _fail(error) from None
-    _print_summary(summary, Path(summary["config"]["out-dir"]))
+        raise fail(error) from None
+    print_summary(summary, Path(summary["config"]["out-dir"]))
 
 
-def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
-    from fedcare.tables import comparison_table, epsilon_table, rounds_table
-    from server.report import METRICS_JSON
-
-    metric_names = list(summary["final"]["federated"]) or list(summary["final"].get("pooled", {}))
-    metrics = json.loads((run_dir / METRICS_JSON).read_text(encoding="utf-8"))
-    console.print(rounds_table(metrics, metric_names))
-    if summary["privacy"]["differential_privacy"]:
-        console.print(epsilon_table(metrics, summary))
-    console.print(comparison_table(summary, metric_names))
-    for warning in summary["warnings"]:
-        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    console.print(f"run {summary['status']}; report, plot and model in [bold]{run_dir}[/]")
+app.command()(run)
+app.add_typer(aggregator_app, name="aggregator")
+app.add_typer(hospital_app, name="hospital")
 
 
 def main() -> None:

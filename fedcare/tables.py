@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+
+from fedcare.console import console
 
 _ROW_LABELS = {
     "pooled": "pooled (central, no DP)",
@@ -60,3 +64,16 @@ def comparison_table(summary: Mapping[str, Any], metric_names: list[str]) -> Tab
         if row is not None:
             table.add_row(_ROW_LABELS[key], *(_fmt(row.get(n)) for n in metric_names))
     return table
+
+
+def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
+    """Print a finished run's tables and warnings."""
+    metric_names = list(summary["final"]["federated"]) or list(summary["final"].get("pooled", {}))
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    console.print(rounds_table(metrics, metric_names))
+    if summary["privacy"]["differential_privacy"]:
+        console.print(epsilon_table(metrics, summary))
+    console.print(comparison_table(summary, metric_names))
+    for warning in summary["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"run {summary['status']}; report, plot and model in [bold]{run_dir}[/]")

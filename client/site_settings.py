@@ -1,0 +1,239 @@
+"""A hospital's own settings (``site.toml``), parsed once and validated.
+
+The file is the hospital's, not the aggregator's: which data it trains on, under
+which contract, on which device, with which credentials, and the privacy limits
+it accepts. The part the ClientApp needs travels to it as Flower node config
+(:meth:`SiteNode.to_node_config`); nothing in it ever leaves the hospital.
+
+Example
+-------
+.. code-block:: toml
+
+    [hospital]
+    name = "st-mary"
+    aggregator = "aggregator.example.org:8000"
+    credentials = "bundle"          # from `fedcare ca add-hospital`
+    data = "patients.csv"
+    contract = "contract.toml"
+    device = "auto"
+    state = "fedcare-state"
+    runtime-port = 9094
+
+    [privacy]
+    max-epsilon = 3.0
+    delta = 1e-5
+    require-secure-aggregation = true
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.config import DeviceName, FlatValue
+from shared.errors import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
+
+
+class SiteConfigError(ConfigError):
+    """``site.toml`` (or the node config built from it) is missing or invalid."""
+
+
+@dataclass(frozen=True)
+class SitePrivacy:
+    """The privacy limits a hospital accepts for its data.
+
+    Attributes
+    ----------
+    max_epsilon : float
+        Most epsilon the hospital lets its data spend.
+    delta : float
+        Largest delta it accepts.
+    require_secure_aggregation : bool
+        Refuse to send any update outside SecAgg+.
+    """
+
+    max_epsilon: float = 3.0
+    delta: float = 1e-5
+    require_secure_aggregation: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.max_epsilon > 0 and math.isfinite(self.max_epsilon)):
+            raise SiteConfigError("privacy.max-epsilon", f"must be a finite number > 0 (got {self.max_epsilon})")
+        if not 0 < self.delta < 1:
+            raise SiteConfigError("privacy.delta", f"must lie in (0, 1) (got {self.delta})")
+
+
+@dataclass(frozen=True)
+class SiteNode:
+    """What the hospital's ClientApp needs to know, as Flower node config.
+
+    Attributes
+    ----------
+    name : str
+        The hospital's name in reports.
+    data : Path
+        Its CSV or Parquet file.
+    contract : Path
+        The data contract the file is checked against.
+    device : DeviceName
+        Where to train.
+    state : Path
+        Folder for the hospital's own records (privacy ledger, audit log).
+    privacy : SitePrivacy
+        Its privacy limits.
+    """
+
+    name: str
+    data: Path
+    contract: Path
+    device: DeviceName
+    state: Path
+    privacy: SitePrivacy
+
+    def to_node_config(self) -> dict[str, FlatValue]:
+        """Flatten into Flower node config (absolute paths, kebab-case keys)."""
+        return {
+            "hospital-name": self.name,
+            "data-path": str(self.data.resolve()),
+            "contract-path": str(self.contract.resolve()),
+            "device": self.device.value,
+            "state-dir": str(self.state.resolve()),
+            "max-epsilon": self.privacy.max_epsilon,
+            "max-delta": self.privacy.delta,
+            "require-secure-aggregation": self.privacy.require_secure_aggregation,
+        }
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> SiteNode:
+        """Rebuild from Flower node config (inside the ClientApp).
+
+        Raises
+        ------
+        SiteConfigError
+            Naming the missing or malformed key.
+        """
+
+        def get(key: str, kind: type) -> Any:
+            value = node_config.get(key)
+            if value is None:
+                raise SiteConfigError(key, "missing from the node config; start the hospital with `fedcare hospital start`")
+            try:
+                return kind(value)
+            except (TypeError, ValueError) as error:
+                raise SiteConfigError(key, f"cannot be read as {kind.__name__}") from error
+
+        return cls(
+            name=get("hospital-name", str),
+            data=Path(get("data-path", str)),
+            contract=Path(get("contract-path", str)),
+            device=_device("device", get("device", str)),
+            state=Path(get("state-dir", str)),
+            privacy=SitePrivacy(
+                max_epsilon=get("max-epsilon", float),
+                delta=get("max-delta", float),
+                require_secure_aggregation=get("require-secure-aggregation", bool),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """All of ``site.toml``.
+
+    Attributes
+    ----------
+    node : SiteNode
+        What the ClientApp gets.
+    aggregator : str
+        ``host:port`` of the aggregator.
+    credentials : Path
+        The bundle from ``fedcare ca add-hospital`` (CA certificate, node key).
+    runtime_port : int
+        Loopback port of the SuperNode's local runtime API.
+    source : Path
+        The file these settings came from.
+    """
+
+    node: SiteNode
+    aggregator: str
+    credentials: Path
+    runtime_port: int
+    source: Path
+
+    @classmethod
+    def load(cls, path: Path) -> SiteSettings:
+        """Read and validate ``site.toml``; relative paths are relative to its folder.
+
+        Raises
+        ------
+        SiteConfigError
+            Naming the file and the field.
+        """
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SiteConfigError("site.toml", f"{path} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise SiteConfigError("site.toml", f"{path} is not valid TOML: {error}") from None
+        return _parse(raw, path)
+
+
+def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
+    unknown = set(raw) - {"hospital", "privacy"}
+    if unknown:
+        raise SiteConfigError(sorted(unknown)[0], f"unknown section in {path}; expected [hospital] and [privacy]")
+    hospital = _table(raw, "hospital", path)
+    privacy = _table(raw, "privacy", path, required=False)
+    base = path.parent
+    name = _field(hospital, "name", str, path)
+    if not _NAME.match(name):
+        raise SiteConfigError("hospital.name", f"in {path} must be 1-63 letters, digits, '-' or '_'")
+    node = SiteNode(
+        name=name,
+        data=base / _field(hospital, "data", str, path),
+        contract=base / _field(hospital, "contract", str, path),
+        device=_device("hospital.device", hospital.get("device", DeviceName.AUTO.value)),
+        state=base / hospital.get("state", "fedcare-state"),
+        privacy=SitePrivacy(
+            max_epsilon=float(privacy.get("max-epsilon", SitePrivacy.max_epsilon)),
+            delta=float(privacy.get("delta", SitePrivacy.delta)),
+            require_secure_aggregation=bool(
+                privacy.get("require-secure-aggregation", SitePrivacy.require_secure_aggregation)
+            ),
+        ),
+    )
+    return SiteSettings(
+        node=node,
+        aggregator=_field(hospital, "aggregator", str, path),
+        credentials=base / _field(hospital, "credentials", str, path),
+        runtime_port=int(hospital.get("runtime-port", 9094)),
+        source=path,
+    )
+
+
+def _table(raw: dict[str, Any], name: str, path: Path, *, required: bool = True) -> dict[str, Any]:
+    table = raw.get(name, None if required else {})
+    if not isinstance(table, dict):
+        raise SiteConfigError(name, f"{path} needs a [{name}] table")
+    return table
+
+
+def _field(table: dict[str, Any], key: str, kind: type, path: Path) -> Any:
+    value = table.get(key)
+    if not isinstance(value, kind):
+        raise SiteConfigError(f"hospital.{key}", f"{path} must set {key} (a {kind.__name__})")
+    return value
+
+
+def _device(key: str, value: str) -> DeviceName:
+    choices = [d.value for d in DeviceName]
+    if value not in choices:
+        raise SiteConfigError(key, f"must be one of {', '.join(choices)} (got {value!r})")
+    return DeviceName(value)

@@ -1,0 +1,137 @@
+"""``fedcare aggregator ...`` and ``fedcare run``: the central aggregator's side."""
+
+from __future__ import annotations
+
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedcare.console import configure_logging, console, errors, fail
+from fedcare.options import (
+    Delta,
+    Epsilon,
+    Hospitals,
+    Model,
+    NoDp,
+    NoSecagg,
+    Out,
+    Rounds,
+    Settings,
+    common_overrides,
+    parse_set,
+)
+from fedcare.tables import print_summary
+from server.report import SUMMARY
+from server.run_directory import check_run_path, default_run_path
+from server.submission import flwr_run_command, write_app
+from server.superlink import CONNECTION, AggregatorSettings, ServerTls
+from shared.config import RunConfig
+from shared.errors import ConfigError, FedcareError
+from shared.flower_process import flower_environment, flower_executable, run_foreground
+
+aggregator_app = typer.Typer(
+    help="Run the central aggregator: Flower's SuperLink with TLS and hospital authentication.",
+    no_args_is_help=True,
+)
+
+State = Annotated[Path, typer.Option(help="The aggregator's state folder (database, Flower home).")]
+
+
+def _settings(state: Path, host: str = "127.0.0.1", port: int = 8000) -> AggregatorSettings:
+    """Settings of an aggregator that was started with ``--state state`` (for its operator)."""
+    return AggregatorSettings(state=state, host=host, port=port, tls=None)
+
+
+@aggregator_app.command()
+def start(
+    state: State,
+    tls: Annotated[Path, typer.Option(help="Folder with ca.crt, server.pem, server.key.")] = Path("ca/server"),
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port hospitals connect to.")] = 8000,
+    insecure_dev: Annotated[
+        bool, typer.Option("--insecure-dev", help="No TLS and no authentication: development only.")
+    ] = False,
+) -> None:
+    """Start the aggregator (runs until stopped); hospitals connect to HOST:PORT."""
+    try:
+        settings = AggregatorSettings(
+            state=state, host=host, port=port, tls=None if insecure_dev else ServerTls.from_folder(tls)
+        )
+        settings.prepare()
+        executable = flower_executable("flower-superlink")
+    except FedcareError as error:
+        raise fail(error) from None
+    if insecure_dev:
+        errors.print(
+            "[bold red]WARNING: --insecure-dev: no TLS and no hospital authentication. "
+            "Updates travel in the clear and anyone can join. Never use this with patient data.[/]"
+        )
+    console.print(f"aggregator listening on [bold]{settings.address}[/]; hospitals connect there")
+    console.print(f"register hospitals with: fedcare aggregator register NAME --state {state}")
+    raise typer.Exit(run_foreground(settings.command(executable), flower_environment(settings.flwr_home)))
+
+
+@aggregator_app.command()
+def register(
+    name: Annotated[str, typer.Argument(help="The hospital's name, as given to `fedcare ca add-hospital`.")],
+    state: State,
+    ca: Annotated[Path, typer.Option(help="The federation's CA folder.")] = Path("ca"),
+) -> None:
+    """Allow a hospital's key to connect (the aggregator must be running)."""
+    public_key = ca / "hospitals" / name / "node.pub"
+    if not public_key.is_file():
+        raise fail(ConfigError("name", f"{public_key} does not exist; run `fedcare ca add-hospital {name}` first"))
+    command = [flower_executable("flwr"), "supernode", "register", str(public_key), CONNECTION, "--name", name]
+    raise typer.Exit(run_foreground(command, flower_environment(_settings(state).flwr_home)))
+
+
+@aggregator_app.command()
+def unregister(
+    node_id: Annotated[str, typer.Argument(help="Node id shown by `flwr supernode ls`.")],
+    state: State,
+) -> None:
+    """Revoke a registered hospital's access."""
+    command = [flower_executable("flwr"), "supernode", "unregister", node_id, CONNECTION]
+    raise typer.Exit(run_foreground(command, flower_environment(_settings(state).flwr_home)))
+
+
+def run(  # noqa: PLR0913 - one option per documented setting
+    state: State,
+    contract: Annotated[Path, typer.Option(help="The federation's data contract (TOML).")],
+    hospitals: Hospitals = None,
+    rounds: Rounds = None,
+    epsilon: Epsilon = None,
+    delta: Delta = None,
+    model: Model = None,
+    out: Out = None,
+    no_dp: NoDp = False,
+    no_secagg: NoSecagg = False,
+    settings: Settings = None,
+) -> None:
+    """Submit a training run to the running aggregator and stream its progress."""
+    configure_logging()
+    try:
+        contract_text = contract.read_text(encoding="utf-8")
+        flat = parse_set(settings) | common_overrides(
+            hospitals=hospitals, rounds=rounds, epsilon=epsilon, delta=delta, model=model,
+            out=out or default_run_path().resolve(), no_dp=no_dp, no_secagg=no_secagg,
+        )
+        config = RunConfig.from_flat(flat | {"contract": contract_text})
+        run_dir = Path(config.output.out_dir)
+        check_run_path(run_dir)
+    except OSError as error:
+        raise fail(ConfigError("--contract", f"cannot read {contract}: {error.strerror}")) from None
+    except FedcareError as error:
+        raise fail(error) from None
+    with tempfile.TemporaryDirectory(prefix="fedcare-run-") as tmp:
+        app = write_app(Path(tmp) / "app", config, version("fedcare"))
+        command = flwr_run_command(flower_executable("flwr"), app)
+        code = run_foreground(command, flower_environment(_settings(state).flwr_home))
+    if (run_dir / SUMMARY).is_file():
+        import json
+
+        print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)
+    raise typer.Exit(code)

@@ -1,0 +1,52 @@
+"""``fedcare hospital ...``: a hospital's side, run by its own IT staff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from client.site_settings import SiteSettings
+from client.supernode import SUPEREXEC_POLL_SECONDS, prepare_state, supernode_command
+from fedcare.console import console, fail
+from shared.errors import ConfigError, FedcareError
+from shared.flower_process import flower_environment, flower_executable, run_foreground
+
+hospital_app = typer.Typer(
+    help="Run a hospital: train on local data, under the hospital's own privacy limits.",
+    no_args_is_help=True,
+)
+
+SiteConfig = Annotated[Path, typer.Option("--config", help="The hospital's site.toml.")]
+
+
+def _load(config: Path) -> SiteSettings:
+    settings = SiteSettings.load(config)
+    for label, path in (
+        ("hospital.data", settings.node.data),
+        ("hospital.contract", settings.node.contract),
+        ("hospital.credentials", settings.credentials),
+    ):
+        if not path.exists():
+            raise ConfigError(label, f"{path} (from {config}) does not exist")
+    return settings
+
+
+@hospital_app.command()
+def start(config: SiteConfig = Path("site.toml")) -> None:
+    """Connect this hospital to the aggregator (runs until stopped); data never leaves."""
+    try:
+        settings = _load(config)
+        node_config = prepare_state(settings)
+        executable = flower_executable("flower-supernode")
+    except FedcareError as error:
+        raise fail(error) from None
+    console.print(
+        f"{settings.node.name}: connecting to [bold]{settings.aggregator}[/] with TLS and node "
+        "authentication; patient data stays in this hospital"
+    )
+    environment = flower_environment(
+        settings.node.state / "flwr-home", {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_SECONDS}
+    )
+    raise typer.Exit(run_foreground(supernode_command(settings, executable, node_config), environment))

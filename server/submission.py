@@ -1,0 +1,57 @@
+"""Submitting a training run to a running aggregator with Flower's ``flwr run``.
+
+The submitted Flower app (FAB) carries configuration only: its ``pyproject.toml``
+names fedcare's installed ServerApp and ClientApp and holds the resolved run
+config, contract included. Every hospital therefore runs the fedcare code it has
+installed and reviewed, never code shipped to it with a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from server.superlink import CONNECTION
+from shared.config import RunConfig
+
+APP_NAME = "fedcare-run"
+
+
+def app_pyproject(config: RunConfig, version: str) -> dict[str, Any]:
+    """The configuration-only Flower app for one run."""
+    return {
+        "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
+        "project": {
+            "name": APP_NAME,
+            "version": version,
+            "description": "A fedcare training run (configuration only; hospitals run their installed fedcare).",
+            "license": "Apache-2.0",
+            "dependencies": [],
+        },
+        "tool": {
+            "flwr": {
+                "app": {
+                    "publisher": "fedcare",
+                    "components": {
+                        "serverapp": "server.server_app:app",
+                        "clientapp": "client.client_app:app",
+                    },
+                    "config": config.to_flat(),
+                }
+            }
+        },
+    }
+
+
+def write_app(folder: Path, config: RunConfig, version: str) -> Path:
+    """Write the run's app folder (a single ``pyproject.toml``) and return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(tomli_w.dumps(app_pyproject(config, version)), encoding="utf-8")
+    return folder
+
+
+def flwr_run_command(executable: str, app: Path) -> list[str]:
+    """``flwr run`` against the aggregator's connection, streaming the logs."""
+    return [executable, "run", str(app), CONNECTION, "--stream"]

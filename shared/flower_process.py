@@ -1,0 +1,68 @@
+"""Start Flower's own programs (SuperLink, SuperNode, ``flwr``) from this environment.
+
+fedcare never replaces Flower's deployment engine; it builds safe command lines
+for it and runs them in the foreground, passing signals through so that Ctrl-C
+or a service manager's SIGTERM stops Flower cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+
+from shared.errors import FedcareError
+
+FLOWER_ENVIRONMENT = {
+    # Otherwise `flwr run` installs the app's dependencies (a multi-GB CUDA torch) per run.
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+}
+
+
+def flower_executable(name: str) -> str:
+    """Path of Flower program ``name`` installed beside this Python.
+
+    Raises
+    ------
+    FedcareError
+        If it is not installed.
+    """
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise FedcareError(f"'{name}' is not installed; install fedcare (it pins flwr 1.41.0)")
+    return found
+
+
+def flower_environment(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus Flower's home folder and fedcare's safe defaults."""
+    return {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(flwr_home), **(extra or {})}
+
+
+def run_foreground(command: Sequence[str], environment: Mapping[str, str]) -> int:
+    """Run ``command`` until it exits, forwarding SIGINT and SIGTERM to it.
+
+    Returns
+    -------
+    int
+        Its exit code.
+    """
+    process = subprocess.Popen(list(command), env=dict(environment))
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
