@@ -1,0 +1,88 @@
+"""Write demo hospital files: one CSV per hospital plus the shared data contract.
+
+A real federation starts from files each hospital already has. To try one (or to
+test it) without patient data, this deals the built-in Breast Cancer Wisconsin
+data out to hospitals with the simulation's label-skewed partitioner, as the files
+hospitals would hold: ``<hospital>.csv`` with a patient id, 30 features and a
+``diagnosis`` column, and ``contract.toml`` describing them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tomli_w
+
+from shared.config import DataSettings
+from simulations.federation import MIN_HOSPITAL_ROWS, hospital_name
+from simulations.partitioners import partition_dirichlet
+from simulations.datasets import load_builtin
+
+LABEL = "diagnosis"
+ID_COLUMN = "patient_id"
+CLASSES = ("benign", "malignant")
+CONTRACT_FILE = "contract.toml"
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    """Where the demo files went."""
+
+    contract: Path
+    hospitals: dict[str, Path]
+
+
+def _column(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+def demo_contract(feature_names: tuple[str, ...], features: np.ndarray) -> dict[str, Any]:
+    """The contract of the demo files: ranges are the published data's, widened by half."""
+    lows, highs = features.min(axis=0) * 1.5, features.max(axis=0) * 1.5
+    return {
+        "name": "breast-cancer-diagnosis",
+        "task": "binary",
+        "label": LABEL,
+        "classes": list(CLASSES),
+        "positive_class": CLASSES[1],
+        "id_columns": [ID_COLUMN],
+        "missing": "reject",
+        "min_rows": 30,
+        "min_rows_per_class": 3,
+        "features": {
+            _column(name): {"type": "float", "min": min(0.0, round(float(low), 4)), "max": round(float(high), 4)}
+            for name, low, high in zip(feature_names, lows, highs, strict=True)
+        },
+    }
+
+
+def write_demo_hospitals(folder: Path, settings: DataSettings) -> DemoFiles:
+    """Write ``settings.hospitals`` hospital CSV files and their contract into ``folder``.
+
+    Every row goes to some hospital (a deployment has no central test set), and
+    hospitals hold raw, unscaled rows, as they would in real life.
+    """
+    dataset = load_builtin(settings.dataset)
+    rng = np.random.default_rng(settings.seed)
+    parts = partition_dirichlet(
+        dataset.data.labels, settings.hospitals, settings.dirichlet_alpha, rng, min_size=2 * MIN_HOSPITAL_ROWS
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    contract = demo_contract(dataset.data.feature_names, dataset.data.features)
+    contract_path = folder / CONTRACT_FILE
+    contract_path.write_text(tomli_w.dumps(contract), encoding="utf-8")
+    columns = [_column(name) for name in dataset.data.feature_names]
+    hospitals = {}
+    for partition_id, rows in enumerate(parts):
+        name = hospital_name(partition_id)
+        frame = pd.DataFrame(dataset.data.features[rows].astype(float), columns=columns)
+        frame.insert(0, ID_COLUMN, [f"{name}-{i:05d}" for i in range(len(rows))])
+        frame[LABEL] = [CLASSES[int(label)] for label in dataset.data.labels[rows]]
+        path = folder / f"{name}.csv"
+        frame.to_csv(path, index=False, float_format="%.6g")
+        hospitals[name] = path
+    return DemoFiles(contract=contract_path, hospitals=hospitals)
