@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from client.policy import check_policy
 from client.privacy_state import PrivacyState
 from client.site import Site
 from client.training import TrainOutcome, train_plain, train_private
@@ -105,6 +106,8 @@ def train_round(
     InvalidUpdateError
         If the global model is malformed, or the update could not be sent safely.
     """
+    if site.limits is not None:
+        check_policy(config, site.limits, site=site.name)
     device = resolve_device(config.training.device)
     model = build_model(
         config.training.model,

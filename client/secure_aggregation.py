@@ -18,6 +18,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 
 from shared.config import SecureAggregationSettings, setting_key
+from shared.keys import NodeConfigKey
 
 PLAINTEXT_REFUSED = 1001
 """Error code of a refused plaintext training request."""
@@ -37,5 +38,8 @@ def secure_aggregation_mod(msg: Message, ctxt: Context, call_next: ClientAppCall
             "refusing to send a plaintext update: this run has secure aggregation on, "
             "but the request carried no SecAgg+ stage"
         )
+        return Message(Error(code=PLAINTEXT_REFUSED, reason=reason), reply_to=msg)
+    if ctxt.node_config.get(NodeConfigKey.REQUIRE_SECURE_AGGREGATION) is True:
+        reason = "refusing to send a plaintext update: this hospital requires secure aggregation"
         return Message(Error(code=PLAINTEXT_REFUSED, reason=reason), reply_to=msg)
     return call_next(msg, ctxt)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from client.site_settings import SiteNode, SitePrivacy
 from shared.config import RunConfig
-from shared.data import SiteData
+from shared.data import SiteData, prepare_site
 from shared.errors import DataError
 from shared.keys import NodeConfigKey
 from shared.tasks import Task
@@ -14,7 +15,7 @@ from shared.tasks import Task
 
 @dataclass(frozen=True)
 class Site:
-    """A hospital's name, task and prepared data.
+    """A hospital's name, task, prepared data and own privacy limits.
 
     Attributes
     ----------
@@ -24,35 +25,71 @@ class Site:
         What its labels mean.
     data : SiteData
         Its training and local evaluation splits, standardised with training statistics.
+    limits : SitePrivacy | None
+        The hospital's own privacy limits (``None`` for a simulated hospital,
+        which follows the run's settings).
     """
 
     name: str
     task: Task
     data: SiteData
+    limits: SitePrivacy | None = None
 
 
 def load_site(node_config: Mapping[str, object], config: RunConfig) -> Site:
     """Load this node's data.
 
-    A simulated hospital (node config ``partition-id``) rebuilds its partition of
+    A real hospital (node config written by ``fedcare hospital start``) reads its
+    own file and checks it against its contract, which must be the run's. A
+    simulated hospital (node config ``partition-id``) rebuilds its partition of
     the built-in dataset from the run's data settings.
 
     Raises
     ------
     DataError
-        If the node config names no data, or a partition that does not exist.
+        If the node config names no data, the data breaks the contract, or the
+        contract differs from the run's.
     """
-    partition = node_config.get(NodeConfigKey.PARTITION_ID)
-    if partition is None:
+    if NodeConfigKey.DATA_PATH in node_config:
+        return _hospital_site(SiteNode.from_node_config(node_config), config)
+    if NodeConfigKey.PARTITION_ID in node_config:
+        return _simulated_site(int(str(node_config[NodeConfigKey.PARTITION_ID])), config)
+    raise DataError(
+        "this SuperNode has no data configured: start a hospital with `fedcare hospital start "
+        f"--config site.toml`, or give a simulated one --node-config '{NodeConfigKey.PARTITION_ID}=N'"
+    )
+
+
+def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
+    # Imported here: only real hospitals read files (pandas, pyarrow).
+    from client.contract import DataContract
+    from client.site_table import load_site_table
+
+    contract = DataContract.load(node.contract)
+    if not config.data.contract:
+        raise DataError(f"{node.name}: the run carries no data contract; it is not meant for real hospitals")
+    expected = DataContract.parse(config.data.contract, source="the run's contract")
+    if contract.fingerprint() != expected.fingerprint():
         raise DataError(
-            "this SuperNode has no data configured: a simulated hospital needs "
-            f"--node-config '{NodeConfigKey.PARTITION_ID}=N'"
+            f"{node.name}: its contract {node.contract} differs from the run's "
+            f"({contract.fingerprint()[:12]} here, {expected.fingerprint()[:12]} in the run); "
+            "both sides must use the federation's contract"
         )
+    prepared = prepare_site(
+        load_site_table(node.data, contract),
+        contract.task(),
+        eval_fraction=config.data.eval_fraction,
+        seed=config.data.seed,
+        site=node.name,
+    )
+    return Site(name=node.name, task=contract.task(), data=prepared.site, limits=node.privacy)
+
+
+def _simulated_site(index: int, config: RunConfig) -> Site:
     # Imported here: only simulated hospitals need the simulation package.
     from simulations.federation import build_federation
 
     federation = build_federation(config.data)
-    index = int(str(partition))
     if not 0 <= index < len(federation.hospitals):
         raise DataError(
             f"{NodeConfigKey.PARTITION_ID}={index} does not exist: the run has "

@@ -37,6 +37,7 @@ from typing import Any
 
 from shared.config import DeviceName, FlatValue
 from shared.errors import ConfigError
+from shared.keys import NodeConfigKey
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 
@@ -100,14 +101,14 @@ class SiteNode:
     def to_node_config(self) -> dict[str, FlatValue]:
         """Flatten into Flower node config (absolute paths, kebab-case keys)."""
         return {
-            "hospital-name": self.name,
-            "data-path": str(self.data.resolve()),
-            "contract-path": str(self.contract.resolve()),
-            "device": self.device.value,
-            "state-dir": str(self.state.resolve()),
-            "max-epsilon": self.privacy.max_epsilon,
-            "max-delta": self.privacy.delta,
-            "require-secure-aggregation": self.privacy.require_secure_aggregation,
+            NodeConfigKey.HOSPITAL_NAME.value: self.name,
+            NodeConfigKey.DATA_PATH.value: str(self.data.resolve()),
+            NodeConfigKey.CONTRACT_PATH.value: str(self.contract.resolve()),
+            NodeConfigKey.DEVICE.value: self.device.value,
+            NodeConfigKey.STATE_DIR.value: str(self.state.resolve()),
+            NodeConfigKey.MAX_EPSILON.value: self.privacy.max_epsilon,
+            NodeConfigKey.MAX_DELTA.value: self.privacy.delta,
+            NodeConfigKey.REQUIRE_SECURE_AGGREGATION.value: self.privacy.require_secure_aggregation,
         }
 
     @classmethod
@@ -130,15 +131,15 @@ class SiteNode:
                 raise SiteConfigError(key, f"cannot be read as {kind.__name__}") from error
 
         return cls(
-            name=get("hospital-name", str),
-            data=Path(get("data-path", str)),
-            contract=Path(get("contract-path", str)),
-            device=_device("device", get("device", str)),
-            state=Path(get("state-dir", str)),
+            name=get(NodeConfigKey.HOSPITAL_NAME, str),
+            data=Path(get(NodeConfigKey.DATA_PATH, str)),
+            contract=Path(get(NodeConfigKey.CONTRACT_PATH, str)),
+            device=_device(NodeConfigKey.DEVICE, get(NodeConfigKey.DEVICE, str)),
+            state=Path(get(NodeConfigKey.STATE_DIR, str)),
             privacy=SitePrivacy(
-                max_epsilon=get("max-epsilon", float),
-                delta=get("max-delta", float),
-                require_secure_aggregation=get("require-secure-aggregation", bool),
+                max_epsilon=get(NodeConfigKey.MAX_EPSILON, float),
+                delta=get(NodeConfigKey.MAX_DELTA, float),
+                require_secure_aggregation=get(NodeConfigKey.REQUIRE_SECURE_AGGREGATION, bool),
             ),
         )
 

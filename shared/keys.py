@@ -31,6 +31,14 @@ class NodeConfigKey(StrEnum):
 
     PARTITION_ID = "partition-id"
     NUM_PARTITIONS = "num-partitions"
+    HOSPITAL_NAME = "hospital-name"
+    DATA_PATH = "data-path"
+    CONTRACT_PATH = "contract-path"
+    DEVICE = "device"
+    STATE_DIR = "state-dir"
+    MAX_EPSILON = "max-epsilon"
+    MAX_DELTA = "max-delta"
+    REQUIRE_SECURE_AGGREGATION = "require-secure-aggregation"
 
 
 class StateKey(StrEnum):
