@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from fedcare.aggregator_commands import aggregator_app, run
+from fedcare.ca_commands import ca_app
 from fedcare.console import configure_logging, fail
 from fedcare.hospital_commands import hospital_app
 from fedcare.options import (
@@ -83,6 +84,7 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
 
 
 app.command()(run)
+app.add_typer(ca_app, name="ca")
 app.add_typer(aggregator_app, name="aggregator")
 app.add_typer(hospital_app, name="hospital")
 
