@@ -62,7 +62,7 @@ def load_site(node_config: Mapping[str, object], config: RunConfig) -> Site:
 
 def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
     # Imported here: only real hospitals read files (pandas, pyarrow).
-    from client.contract import DataContract
+    from shared.contract import DataContract
     from client.site_table import load_site_table
 
     contract = DataContract.load(node.contract)

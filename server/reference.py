@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.contract import DataContract
 from shared.data import TabularData
 from shared.tasks import Task
 
@@ -34,3 +35,15 @@ class DataReference:
     feature_names: tuple[str, ...]
     test: TabularData | None = None
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def contract_reference(contract_text: str) -> DataReference:
+    """What a real aggregator knows: the task and features the federation's contract defines.
+
+    Raises
+    ------
+    shared.contract.ContractError
+        If the run's contract is malformed.
+    """
+    contract = DataContract.parse(contract_text, source="the run's contract")
+    return DataReference(task=contract.task(), feature_names=contract.feature_names())

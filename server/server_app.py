@@ -12,18 +12,26 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.aggregator import run_aggregator
+from server.reference import DataReference, contract_reference
 from server.run_directory import RunDirectory, default_run_path
 from shared.config import RunConfig
 
 
-def serve(grid: Grid, context: Context, config: RunConfig) -> None:
-    """Resolve the run folder and data reference, then run the federation."""
-    # Imported here: a real aggregator will take its reference from elsewhere.
+def reference_for(config: RunConfig) -> DataReference:
+    """The contract's facts for real hospitals; the simulation's test set and baselines otherwise."""
+    if not config.data.simulated:
+        return contract_reference(config.data.contract)
+    # Imported here: only a simulation trains baselines (and imports the simulation package).
     from simulations.reference import simulated_reference
 
+    return simulated_reference(config)
+
+
+def serve(grid: Grid, context: Context, config: RunConfig) -> None:
+    """Resolve the run folder and data reference, then run the federation."""
     if not config.output.out_dir:
         config = config.with_out_dir(str(default_run_path()))
-    reference = simulated_reference(config)
+    reference = reference_for(config)
     run_dir = RunDirectory(Path(config.output.out_dir))
     run_aggregator(grid, context, config=config, reference=reference, run_dir=run_dir)
 
