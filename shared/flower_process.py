@@ -43,8 +43,14 @@ def flower_executable(name: str) -> str:
 
 
 def flower_environment(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment plus Flower's home folder and fedcare's safe defaults."""
-    return {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(flwr_home), **(extra or {})}
+    """This process's environment plus Flower's home folder and fedcare's safe defaults.
+
+    This Python's folder goes first on ``PATH``: Flower starts its helpers
+    (``flower-superexec``, ``flwr-serverapp``, ``flwr-clientapp``) by name, and
+    they must come from the same installation, activated or not.
+    """
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(flwr_home), "PATH": path, **(extra or {})}
 
 
 def run_foreground(command: Sequence[str], environment: Mapping[str, str]) -> int:
