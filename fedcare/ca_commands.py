@@ -1,4 +1,8 @@
-"""``fedcare ca ...``: the federation's certificate authority, without a PKI ceremony."""
+"""``fedcare ca ...``: the federation's certificate authority, without a PKI ceremony.
+
+Every command prints where it wrote what and the exact next step; none ever
+prints key material (bundles are handed over as folders, not pasted).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from fedcare.console import console, fail
-from server.certificate_authority import CertificateAuthority, init_ca
+from fedcare.console import console, errors, fail
+from server.certificate_authority import (
+    SERVER_CERTIFICATE,
+    SERVER_DIR,
+    SERVER_KEY,
+    CertificateAuthority,
+    HospitalRecord,
+    init_ca,
+)
+from server.superlink import CONNECTION
+from shared.credentials import (
+    CA_CERTIFICATE,
+    CredentialError,
+    HospitalBundle,
+    split_address,
+    verify_server_certificate,
+)
 from shared.errors import FedcareError
 
 ca_app = typer.Typer(help="Issue and revoke the federation's credentials.", no_args_is_help=True)
@@ -17,31 +37,55 @@ ca_app = typer.Typer(help="Issue and revoke the federation's credentials.", no_a
 CaDir = Annotated[Path, typer.Option("--dir", help="The CA folder.")]
 
 
+def _say(text: str) -> None:
+    # Commands must stay copy-pasteable: no wrapping, no highlighting of paths.
+    console.print(text, soft_wrap=True, highlight=False)
+
+
 @ca_app.command("init")
 def init(
     name: Annotated[str, typer.Option(help="The federation's name, shown in certificates.")],
     folder: CaDir = Path("ca"),
+    days: Annotated[int, typer.Option(help="Validity of the CA certificate.")] = 3650,
 ) -> None:
-    """Create the federation's CA (once; it signs the aggregator's certificate)."""
+    """Create the federation's CA (once: re-creating it would invalidate every hospital)."""
     try:
-        init_ca(folder, name=name)
-    except FedcareError as error:
+        authority = init_ca(folder, name=name, days=days)
+    except (FedcareError, OSError) as error:
         raise fail(error) from None
-    console.print(f"CA created in [bold]{folder}[/]; keep {folder / 'ca.key'} offline and backed up")
+    _say(f"CA for '{escape(name)}' created in [bold]{escape(str(folder))}[/]")
+    _say(f"CA certificate fingerprint: {authority.fingerprint}")
+    _say(
+        f"keep {escape(str(folder))} private and backed up: "
+        "losing it means new credentials for everyone"
+    )
+    _say(
+        f"next: fedcare ca server --dir {escape(str(folder))} --host HOST "
+        "(each name or IP hospitals dial)"
+    )
 
 
 @ca_app.command("server")
 def server(
-    host: Annotated[list[str], typer.Option("--host", help="A name or IP hospitals dial (repeatable).")],
+    host: Annotated[
+        list[str], typer.Option("--host", help="A name or IP hospitals dial (repeatable).")
+    ],
     folder: CaDir = Path("ca"),
+    days: Annotated[int, typer.Option(help="Validity of the certificate.")] = 825,
 ) -> None:
-    """Issue the aggregator's TLS certificate for the given hosts."""
+    """Issue (or re-issue) the aggregator's TLS certificate; hospitals are untouched."""
     try:
-        written = CertificateAuthority.load(folder).issue_server_certificate(host)
-    except FedcareError as error:
+        issued = CertificateAuthority.load(folder).issue_server_certificate(host, days=days)
+    except (FedcareError, OSError) as error:
         raise fail(error) from None
-    console.print(f"aggregator certificate for {', '.join(host)} in [bold]{written}[/]")
-    console.print(f"start the aggregator with: fedcare aggregator start --tls {written} --state STATE")
+    where = escape(str(issued.folder))
+    _say(f"aggregator certificate for {', '.join(issued.hosts)} in [bold]{where}[/]")
+    _say(f"valid until {issued.not_after:%Y-%m-%d}; fingerprint {issued.fingerprint}")
+    _say(f"next, on the aggregator: fedcare aggregator start --tls {where} --state STATE")
+    _say(
+        f"  (flower-superlink --ssl-ca-certfile {where}/{CA_CERTIFICATE} --ssl-certfile "
+        f"{where}/{SERVER_CERTIFICATE} --ssl-keyfile {where}/{SERVER_KEY} --enable-supernode-auth)"
+    )
 
 
 @ca_app.command("add-hospital")
@@ -50,14 +94,42 @@ def add_hospital(
     aggregator: Annotated[str, typer.Option(help="HOST:PORT the hospital connects to.")],
     folder: CaDir = Path("ca"),
 ) -> None:
-    """Create a hospital's key pair and bundle; nobody else's credentials change."""
+    """Create a hospital's node key pair and bundle; nobody else's credentials change."""
     try:
         bundle = CertificateAuthority.load(folder).add_hospital(name, aggregator_address=aggregator)
-    except FedcareError as error:
+    except (FedcareError, OSError) as error:
         raise fail(error) from None
-    console.print(f"bundle for {name} in [bold]{bundle.folder}[/] (key fingerprint {bundle.fingerprint[:16]})")
-    console.print("send that folder to the hospital over a trusted channel; then allow its key with:")
-    console.print(f"  fedcare aggregator register {name} --state STATE --ca {folder}")
+    where = escape(str(bundle.folder))
+    _say(f"bundle for {name} in [bold]{where}[/] (node key {bundle.fingerprint})")
+    _say(
+        "hand that folder to the hospital over a trusted channel: "
+        "it holds the hospital's private key"
+    )
+    _say(
+        f"next, at the aggregator: fedcare aggregator register {name} "
+        f"--state STATE --ca {escape(str(folder))}"
+    )
+    _say(
+        "  (FLWR_HOME=STATE/flwr-home flwr supernode register "
+        f"{escape(str(bundle.node_public_key))} "
+        f"{CONNECTION} --name {name})"
+    )
+    _warn_if_uncovered(folder, bundle)
+
+
+def _warn_if_uncovered(folder: Path, bundle: HospitalBundle) -> None:
+    # A bundle pointing at a host the server certificate does not cover fails
+    # only when the hospital connects; say so now, while it is cheap to fix.
+    server_certificate = folder / SERVER_DIR / SERVER_CERTIFICATE
+    if not server_certificate.is_file():
+        return
+    try:
+        host, _ = split_address(bundle.aggregator)
+        verify_server_certificate(folder / CA_CERTIFICATE, server_certificate, host)
+    except CredentialError as error:
+        errors.print(
+            f"[bold yellow]warning:[/] {escape(str(error))}", soft_wrap=True, highlight=False
+        )
 
 
 @ca_app.command("remove-hospital")
@@ -67,25 +139,42 @@ def remove_hospital(
 ) -> None:
     """Revoke one hospital's credentials; the others are untouched."""
     try:
-        record = CertificateAuthority.load(folder).remove_hospital(name)
-    except FedcareError as error:
+        fingerprint = CertificateAuthority.load(folder).remove_hospital(name)
+    except (FedcareError, OSError) as error:
         raise fail(error) from None
-    console.print(f"{name} revoked (key fingerprint {record.fingerprint[:16]})")
-    console.print("also remove it at the aggregator: `flwr supernode ls` shows its node id, then")
-    console.print("  fedcare aggregator unregister NODE_ID --state STATE")
+    _say(f"{name} revoked in {escape(str(folder))} (node key {fingerprint})")
+    _say("[bold]the aggregator still accepts that key until you unregister it there:[/]")
+    _say(f"  FLWR_HOME=STATE/flwr-home flwr supernode list {CONNECTION}   (the node id of {name})")
+    _say("  fedcare aggregator unregister NODE_ID --state STATE")
+    _say(f"  (FLWR_HOME=STATE/flwr-home flwr supernode unregister NODE_ID {CONNECTION})")
+
+
+def _when(timestamp: str) -> str:
+    # ISO 8601 UTC down to the minute: enough to tell issuances apart, fits a table.
+    return timestamp[:16].replace("T", " ")
+
+
+def _status(record: HospitalRecord) -> str:
+    return "active" if record.revoked is None else f"revoked {_when(record.revoked)}"
 
 
 @ca_app.command("list")
 def list_hospitals(folder: CaDir = Path("ca")) -> None:
-    """List every hospital the CA issued credentials to."""
+    """List every hospital the CA issued credentials to, revoked ones included."""
     try:
         records = CertificateAuthority.load(folder).hospitals()
-    except FedcareError as error:
+    except (FedcareError, OSError) as error:
         raise fail(error) from None
-    table = Table(title=f"Hospitals of {folder}")
-    for column in ("hospital", "key fingerprint", "created", "status"):
-        table.add_column(column)
+    if not records:
+        where = escape(str(folder))
+        _say(
+            "no hospitals yet; add one with: "
+            f"fedcare ca add-hospital NAME --dir {where} --aggregator HOST:PORT"
+        )
+        return
+    table = Table(title=f"Hospitals of {escape(str(folder))}")
+    for column in ("hospital", "node key fingerprint", "created (UTC)", "status"):
+        table.add_column(column, overflow="fold")
     for record in records:
-        status = f"revoked {record.revoked[:19]}" if record.revoked else "active"
-        table.add_row(record.name, record.fingerprint[:16], record.created[:19], status)
+        table.add_row(record.name, record.fingerprint, _when(record.created), _status(record))
     console.print(table)

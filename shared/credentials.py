@@ -1,25 +1,46 @@
 """Credentials on disk: writing them safely, and checking them without the CA's key.
 
 Used by the CA (:mod:`server.certificate_authority`) to write files, and by a
-hospital's preflight to check its bundle: key permissions, key pair, CA
-certificate validity, and that the aggregator's certificate is the federation's.
-Nothing secret is ever put into a message or a log line.
+hospital's (or the aggregator's) preflight to check what it was given:
+
+* :func:`load_bundle` checks a hospital's bundle: files present, node key
+  owner-only, an EC P-384 key in OpenSSH format, matching its public key and the
+  fingerprints recorded in ``bundle.toml``;
+* :func:`check_certificate` reports a certificate's validity period;
+* :func:`verify_server_certificate` checks the aggregator's TLS certificate the
+  way a hospital's TLS client will: signed by the federation's CA, valid now,
+  for server authentication, and covering the host the hospital dials.
+
+Fingerprints are printed the way standard tools print them, so an operator can
+compare them out of band: ``ssh-keygen -lf node.pub`` for node keys and
+``openssl x509 -noout -fingerprint -sha256`` for certificates.
+
+Nothing secret is ever put into a message or a log line: errors name files and
+what to do, never key material.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
+import ipaddress
 import os
+import re
+import secrets
 import socket
 import ssl
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from shared.errors import FedcareError
 
@@ -27,65 +48,200 @@ CA_CERTIFICATE = "ca.crt"
 NODE_KEY = "node.key"
 NODE_PUBLIC_KEY = "node.pub"
 BUNDLE_FILE = "bundle.toml"
+BUNDLE_VERSION = 1
 
 EXPIRY_WARNING_DAYS = 30
+
+_Extension = TypeVar("_Extension", bound=x509.ExtensionType)
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
 class CredentialError(FedcareError):
     """A certificate or key is missing, invalid, mismatched, expired or exposed."""
 
 
+# --- writing -------------------------------------------------------------------
+
+
 def _write(path: Path, content: bytes, mode: int) -> None:
-    """Write atomically, creating the file with ``mode`` from the start (never wider)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write atomically, creating the file with ``mode`` from the start (never wider).
+
+    The content goes to a uniquely named sibling first and is renamed over
+    ``path``, so a reader sees the old file or the new one, never half of one.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(folder: Path) -> None:
+    # Makes the rename itself durable; some filesystems cannot open a folder.
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def write_private(path: Path, content: bytes) -> None:
-    """Write a secret readable by its owner only (0600)."""
+    """Write a secret readable by its owner only (created 0600, atomically)."""
     _write(path, content, 0o600)
 
 
 def write_public(path: Path, content: bytes) -> None:
-    """Write a non-secret file (0644)."""
+    """Write a non-secret file (created 0644, atomically)."""
     _write(path, content, 0o644)
 
 
+def make_private_directory(path: Path) -> None:
+    """Create ``path`` and any missing parents owner-only (0700); keep what exists."""
+    # Path.mkdir(parents=True) would create the parents with the default mode.
+    for folder in [*reversed(path.parents), path]:
+        if not folder.exists():
+            folder.mkdir(mode=0o700, exist_ok=True)
+
+
+def is_exposed(path: Path) -> bool:
+    """Whether ``path`` is readable, writable or executable by group or others."""
+    return bool(path.stat().st_mode & 0o077)
+
+
+# --- fingerprints and addresses ------------------------------------------------
+
+
 def public_key_fingerprint(openssh_public_key: bytes) -> str:
-    """SHA-256 of an OpenSSH public key line's key blob, as hex."""
-    blob = openssh_public_key.split()[1]
-    return hashlib.sha256(blob).hexdigest()
+    """SHA-256 fingerprint of an OpenSSH public key line, as ``ssh-keygen -lf`` prints it.
+
+    Parameters
+    ----------
+    openssh_public_key : bytes
+        A line such as ``ecdsa-sha2-nistp384 AAAA... [comment]``.
+
+    Returns
+    -------
+    str
+        ``SHA256:`` followed by the unpadded base64 digest of the key blob.
+    """
+    fields = openssh_public_key.split()
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+    except (IndexError, ValueError):
+        raise CredentialError("not an OpenSSH public key line") from None
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+def openssh_public_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """Return the OpenSSH public key line of ``key`` (no comment, no newline)."""
+    return key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
 
 
 def certificate_fingerprint(certificate: x509.Certificate) -> str:
-    """SHA-256 of the certificate's DER encoding, as hex."""
-    return certificate.fingerprint(hashes.SHA256()).hex()
+    """SHA-256 of the certificate's DER encoding, as ``openssl x509 -fingerprint`` prints it."""
+    return certificate.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def normalize_host(host: str) -> str:
+    """Check a host name or IP address and return it in canonical form.
+
+    Parameters
+    ----------
+    host : str
+        A DNS name (``aggregator.example.org``, ``*.example.org``) or an IPv4/IPv6
+        address, optionally in brackets (``[::1]``). No port.
+
+    Raises
+    ------
+    CredentialError
+        If it is neither a valid IP address nor a valid DNS name.
+    """
+    bare = host.strip().removeprefix("[").removesuffix("]")
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    name = bare.rstrip(".").lower()
+    labels = name.split(".")
+    if labels[0] == "*" and len(labels) > 2:
+        labels = labels[1:]
+    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise CredentialError(
+            f"{host!r:.80} is not a host name or IP address; give it without a port or scheme, "
+            "e.g. `aggregator.example.org` or `10.0.0.5`"
+        )
+    return name
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[IPv6]:PORT`` for IPv6) into a checked host and port.
+
+    Raises
+    ------
+    CredentialError
+        If the port is missing or outside 1-65535, or the host is not valid.
+    """
+    host, separator, port = address.strip().rpartition(":")
+    if not separator or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise CredentialError(
+            f"aggregator address {address!r:.80} must be HOST:PORT, "
+            "e.g. `aggregator.example.org:8000`"
+        )
+    if ":" in host and not host.startswith("["):
+        raise CredentialError(f"write an IPv6 aggregator address in brackets: `[{host}]:{port}`")
+    return normalize_host(host), int(port)
+
+
+# --- certificates --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CertificateStatus:
-    """Validity of a certificate right now."""
+    """Validity of a certificate at the moment it was checked.
+
+    Attributes
+    ----------
+    subject : str
+        The certificate's subject (RFC 4514).
+    not_before, not_after : datetime
+        Its validity period (UTC).
+    days_left : int
+        Whole days until it expires (negative once expired).
+    expired : bool
+        ``not_after`` has passed.
+    not_yet_valid : bool
+        ``not_before`` lies in the future (often a wrong clock).
+    expiring_soon : bool
+        Still valid, but expires within the warning period.
+    """
 
     subject: str
     not_before: dt.datetime
     not_after: dt.datetime
+    days_left: int
+    expired: bool
+    not_yet_valid: bool
+    expiring_soon: bool
 
     @property
-    def days_left(self) -> int:
-        """Whole days until it expires (negative once expired)."""
-        return (self.not_after - dt.datetime.now(dt.timezone.utc)).days
-
-    @property
-    def valid_now(self) -> bool:
-        """Whether now lies inside its validity period."""
-        now = dt.datetime.now(dt.timezone.utc)
-        return self.not_before <= now <= self.not_after
+    def valid(self) -> bool:
+        """Whether it was inside its validity period when checked."""
+        return not self.expired and not self.not_yet_valid
 
 
 def load_certificate(path: Path) -> x509.Certificate:
@@ -95,27 +251,237 @@ def load_certificate(path: Path) -> x509.Certificate:
     except FileNotFoundError:
         raise CredentialError(f"{path} does not exist") from None
     except ValueError:
-        raise CredentialError(f"{path} is not a PEM certificate") from None
+        raise CredentialError(
+            f"{path} is not a PEM certificate (damaged or the wrong file?)"
+        ) from None
 
 
-def check_certificate(path: Path) -> CertificateStatus:
-    """The validity period of the certificate at ``path``."""
-    certificate = load_certificate(path)
+def certificate_status(
+    certificate: x509.Certificate,
+    *,
+    warn_days: int = EXPIRY_WARNING_DAYS,
+    now: dt.datetime | None = None,
+) -> CertificateStatus:
+    """Report the validity of ``certificate`` at ``now`` (default: the current time)."""
+    now = now or dt.datetime.now(dt.UTC)
+    not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    days_left = (not_after - now).days
+    expired = now > not_after
     return CertificateStatus(
         subject=certificate.subject.rfc4514_string(),
-        not_before=certificate.not_valid_before_utc,
-        not_after=certificate.not_valid_after_utc,
+        not_before=not_before,
+        not_after=not_after,
+        days_left=days_left,
+        expired=expired,
+        not_yet_valid=now < not_before,
+        expiring_soon=not expired and days_left < warn_days,
     )
 
 
-@dataclass(frozen=True)
-class Bundle:
-    """A hospital's installed credentials (from ``fedcare ca add-hospital``)."""
+def check_certificate(
+    path: Path, *, warn_days: int = EXPIRY_WARNING_DAYS, now: dt.datetime | None = None
+) -> CertificateStatus:
+    """Read the certificate at ``path`` and report its validity.
 
+    Parameters
+    ----------
+    path : Path
+        A PEM certificate.
+    warn_days : int
+        Flag it as expiring soon when fewer days than this are left.
+    now : datetime, optional
+        The moment to check at (UTC); the current time by default.
+
+    Raises
+    ------
+    CredentialError
+        If the file is missing or not a PEM certificate.
+    """
+    return certificate_status(load_certificate(path), warn_days=warn_days, now=now)
+
+
+def _reissue_hint(*hosts: str) -> str:
+    flags = " ".join(f"--host {host}" for host in dict.fromkeys(hosts))
+    return (
+        f"re-issue it with `fedcare ca server --dir CA {flags}` (every name and IP hospitals dial)"
+    )
+
+
+def _check_issued_by(
+    ca: x509.Certificate, server: x509.Certificate, ca_path: Path, server_path: Path
+) -> None:
+    constraints = _extension(ca, x509.BasicConstraints)
+    if constraints is None or not constraints.ca:
+        raise CredentialError(
+            f"{ca_path} is not a CA certificate; use the ca.crt from the federation's CA folder"
+        )
+    try:
+        server.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CredentialError(
+            f"{server_path} was not signed by the CA in {ca_path} "
+            "(another federation's certificate, or the CA was re-created); "
+            "re-issue it with `fedcare ca server` from this federation's CA "
+            "and give hospitals that CA's ca.crt"
+        ) from None
+
+
+def _extension(certificate: x509.Certificate, kind: type[_Extension]) -> _Extension | None:
+    try:
+        return certificate.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _check_validity(status: CertificateStatus, path: Path, remedy: str) -> None:
+    if status.expired:
+        raise CredentialError(f"{path} expired on {status.not_after:%Y-%m-%d %H:%M} UTC; {remedy}")
+    if status.not_yet_valid:
+        raise CredentialError(
+            f"{path} is not valid before {status.not_before:%Y-%m-%d %H:%M} UTC; "
+            "check this machine's clock (and the CA machine's)"
+        )
+
+
+def _check_server_usage(server: x509.Certificate, path: Path, host: str) -> None:
+    usages = _extension(server, x509.ExtendedKeyUsage)
+    if usages is not None and ExtendedKeyUsageOID.SERVER_AUTH not in usages:
+        raise CredentialError(
+            f"{path} is not a TLS server certificate (no serverAuth usage); {_reissue_hint(host)}"
+        )
+
+
+def certificate_hosts(certificate: x509.Certificate) -> list[str]:
+    """List the DNS names and IP addresses in a certificate's subject alternative names."""
+    names = _extension(certificate, x509.SubjectAlternativeName)
+    if names is None:
+        return []
+    return [
+        *names.get_values_for_type(x509.DNSName),
+        *map(str, names.get_values_for_type(x509.IPAddress)),
+    ]
+
+
+def _covers(pattern: str, host: str) -> bool:
+    pattern = pattern.rstrip(".").lower()
+    if pattern == host:
+        return True
+    # A wildcard stands for exactly one left-most label (RFC 6125), never for an IP.
+    if pattern.startswith("*.") and "." in host:
+        return host.split(".", 1)[1] == pattern[2:]
+    return False
+
+
+def _check_host(server: x509.Certificate, path: Path, wanted: str) -> None:
+    if wanted.startswith("*"):
+        raise CredentialError(f"give the exact host hospitals dial, not a wildcard ({wanted})")
+    hosts = certificate_hosts(server)
+    is_ip = _is_ip(wanted)
+    if any(_is_ip(name) == is_ip and _covers(name, wanted) for name in hosts):
+        return
+    listed = ", ".join(hosts) or "no host at all"
+    raise CredentialError(
+        f"{path} covers {listed} but not {wanted}; {_reissue_hint(*hosts, wanted)}"
+    )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _tls_verify(ca: x509.Certificate, server: x509.Certificate, host: str, path: Path) -> None:
+    # The checks above give precise messages; this one validates as a TLS client
+    # would (key usages, constraints, signature algorithms) so nothing slips past.
+    subject: verification.Subject = (
+        x509.IPAddress(ipaddress.ip_address(host)) if _is_ip(host) else x509.DNSName(host)
+    )
+    verifier = (
+        verification.PolicyBuilder().store(verification.Store([ca])).build_server_verifier(subject)
+    )
+    try:
+        verifier.verify(server, [])
+    except verification.VerificationError as error:
+        raise CredentialError(
+            f"{path} fails TLS verification for {host} ({error}); {_reissue_hint(host)}"
+        ) from None
+
+
+def verify_server_certificate(
+    ca_cert: Path, server_cert: Path, host: str, *, warn_days: int = EXPIRY_WARNING_DAYS
+) -> CertificateStatus:
+    """Check the aggregator's certificate as a hospital dialling ``host`` will.
+
+    Parameters
+    ----------
+    ca_cert : Path
+        The federation's CA certificate (``ca.crt``).
+    server_cert : Path
+        The aggregator's certificate (``server.pem``).
+    host : str
+        The name or IP address hospitals dial (no port).
+    warn_days : int
+        Days before expiry from which the returned status says ``expiring_soon``.
+
+    Returns
+    -------
+    CertificateStatus
+        The server certificate's validity (check ``expiring_soon``).
+
+    Raises
+    ------
+    CredentialError
+        If the certificate is not signed by that CA, is expired or not yet
+        valid, is not for server authentication, or does not cover ``host``.
+    """
+    host = normalize_host(host)
+    ca, server = load_certificate(ca_cert), load_certificate(server_cert)
+    _check_issued_by(ca, server, ca_cert, server_cert)
+    _check_validity(
+        certificate_status(ca),
+        ca_cert,
+        "a new CA means new bundles for every hospital; see `fedcare ca init`",
+    )
+    status = certificate_status(server, warn_days=warn_days)
+    _check_validity(status, server_cert, f"{_reissue_hint(host)} and restart the aggregator")
+    _check_server_usage(server, server_cert, host)
+    _check_host(server, server_cert, host)
+    _tls_verify(ca, server, host, server_cert)
+    return status
+
+
+# --- a hospital's bundle -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HospitalBundle:
+    """A hospital's credentials, as ``fedcare ca add-hospital`` writes them.
+
+    Attributes
+    ----------
+    name : str
+        The hospital's name.
+    folder : Path
+        The bundle folder (``ca.crt``, ``node.key``, ``node.pub``, ``bundle.toml``).
+    aggregator : str
+        ``HOST:PORT`` the hospital connects to.
+    fingerprint : str
+        SHA-256 fingerprint of the node public key (as ``ssh-keygen -lf`` prints it).
+    ca_fingerprint : str
+        SHA-256 fingerprint of the federation's CA certificate.
+    created : str
+        When the bundle was issued (ISO 8601, UTC).
+    """
+
+    name: str
     folder: Path
-    hospital: str
     aggregator: str
     fingerprint: str
+    ca_fingerprint: str
+    created: str
 
     @property
     def ca_certificate(self) -> Path:
@@ -124,48 +490,130 @@ class Bundle:
 
     @property
     def node_key(self) -> Path:
-        """The hospital's node-authentication private key."""
+        """The hospital's node-authentication private key (OpenSSH)."""
         return self.folder / NODE_KEY
 
+    @property
+    def node_public_key(self) -> Path:
+        """The public half, which the aggregator registers."""
+        return self.folder / NODE_PUBLIC_KEY
 
-def load_bundle(folder: Path) -> Bundle:
-    """Read and check a hospital's bundle.
+    def to_toml(self) -> dict[str, Any]:
+        """Return the content of ``bundle.toml``."""
+        return {
+            "version": BUNDLE_VERSION,
+            "hospital": self.name,
+            "aggregator": self.aggregator,
+            "node-key-fingerprint": self.fingerprint,
+            "ca-fingerprint": self.ca_fingerprint,
+            "created": self.created,
+        }
+
+
+_BUNDLE_KEYS = ("hospital", "aggregator", "node-key-fingerprint", "ca-fingerprint", "created")
+
+
+def _read_bundle_file(folder: Path) -> dict[str, Any]:
+    path = folder / BUNDLE_FILE
+    try:
+        meta = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CredentialError(
+            f"{path} does not exist; is {folder} a bundle from `fedcare ca add-hospital`?"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        raise CredentialError(
+            f"{path} is not valid TOML; ask the federation operator for the bundle again"
+        ) from None
+    missing = [key for key in _BUNDLE_KEYS if not isinstance(meta.get(key), str)]
+    if missing:
+        raise CredentialError(
+            f"{path} lacks {', '.join(missing)}; ask the federation operator for the bundle again"
+        )
+    return meta
+
+
+def _load_node_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    if not path.is_file():
+        raise CredentialError(f"{path} does not exist; the bundle is incomplete")
+    if is_exposed(path):
+        raise CredentialError(f"{path} is readable by other users; run `chmod 600 {path}`")
+    try:
+        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise CredentialError(
+            f"{path} is not an unencrypted OpenSSH private key (Flower needs that form)"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP384R1):
+        raise CredentialError(
+            f"{path} must be an EC P-384 key (what Flower's node authentication takes)"
+        )
+    return key
+
+
+def _check_public_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    try:
+        public = serialization.load_ssh_public_key(path.read_bytes())
+    except FileNotFoundError:
+        raise CredentialError(f"{path} does not exist; the bundle is incomplete") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise CredentialError(f"{path} is not an OpenSSH public key") from None
+    if public != key.public_key():
+        raise CredentialError(
+            f"{path} does not belong to {path.with_name(NODE_KEY)}; "
+            "the bundle's files are mixed up, "
+            "ask the federation operator for the bundle again"
+        )
+
+
+def load_bundle(bundle_dir: Path) -> HospitalBundle:
+    """Read and check a hospital's bundle (no CA key needed).
+
+    Parameters
+    ----------
+    bundle_dir : Path
+        The folder ``fedcare ca add-hospital`` wrote (``ca/hospitals/<name>``).
 
     Raises
     ------
     CredentialError
-        If a file is missing, the private key is readable by others, is not an
-        EC P-384 key in OpenSSH format, or does not match the bundle's public key.
+        If a file is missing or unreadable, the private key is readable by
+        others, is not an EC P-384 key in OpenSSH format, does not match
+        ``node.pub`` or the fingerprint in ``bundle.toml``, or ``ca.crt`` is not
+        the CA the bundle was issued under.
     """
-    try:
-        meta = tomllib.loads((folder / BUNDLE_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CredentialError(f"{folder / BUNDLE_FILE} does not exist; is {folder} a hospital bundle?") from None
-    key_path = folder / NODE_KEY
-    if not key_path.is_file():
-        raise CredentialError(f"{key_path} does not exist; the bundle is incomplete")
-    if key_path.stat().st_mode & 0o077:
-        raise CredentialError(f"{key_path} is readable by other users; run `chmod 600 {key_path}`")
-    try:
-        key = serialization.load_ssh_private_key(key_path.read_bytes(), password=None)
-    except ValueError:
-        raise CredentialError(f"{key_path} is not an OpenSSH private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP384R1):
-        raise CredentialError(f"{key_path} must be an EC P-384 key (Flower's node authentication)")
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    if public_key_fingerprint(public) != meta.get("node-key-fingerprint"):
-        raise CredentialError(f"{key_path} does not match the key fingerprint in {folder / BUNDLE_FILE}")
-    load_certificate(folder / CA_CERTIFICATE)
-    return Bundle(
-        folder=folder,
-        hospital=str(meta.get("hospital", "")),
-        aggregator=str(meta.get("aggregator", "")),
-        fingerprint=public_key_fingerprint(public),
+    meta = _read_bundle_file(bundle_dir)
+    key = _load_node_key(bundle_dir / NODE_KEY)
+    _check_public_key(bundle_dir / NODE_PUBLIC_KEY, key)
+    fingerprint = public_key_fingerprint(openssh_public_key(key))
+    if fingerprint != meta["node-key-fingerprint"]:
+        raise CredentialError(
+            f"{bundle_dir / NODE_KEY} is not the key recorded in {bundle_dir / BUNDLE_FILE}; "
+            "ask the federation operator for the bundle again"
+        )
+    if (
+        certificate_fingerprint(load_certificate(bundle_dir / CA_CERTIFICATE))
+        != meta["ca-fingerprint"]
+    ):
+        raise CredentialError(
+            f"{bundle_dir / CA_CERTIFICATE} is not the CA this bundle was issued under; "
+            "restore the ca.crt that came with the bundle"
+        )
+    return HospitalBundle(
+        name=meta["hospital"],
+        folder=bundle_dir,
+        aggregator=meta["aggregator"],
+        fingerprint=fingerprint,
+        ca_fingerprint=meta["ca-fingerprint"],
+        created=meta["created"],
     )
 
 
+# --- the aggregator, seen from a hospital --------------------------------------
+
+
 def probe_tls(address: str, ca_certificate: Path, *, timeout: float = 5.0) -> x509.Certificate:
-    """Open a TLS connection to ``host:port`` trusting only ``ca_certificate``.
+    """Open a TLS connection to ``HOST:PORT`` trusting only ``ca_certificate``.
 
     Returns
     -------
@@ -178,18 +626,20 @@ def probe_tls(address: str, ca_certificate: Path, *, timeout: float = 5.0) -> x5
         If it cannot be reached, or its certificate is not the federation's or
         does not cover the host.
     """
-    host, _, port = address.rpartition(":")
+    host, port = split_address(address)
     context = ssl.create_default_context(cafile=str(ca_certificate))
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
             with context.wrap_socket(raw, server_hostname=host) as tls:
                 der = tls.getpeercert(binary_form=True)
     except ssl.SSLCertVerificationError as error:
         raise CredentialError(
-            f"the aggregator at {address} presented a certificate this bundle's CA does not vouch for "
-            f"({error.verify_message}); re-issue it with `fedcare ca server --host {host}` or fetch the "
-            "federation's current bundle"
+            f"the aggregator at {address} presented a certificate this bundle's CA "
+            f"does not vouch for ({error.verify_message}); {_reissue_hint(host)}, "
+            "or fetch the federation's current bundle"
         ) from None
     except (OSError, ValueError) as error:
-        raise CredentialError(f"cannot reach the aggregator at {address} over TLS: {error}") from None
+        raise CredentialError(
+            f"cannot reach the aggregator at {address} over TLS: {error}"
+        ) from None
     return x509.load_der_x509_certificate(der or b"")

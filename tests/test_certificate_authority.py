@@ -1,0 +1,574 @@
+"""The federation CA: what it issues, what it refuses, and what it never reveals."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import socket
+import ssl
+import stat
+import threading
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from typer.testing import CliRunner
+
+from fedcare.ca_commands import ca_app
+from server import certificate_authority
+from server.certificate_authority import CertificateAuthority, init_ca
+from shared.credentials import (
+    CredentialError,
+    check_certificate,
+    load_bundle,
+    probe_tls,
+    verify_server_certificate,
+)
+
+AGGREGATOR = "127.0.0.1:8000"
+runner = CliRunner()
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    return init_ca(tmp_path / "ca", name="Test federation")
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Bytes and modification time of every file under ``folder``."""
+    return {
+        str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _secret_lines(*keys: Path) -> list[str]:
+    """The base64 body lines of PEM/OpenSSH private keys: none may ever be shown."""
+    lines = []
+    for key in keys:
+        lines += [
+            line for line in key.read_text().splitlines() if line and not line.startswith("-----")
+        ]
+    return lines
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _verify_signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> None:
+    public = issuer.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    hash_algorithm = certificate.signature_hash_algorithm
+    assert hash_algorithm is not None
+    public.verify(
+        certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(hash_algorithm)
+    )
+
+
+# --- the CA ----------------------------------------------------------------
+
+
+def test_init_creates_a_p384_ca_with_the_right_extensions(ca: CertificateAuthority) -> None:
+    folder = ca.ca_dir
+    assert _mode(folder) == 0o700
+    assert _mode(folder / "ca.key") == 0o600
+    certificate = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    _verify_signed_by(certificate, certificate)
+    constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.critical and constraints.value.ca and constraints.value.path_length == 0
+    usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.key_cert_sign and usage.crl_sign and not usage.digital_signature
+    certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1)
+    registry = json.loads((folder / "registry.json").read_text())
+    assert registry["hospitals"] == [] and registry["ca-fingerprint"] == ca.fingerprint
+    assert "Test federation" in certificate.subject.rfc4514_string()
+    assert ca.ca_dir.as_posix() in repr(ca) and "PRIVATE" not in repr(ca)
+
+
+def test_init_refuses_to_replace_an_existing_ca(ca: CertificateAuthority) -> None:
+    before = _snapshot(ca.ca_dir)
+    with pytest.raises(CredentialError, match="already holds a CA"):
+        init_ca(ca.ca_dir, name="Another")
+    assert _snapshot(ca.ca_dir) == before
+
+
+@pytest.mark.parametrize(("name", "days"), [("", 10), ("x" * 61, 10), ("ok", 0)])
+def test_init_rejects_bad_names_and_validity(tmp_path: Path, name: str, days: int) -> None:
+    with pytest.raises(CredentialError):
+        init_ca(tmp_path / "ca", name=name, days=days)
+    assert not (tmp_path / "ca").exists()
+
+
+def test_load_reopens_the_same_ca(ca: CertificateAuthority) -> None:
+    assert CertificateAuthority.load(ca.ca_dir).fingerprint == ca.fingerprint
+
+
+def test_load_explains_a_missing_or_damaged_ca(tmp_path: Path, ca: CertificateAuthority) -> None:
+    with pytest.raises(CredentialError, match="holds no CA; create one with `fedcare ca init"):
+        CertificateAuthority.load(tmp_path / "nowhere")
+    registry = ca.ca_dir / "registry.json"
+    registry.write_text("{not json")
+    with pytest.raises(CredentialError, match="registry.json is damaged"):
+        CertificateAuthority.load(ca.ca_dir)
+    registry.unlink()
+    with pytest.raises(CredentialError, match="registry.json is missing"):
+        CertificateAuthority.load(ca.ca_dir)
+
+
+def test_load_rejects_a_damaged_exposed_or_foreign_key(
+    tmp_path: Path, ca: CertificateAuthority
+) -> None:
+    other = init_ca(tmp_path / "other", name="Other")
+    key = ca.ca_dir / "ca.key"
+    key.chmod(0o644)
+    with pytest.raises(CredentialError, match=f"run `chmod 600 {key}`"):
+        CertificateAuthority.load(ca.ca_dir)
+    key.chmod(0o600)
+    key.write_bytes((other.ca_dir / "ca.key").read_bytes())
+    with pytest.raises(CredentialError, match="does not belong to"):
+        CertificateAuthority.load(ca.ca_dir)
+    key.write_bytes(b"garbage")
+    with pytest.raises(CredentialError, match="damaged or encrypted") as caught:
+        CertificateAuthority.load(ca.ca_dir)
+    assert not any(line in str(caught.value) for line in _secret_lines(other.ca_dir / "ca.key"))
+
+
+# --- the aggregator's certificate --------------------------------------------
+
+
+def test_server_certificate_chains_to_the_ca_with_sans_and_server_auth(
+    ca: CertificateAuthority,
+) -> None:
+    issued = ca.issue_server_certificate(["127.0.0.1", "Aggregator.Example.org", "127.0.0.1"])
+    assert issued.hosts == ("127.0.0.1", "aggregator.example.org")
+    certificate = x509.load_pem_x509_certificate(issued.certificate.read_bytes())
+    _verify_signed_by(certificate, ca.certificate)
+    assert certificate.issuer == ca.certificate.subject
+    sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert sans.get_values_for_type(x509.DNSName) == ["aggregator.example.org"]
+    usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert not certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert _mode(issued.folder) == 0o700 and _mode(issued.key) == 0o600
+    assert issued.ca_certificate.read_bytes() == (ca.ca_dir / "ca.crt").read_bytes()
+    key = serialization.load_pem_private_key(issued.key.read_bytes(), password=None)
+    assert key.public_key() == certificate.public_key()
+
+
+def test_server_certificate_never_outlives_the_ca(tmp_path: Path) -> None:
+    short = init_ca(tmp_path / "ca", name="Short", days=10)
+    issued = short.issue_server_certificate(["localhost"], days=825)
+    assert issued.not_after == short.certificate.not_valid_after_utc
+
+
+@pytest.mark.parametrize("hosts", [[], ["host:8000"], ["https://host"], ["bad_name!"], ["-x.org"]])
+def test_server_certificate_rejects_bad_hosts(ca: CertificateAuthority, hosts: list[str]) -> None:
+    with pytest.raises(CredentialError):
+        ca.issue_server_certificate(hosts)
+    assert not (ca.ca_dir / "server").exists()
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "localhost", "LOCALHOST.", "node1.example.org", "[::1]"]
+)
+def test_verify_server_certificate_accepts_covered_hosts(
+    ca: CertificateAuthority, host: str
+) -> None:
+    issued = ca.issue_server_certificate(["127.0.0.1", "localhost", "*.example.org", "::1"])
+    status = verify_server_certificate(issued.ca_certificate, issued.certificate, host)
+    assert status.valid and not status.expiring_soon and status.days_left >= 824
+
+
+@pytest.mark.parametrize("host", ["10.0.0.9", "example.org", "a.b.example.org", "localhost2"])
+def test_verify_server_certificate_names_an_uncovered_host(
+    ca: CertificateAuthority, host: str
+) -> None:
+    issued = ca.issue_server_certificate(["127.0.0.1", "localhost", "*.example.org"])
+    with pytest.raises(CredentialError) as caught:
+        verify_server_certificate(issued.ca_certificate, issued.certificate, host)
+    message = str(caught.value)
+    assert f"but not {host}" in message
+    assert (
+        "fedcare ca server --dir CA --host localhost --host *.example.org "
+        f"--host 127.0.0.1 --host {host}" in message
+    )
+
+
+def test_verify_server_certificate_rejects_another_federations_certificate(
+    tmp_path: Path, ca: CertificateAuthority
+) -> None:
+    foreign = init_ca(tmp_path / "foreign", name="Foreign").issue_server_certificate(["127.0.0.1"])
+    with pytest.raises(
+        CredentialError, match="was not signed by the CA in .*re-issue it with `fedcare ca server`"
+    ):
+        verify_server_certificate(ca.ca_dir / "ca.crt", foreign.certificate, "127.0.0.1")
+    with pytest.raises(CredentialError, match="is not a CA certificate"):
+        verify_server_certificate(foreign.certificate, foreign.certificate, "127.0.0.1")
+
+
+def test_verify_server_certificate_rejects_an_expired_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both issued 30 days ago, the server certificate for 1 day: expired today, CA still valid.
+    past = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=30)
+    monkeypatch.setattr(certificate_authority, "_now", lambda: past)
+    issued = init_ca(tmp_path / "ca", name="Old").issue_server_certificate(["127.0.0.1"], days=1)
+    monkeypatch.undo()
+    with pytest.raises(
+        CredentialError,
+        match=r"expired on .*re-issue it with `fedcare ca server .*--host 127\.0\.0\.1`",
+    ):
+        verify_server_certificate(issued.ca_certificate, issued.certificate, "127.0.0.1")
+    assert check_certificate(issued.certificate).expired
+
+
+def test_check_certificate_flags_expiry_and_clock_skew(ca: CertificateAuthority) -> None:
+    path = ca.issue_server_certificate(["localhost"], days=20).certificate
+    soon = check_certificate(path)
+    assert soon.valid and soon.expiring_soon and 18 <= soon.days_left <= 20
+    assert not check_certificate(path, warn_days=5).expiring_soon
+    later = check_certificate(path, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=40))
+    assert later.expired and not later.valid and later.days_left < 0 and not later.expiring_soon
+    earlier = check_certificate(path, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    assert earlier.not_yet_valid and not earlier.valid
+    with pytest.raises(CredentialError, match="is not a PEM certificate"):
+        check_certificate(ca.ca_dir / "registry.json")
+
+
+@pytest.fixture
+def tls_server(ca: CertificateAuthority) -> Iterator[int]:
+    """A TLS 1.3 server presenting the CA-issued certificate, for one handshake."""
+    issued = ca.issue_server_certificate(["127.0.0.1"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(issued.certificate, issued.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+
+    def serve() -> None:
+        with listener, context.wrap_socket(listener.accept()[0], server_side=True):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    thread.join(timeout=5)
+
+
+def test_a_tls_client_trusting_only_the_ca_accepts_the_server(
+    ca: CertificateAuthority, tls_server: int
+) -> None:
+    presented = probe_tls(f"127.0.0.1:{tls_server}", ca.ca_dir / "ca.crt")
+    on_disk = x509.load_pem_x509_certificate((ca.ca_dir / "server" / "server.pem").read_bytes())
+    assert presented == on_disk
+
+
+def test_reissuing_the_server_certificate_leaves_hospitals_alone(ca: CertificateAuthority) -> None:
+    ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    ca.issue_server_certificate(["127.0.0.1"])
+    hospitals = _snapshot(ca.ca_dir / "hospitals")
+    first = (ca.ca_dir / "server" / "server.pem").read_bytes()
+    ca.issue_server_certificate(["127.0.0.1", "localhost"])
+    assert (ca.ca_dir / "server" / "server.pem").read_bytes() != first
+    assert _snapshot(ca.ca_dir / "hospitals") == hospitals
+    assert [r.name for r in ca.hospitals()] == ["hospital-A"]
+
+
+# --- hospitals ---------------------------------------------------------------
+
+
+def test_a_hospital_bundle_holds_an_owner_only_p384_openssh_key(ca: CertificateAuthority) -> None:
+    bundle = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    folder = ca.ca_dir / "hospitals" / "hospital-A"
+    assert bundle.folder == folder
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "bundle.toml",
+        "ca.crt",
+        "node.key",
+        "node.pub",
+    ]
+    assert (
+        _mode(folder) == 0o700
+        and _mode(folder.parent) == 0o700
+        and _mode(folder / "node.key") == 0o600
+    )
+    key = serialization.load_ssh_private_key((folder / "node.key").read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1)
+    public_line = (folder / "node.pub").read_bytes()
+    assert serialization.load_ssh_public_key(public_line) == key.public_key()
+    # The fingerprint ssh-keygen -lf prints: unpadded base64 of SHA-256 over the key blob.
+    digest = hashlib.sha256(base64.b64decode(public_line.split()[1])).digest()
+    assert bundle.fingerprint == "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    meta = tomllib.loads((folder / "bundle.toml").read_text())
+    assert meta["hospital"] == "hospital-A" and meta["aggregator"] == AGGREGATOR
+    assert (
+        meta["node-key-fingerprint"] == bundle.fingerprint
+        and meta["ca-fingerprint"] == ca.fingerprint
+    )
+    dt.datetime.fromisoformat(meta["created"])
+    assert (folder / "ca.crt").read_bytes() == (ca.ca_dir / "ca.crt").read_bytes()
+    assert not list(ca.ca_dir.rglob("*.tmp"))
+    assert load_bundle(folder) == bundle
+
+
+def test_private_keys_are_created_owner_only_never_chmodded_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[tuple[str, int, int]] = []
+    real_open = os.open
+
+    def spy(path: os.PathLike[str] | str, flags: int, mode: int = 0o777) -> int:
+        opened.append((os.fspath(path), flags, mode))
+        return real_open(path, flags, mode)
+
+    # Spies on the os module itself: the writes go through shared.credentials.
+    monkeypatch.setattr(os, "open", spy)
+    monkeypatch.setattr(os, "chmod", lambda *_: pytest.fail("chmod after creation"))
+    ca = init_ca(tmp_path / "ca", name="Spy")
+    ca.issue_server_certificate(["localhost"])
+    ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    key_files = (".ca.key.", ".server.key.", ".node.key.")
+    secrets = [
+        (flags, mode) for path, flags, mode in opened if Path(path).name.startswith(key_files)
+    ]
+    assert len(secrets) == 3
+    assert all(mode == 0o600 and flags & os.O_EXCL for flags, mode in secrets)
+
+
+def test_adding_a_hospital_changes_nobody_elses_files(ca: CertificateAuthority) -> None:
+    ca.issue_server_certificate(["127.0.0.1"])
+    ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    before = {k: v for k, v in _snapshot(ca.ca_dir).items() if k != "registry.json"}
+    ca.add_hospital("hospital-B", aggregator_address=AGGREGATOR)
+    after = _snapshot(ca.ca_dir)
+    assert all(after[name] == content for name, content in before.items())
+    assert [r.name for r in ca.hospitals()] == ["hospital-A", "hospital-B"]
+
+
+def test_a_name_already_active_is_refused(ca: CertificateAuthority) -> None:
+    ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    before = _snapshot(ca.ca_dir)
+    with pytest.raises(
+        CredentialError, match="already has credentials.*remove-hospital hospital-A"
+    ):
+        ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    assert _snapshot(ca.ca_dir) == before
+
+
+def test_removing_a_hospital_revokes_only_that_one(ca: CertificateAuthority) -> None:
+    a = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    ca.add_hospital("hospital-B", aggregator_address=AGGREGATOR)
+    b_files = _snapshot(ca.ca_dir / "hospitals" / "hospital-B")
+    assert ca.remove_hospital("hospital-A") == a.fingerprint
+    assert not a.node_key.exists() and a.node_public_key.exists()
+    assert _snapshot(ca.ca_dir / "hospitals" / "hospital-B") == b_files
+    records = {r.name: r for r in ca.hospitals()}
+    assert records["hospital-A"].revoked is not None and not records["hospital-A"].active
+    assert records["hospital-B"].active and records["hospital-A"].fingerprint == a.fingerprint
+    with pytest.raises(CredentialError, match="already revoked"):
+        ca.remove_hospital("hospital-A")
+    with pytest.raises(CredentialError, match="is not in this CA"):
+        ca.remove_hospital("hospital-C")
+
+
+def test_a_revoked_hospital_can_be_reissued_and_its_history_stays(ca: CertificateAuthority) -> None:
+    old = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    ca.remove_hospital("hospital-A")
+    new = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    assert new.fingerprint != old.fingerprint
+    assert [(r.fingerprint, r.active) for r in ca.hospitals()] == [
+        (old.fingerprint, False),
+        (new.fingerprint, True),
+    ]
+    assert load_bundle(new.folder).fingerprint == new.fingerprint
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x" * 64, "../evil", "a/b", "a.b", "ok\n", "hôpital"])
+def test_invalid_hospital_names_are_rejected(ca: CertificateAuthority, name: str) -> None:
+    with pytest.raises(CredentialError, match="must be 1-63 letters, digits, '-' or '_'"):
+        ca.add_hospital(name, aggregator_address=AGGREGATOR)
+    assert not (ca.ca_dir / "hospitals").exists()
+
+
+@pytest.mark.parametrize("name", ["x" * 63, "St-Marys_ICU-2", "7"])
+def test_valid_hospital_names_are_accepted(ca: CertificateAuthority, name: str) -> None:
+    assert ca.add_hospital(name, aggregator_address=AGGREGATOR).name == name
+
+
+@pytest.mark.parametrize(
+    "address", ["localhost", "localhost:0", "host:70000", "::1:8000", "bad host:80"]
+)
+def test_invalid_aggregator_addresses_are_rejected(ca: CertificateAuthority, address: str) -> None:
+    with pytest.raises(CredentialError):
+        ca.add_hospital("hospital-A", aggregator_address=address)
+    assert ca.hospitals() == []
+
+
+# --- load_bundle ---------------------------------------------------------------
+
+
+def test_load_bundle_refuses_a_key_others_can_read(ca: CertificateAuthority) -> None:
+    bundle = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    bundle.node_key.chmod(0o644)
+    with pytest.raises(
+        CredentialError, match=f"readable by other users; run `chmod 600 {bundle.node_key}`"
+    ):
+        load_bundle(bundle.folder)
+    bundle.node_key.chmod(0o640)
+    with pytest.raises(CredentialError, match="chmod 600"):
+        load_bundle(bundle.folder)
+
+
+def test_load_bundle_detects_mismatched_and_wrong_files(
+    tmp_path: Path, ca: CertificateAuthority
+) -> None:
+    a = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    b = ca.add_hospital("hospital-B", aggregator_address=AGGREGATOR)
+    a.node_public_key.write_bytes(b.node_public_key.read_bytes())
+    with pytest.raises(CredentialError, match="node.pub does not belong to .*node.key") as caught:
+        load_bundle(a.folder)
+    assert not any(line in str(caught.value) for line in _secret_lines(a.node_key, b.node_key))
+    # The whole key pair swapped for B's: matches node.pub, not the bundle's record.
+    a.node_key.write_bytes(b.node_key.read_bytes())
+    with pytest.raises(CredentialError, match="is not the key recorded in .*bundle.toml"):
+        load_bundle(a.folder)
+    other = init_ca(tmp_path / "other", name="Other")
+    b.ca_certificate.write_bytes((other.ca_dir / "ca.crt").read_bytes())
+    with pytest.raises(CredentialError, match="is not the CA this bundle was issued under"):
+        load_bundle(b.folder)
+
+
+def test_load_bundle_requires_an_unencrypted_p384_openssh_key(ca: CertificateAuthority) -> None:
+    bundle = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    ed = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    bundle.node_key.write_bytes(ed)
+    with pytest.raises(CredentialError, match="must be an EC P-384 key"):
+        load_bundle(bundle.folder)
+    bundle.node_key.write_bytes((ca.ca_dir / "ca.key").read_bytes())
+    with pytest.raises(
+        CredentialError, match="is not an unencrypted OpenSSH private key"
+    ) as caught:
+        load_bundle(bundle.folder)
+    assert not any(line in str(caught.value) for line in _secret_lines(ca.ca_dir / "ca.key"))
+
+
+def test_load_bundle_explains_missing_files(ca: CertificateAuthority) -> None:
+    bundle = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    (bundle.folder / "bundle.toml").write_text("hospital = ")
+    with pytest.raises(CredentialError, match="is not valid TOML"):
+        load_bundle(bundle.folder)
+    (bundle.folder / "bundle.toml").unlink()
+    with pytest.raises(CredentialError, match="bundle.toml does not exist"):
+        load_bundle(bundle.folder)
+
+
+# --- the command line ------------------------------------------------------------
+
+
+def _invoke(*arguments: str) -> tuple[int, str]:
+    result = runner.invoke(ca_app, list(arguments))
+    return result.exit_code, result.output
+
+
+def test_cli_end_to_end_never_prints_key_material(tmp_path: Path) -> None:
+    folder = str(tmp_path / "ca")
+    outputs = []
+    for arguments in (
+        ["init", "--dir", folder, "--name", "My federation"],
+        ["server", "--dir", folder, "--host", "127.0.0.1", "--host", "aggregator.example.org"],
+        ["add-hospital", "hospital-A", "--dir", folder, "--aggregator", AGGREGATOR],
+        ["add-hospital", "hospital-B", "--dir", folder, "--aggregator", AGGREGATOR],
+        ["list", "--dir", folder],
+    ):
+        code, output = _invoke(*arguments)
+        assert code == 0, output
+        outputs.append(output)
+    hospitals = tmp_path / "ca" / "hospitals"
+    secrets = _secret_lines(
+        tmp_path / "ca" / "ca.key",
+        tmp_path / "ca" / "server" / "server.key",
+        hospitals / "hospital-A" / "node.key",
+    )
+    code, removed = _invoke("remove-hospital", "hospital-A", "--dir", folder)
+    assert code == 0, removed
+    outputs.append(removed)
+    everything = "\n".join(outputs)
+    assert "PRIVATE KEY" not in everything
+    assert not any(line in everything or line in _flat(everything) for line in secrets)
+    added = outputs[2]
+    assert str(hospitals / "hospital-A") in added
+    assert (
+        f"flwr supernode register {hospitals / 'hospital-A' / 'node.pub'} fedcare --name hospital-A"
+        in added
+    )
+    fingerprint = load_bundle(hospitals / "hospital-B").fingerprint
+    assert (
+        fingerprint in outputs[3] and "hospital-B" in _flat(outputs[4]) and "active" in outputs[4]
+    )
+    revoked = CertificateAuthority.load(tmp_path / "ca").hospitals()[0]
+    assert revoked.fingerprint in removed and "flwr supernode unregister NODE_ID fedcare" in removed
+    code, listed = _invoke("list", "--dir", folder)
+    assert code == 0 and "revoked" in listed
+
+
+def test_cli_warns_when_the_server_certificate_misses_the_aggregator_host(tmp_path: Path) -> None:
+    folder = str(tmp_path / "ca")
+    assert _invoke("init", "--dir", folder, "--name", "F")[0] == 0
+    assert _invoke("server", "--dir", folder, "--host", "localhost")[0] == 0
+    code, output = _invoke(
+        "add-hospital", "hospital-A", "--dir", folder, "--aggregator", "10.0.0.9:8000"
+    )
+    assert code == 0
+    assert "warning:" in output and "but not 10.0.0.9" in _flat(output)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["init", "--name", "Again"], "already holds a CA"),
+        (["server", "--host", ""], "is not a host name or IP address"),
+        (["server", "--host", "h:1"], "is not a host name or IP address"),
+        (["add-hospital", "bad name", "--aggregator", AGGREGATOR], "must be 1-63 letters"),
+        (["add-hospital", "hospital-A", "--aggregator", AGGREGATOR], "already has credentials"),
+        (["add-hospital", "hospital-B", "--aggregator", "nowhere"], "must be HOST:PORT"),
+        (["remove-hospital", "hospital-Z"], "is not in this CA"),
+    ],
+)
+def test_cli_errors_are_one_red_line_and_exit_2(
+    tmp_path: Path, arguments: list[str], expected: str
+) -> None:
+    folder = str(tmp_path / "ca")
+    assert _invoke("init", "--dir", folder, "--name", "F")[0] == 0
+    assert (
+        _invoke("add-hospital", "hospital-A", "--dir", folder, "--aggregator", AGGREGATOR)[0] == 0
+    )
+    code, output = _invoke(*arguments, "--dir", folder)
+    assert code == 2, output
+    assert _flat(output).startswith("error:") and expected in _flat(output)
+    assert "Traceback" not in output and "PRIVATE KEY" not in output
+
+
+def test_cli_on_a_folder_without_a_ca(tmp_path: Path) -> None:
+    code, output = _invoke("list", "--dir", str(tmp_path / "none"))
+    assert code == 2 and "holds no CA; create one with `fedcare ca init" in _flat(output)
