@@ -16,7 +16,8 @@ Example
     data = "patients.csv"
     contract = "contract.toml"
     device = "auto"
-    state = "fedcare-state"
+    state = "fedcare-state"         # privacy ledger, audit log, Flower's files
+    dataset = "st-mary"             # what the privacy budget is kept for (default: name)
     runtime-port = 9094
 
     [privacy]
@@ -89,6 +90,10 @@ class SiteNode:
         Folder for the hospital's own records (privacy ledger, audit log).
     privacy : SitePrivacy
         Its privacy limits.
+    dataset : str
+        What the privacy budget is kept for. Every run on this dataset draws on
+        one budget, whatever the file is called; it defaults to the hospital's
+        name (one budget for everything it holds: the cautious choice).
     """
 
     name: str
@@ -97,6 +102,11 @@ class SiteNode:
     device: DeviceName
     state: Path
     privacy: SitePrivacy
+    dataset: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            object.__setattr__(self, "dataset", self.name)
 
     def to_node_config(self) -> dict[str, FlatValue]:
         """Flatten into Flower node config (absolute paths, kebab-case keys)."""
@@ -109,6 +119,7 @@ class SiteNode:
             NodeConfigKey.MAX_EPSILON.value: self.privacy.max_epsilon,
             NodeConfigKey.MAX_DELTA.value: self.privacy.delta,
             NodeConfigKey.REQUIRE_SECURE_AGGREGATION.value: self.privacy.require_secure_aggregation,
+            NodeConfigKey.DATASET.value: self.dataset,
         }
 
     @classmethod
@@ -141,6 +152,7 @@ class SiteNode:
                 delta=get(NodeConfigKey.MAX_DELTA, float),
                 require_secure_aggregation=get(NodeConfigKey.REQUIRE_SECURE_AGGREGATION, bool),
             ),
+            dataset=get(NodeConfigKey.DATASET, str),
         )
 
 
@@ -202,6 +214,7 @@ def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
         contract=base / _field(hospital, "contract", str, path),
         device=_device("hospital.device", hospital.get("device", DeviceName.AUTO.value)),
         state=base / hospital.get("state", "fedcare-state"),
+        dataset=str(hospital.get("dataset", "")),
         privacy=SitePrivacy(
             max_epsilon=float(privacy.get("max-epsilon", SitePrivacy.max_epsilon)),
             delta=float(privacy.get("delta", SitePrivacy.delta)),

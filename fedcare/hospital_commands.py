@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from client.site_settings import SiteSettings
 from client.supernode import SUPEREXEC_POLL_SECONDS, prepare_state, supernode_command
@@ -50,3 +51,25 @@ def start(config: SiteConfig = Path("site.toml")) -> None:
         settings.node.state / "flwr-home", {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_SECONDS}
     )
     raise typer.Exit(run_foreground(supernode_command(settings, executable, node_config), environment))
+
+
+@hospital_app.command()
+def check(config: SiteConfig = Path("site.toml")) -> None:
+    """Preflight: credentials, certificates, aggregator over TLS, data vs contract, budget left."""
+    from client.preflight import Status, run_preflight
+
+    try:
+        settings = SiteSettings.load(config)
+    except FedcareError as error:
+        raise fail(error) from None
+    results = run_preflight(settings)
+    colours = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
+    table = Table(title=f"Readiness of {settings.node.name}")
+    for column in ("check", "status", "detail"):
+        table.add_column(column)
+    for result in results:
+        table.add_row(result.name, f"[{colours[result.status]}]{result.status.value}[/]", result.detail)
+    console.print(table)
+    failed = [r for r in results if r.status is Status.FAIL]
+    console.print("[bold red]not ready[/]" if failed else "[bold green]ready[/]")
+    raise typer.Exit(1 if failed else 0)

@@ -39,6 +39,7 @@ class NodeConfigKey(StrEnum):
     MAX_EPSILON = "max-epsilon"
     MAX_DELTA = "max-delta"
     REQUIRE_SECURE_AGGREGATION = "require-secure-aggregation"
+    DATASET = "dataset"
 
 
 class StateKey(StrEnum):
