@@ -13,7 +13,7 @@ from flwr.app import Context
 from flwr.client import Client, NumPyClient
 from flwr.clientapp import ClientApp
 
-from client.privacy_state import load_privacy_state, store_privacy_state
+from client.privacy_state import load_plan, store_plan
 from client.secure_aggregation import secure_aggregation_mod
 
 
@@ -31,23 +31,19 @@ class HospitalClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:  # type: ignore[type-arg]
         """Train one round; return the delta, the row count and aggregate scalars."""
-        from client.hospital import parse_instruction, train_round
-        from client.site import load_site
+        from client.session import HospitalSession
 
-        run_config = parse_instruction(config)
-        site = load_site(self._context.node_config, run_config)
-        update = train_round(parameters, run_config, site, load_privacy_state(self._context))
-        store_privacy_state(self._context, update.privacy)
+        session = HospitalSession(self._context.node_config, config, str(self._context.run_id))
+        update = session.train(parameters, load_plan(self._context))
+        if update.plan is not None:
+            store_plan(self._context, update.plan)
         return update.delta, update.num_examples, update.metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:  # type: ignore[type-arg]
         """Score the global model on this hospital's held-out split."""
-        from client.hospital import evaluate_round, parse_instruction
-        from client.site import load_site
+        from client.session import HospitalSession
 
-        run_config = parse_instruction(config)
-        site = load_site(self._context.node_config, run_config)
-        return evaluate_round(parameters, run_config, site, load_privacy_state(self._context).history)
+        return HospitalSession(self._context.node_config, config, str(self._context.run_id)).evaluate(parameters)
 
 
 def _client_fn(context: Context) -> Client:

@@ -1,10 +1,13 @@
 """One hospital's part of a round, as plain functions that know nothing of Flower.
 
 :func:`train_round` runs DP-SGD from the global model and returns the *delta* to
-send, after refusing to train if the round would overspend the privacy budget
-and refusing to release an update that is non-finite or outside SecAgg+'s range.
-:func:`evaluate_round` scores the global model on the hospital's held-out split.
-Only aggregate scalars ever go into the metrics.
+send. Before training it refuses a round that would take the run past its target
+epsilon, or the dataset's whole history (every run, from the privacy ledger) past
+the hospital's cap; after training it refuses to release an update that is
+non-finite or outside SecAgg+'s range, and it records the release in the ledger
+*before* handing the update over (write-ahead). :func:`evaluate_round` scores the
+global model on the hospital's held-out split. Only aggregate scalars ever go
+into the metrics.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from client.ledger import PrivacyLedger
 from client.policy import check_policy
-from client.privacy_state import PrivacyState
 from client.site import Site
 from client.training import TrainOutcome, train_plain, train_private
 from shared.config import FlatValue, RunConfig
@@ -43,14 +47,14 @@ class RoundUpdate:
         Training rows (the aggregation weight).
     metrics : ReplyMetrics
         Aggregate scalars: hospital name, loss, DP mechanism, epsilon spent.
-    privacy : PrivacyState
-        The plan and the accountant history including this round, to keep.
+    plan : DpSgdPlan | None
+        The DP-SGD plan used (to reuse next round); ``None`` without DP.
     """
 
     delta: list[np.ndarray]
     num_examples: int
     metrics: ReplyMetrics
-    privacy: PrivacyState
+    plan: DpSgdPlan | None
 
 
 def parse_instruction(instruction: Mapping[str, FlatValue]) -> RunConfig:
@@ -70,8 +74,43 @@ def privacy_plan(config: RunConfig, site: Site) -> DpSgdPlan:
     )
 
 
+def run_history(ledger: PrivacyLedger, site: Site, run_id: str) -> list[HistoryEntry]:
+    """The accountant entries this run has released from the site's dataset so far."""
+    return [entry.history_entry() for entry in ledger.history(site.dataset) if entry.run_id == run_id]
+
+
+def dataset_cap(config: RunConfig, site: Site) -> float:
+    """Most epsilon the dataset may reach: the hospital's own limit, or the run's target
+    for a simulated hospital (which has no limits of its own)."""
+    return site.limits.max_epsilon if site.limits is not None else config.privacy.target_epsilon
+
+
+def check_dataset_budget(ledger: PrivacyLedger, site: Site, plan: DpSgdPlan, cap: float) -> None:
+    """Refuse a round that would take the dataset's whole history past ``cap``.
+
+    Raises
+    ------
+    PrivacyBudgetExceededError
+        Naming what the dataset has spent, the cap and what the round would cost.
+    """
+    spent = ledger.spent(site.dataset, delta=plan.delta)
+    after = ledger.preview(
+        site.dataset,
+        noise_multiplier=plan.noise_multiplier,
+        sample_rate=plan.sample_rate,
+        steps=plan.steps_per_round,
+        delta=plan.delta,
+    )
+    if after > cap:
+        raise PrivacyBudgetExceededError(
+            f"{site.name} refuses to train: dataset '{site.dataset}' has spent epsilon "
+            f"{spent:.3f} over all runs (delta {plan.delta:g}); this round would bring it to "
+            f"{after:.3f}, past the hospital's cap of {cap:g}. Nothing was trained or sent."
+        )
+
+
 def check_budget(plan: DpSgdPlan, history: Sequence[HistoryEntry], *, site: str) -> None:
-    """Refuse a round whose steps would take the epsilon spent past the target.
+    """Refuse a round whose steps would take the run's epsilon past its target.
 
     Raises
     ------
@@ -88,16 +127,21 @@ def check_budget(plan: DpSgdPlan, history: Sequence[HistoryEntry], *, site: str)
         )
 
 
-def train_round(
+def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     global_weights: Sequence[np.ndarray],
     config: RunConfig,
     site: Site,
-    privacy: PrivacyState,
+    *,
+    plan: DpSgdPlan | None,
+    ledger: PrivacyLedger,
+    run_id: str,
+    server_round: int,
 ) -> RoundUpdate:
     """Train one round from ``global_weights`` and return the update to release.
 
-    The DP-SGD plan is calibrated at the first round and reused after, so the
-    noise stays what the whole-run budget was calibrated for.
+    The DP-SGD plan is calibrated at the first round and passed back in after, so
+    the noise stays what the whole-run budget was calibrated for. The release is
+    in the ledger before this returns.
 
     Raises
     ------
@@ -108,34 +152,11 @@ def train_round(
     """
     if site.limits is not None:
         check_policy(config, site.limits, site=site.name)
+    model = _global_model(global_weights, config, site)
     device = resolve_device(config.training.device)
-    model = build_model(
-        config.training.model,
-        n_features=len(site.data.train.feature_names),
-        output_dim=site.task.output_dim,
-        seed=config.data.seed,
-    )
-    set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
     training = config.training
     metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name}
-    if config.privacy.enabled:
-        plan = privacy.plan or privacy_plan(config, site)
-        check_budget(plan, privacy.history, site=site.name)
-        outcome = train_private(
-            model,
-            site.data.train,
-            site.task,
-            plan=plan,
-            max_grad_norm=config.privacy.max_grad_norm,
-            learning_rate=training.learning_rate,
-            epochs=training.local_epochs,
-            batch_size=training.batch_size,
-            history=privacy.history,
-            device=device,
-        )
-        metrics |= _privacy_metrics(plan, outcome)
-        privacy = PrivacyState(plan=plan, history=outcome.history)
-    else:
+    if not config.privacy.enabled:
         outcome = train_plain(
             model,
             site.data.train,
@@ -146,15 +167,65 @@ def train_round(
             seed=config.data.seed,
             device=device,
         )
+        metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
+        delta = _checked_delta(model, global_weights, config, site)
+        return RoundUpdate(delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=None)
+    plan = plan or privacy_plan(config, site)
+    history = run_history(ledger, site, run_id)
+    check_budget(plan, history, site=site.name)
+    cap = dataset_cap(config, site)
+    check_dataset_budget(ledger, site, plan, cap)
+    outcome = train_private(
+        model,
+        site.data.train,
+        site.task,
+        plan=plan,
+        max_grad_norm=config.privacy.max_grad_norm,
+        learning_rate=training.learning_rate,
+        epochs=training.local_epochs,
+        batch_size=training.batch_size,
+        history=history,
+        device=device,
+    )
     metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
+    delta = _checked_delta(model, global_weights, config, site)
+    reservation = ledger.reserve(
+        site.dataset,
+        run_id=run_id,
+        server_round=server_round,
+        noise_multiplier=plan.noise_multiplier,
+        sample_rate=plan.sample_rate,
+        steps=outcome.steps,
+        delta=plan.delta,
+        cap_epsilon=cap,
+    )
+    metrics |= _privacy_metrics(plan, outcome, reservation.epsilon_after)
+    return RoundUpdate(delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=plan)
+
+
+def _global_model(global_weights: Sequence[np.ndarray], config: RunConfig, site: Site) -> torch.nn.Module:
+    model = build_model(
+        config.training.model,
+        n_features=len(site.data.train.feature_names),
+        output_dim=site.task.output_dim,
+        seed=config.data.seed,
+    )
+    set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
+    return model
+
+
+def _checked_delta(
+    model: torch.nn.Module, global_weights: Sequence[np.ndarray], config: RunConfig, site: Site
+) -> list[np.ndarray]:
     delta = [new - old for new, old in zip(get_weights(model), global_weights, strict=True)]
     check_update(delta, config, site=site.name)
-    return RoundUpdate(delta=delta, num_examples=len(site.data.train), metrics=metrics, privacy=privacy)
+    return delta
 
 
-def _privacy_metrics(plan: DpSgdPlan, outcome: TrainOutcome) -> ReplyMetrics:
+def _privacy_metrics(plan: DpSgdPlan, outcome: TrainOutcome, dataset_epsilon: float) -> ReplyMetrics:
     return {
         ReplyKey.EPSILON: epsilon_spent(outcome.history, delta=plan.delta),
+        ReplyKey.DATASET_EPSILON: dataset_epsilon,
         ReplyKey.DELTA: plan.delta,
         ReplyKey.NOISE_MULTIPLIER: plan.noise_multiplier,
         ReplyKey.SAMPLE_RATE: plan.sample_rate,
@@ -197,13 +268,7 @@ def evaluate_round(
     tuple[float, int, ReplyMetrics]
         Loss, evaluated rows, and the metrics (with the epsilon spent so far).
     """
-    model = build_model(
-        config.training.model,
-        n_features=len(site.data.evaluation.feature_names),
-        output_dim=site.task.output_dim,
-        seed=config.data.seed,
-    )
-    set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
+    model = _global_model(global_weights, config, site)
     result = evaluate_model(model, site.data.evaluation, site.task, resolve_device(config.training.device))
     metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name, ReplyKey.LOSS: result.loss, **result.metrics}
     if config.privacy.enabled:

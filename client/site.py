@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from client.site_settings import SiteNode, SitePrivacy
 from shared.config import RunConfig
@@ -11,6 +12,13 @@ from shared.data import SiteData, prepare_site
 from shared.errors import DataError
 from shared.keys import NodeConfigKey
 from shared.tasks import Task
+
+SIMULATED_STATE_DIR = "hospitals"
+
+_NO_DATA = (
+    "this SuperNode has no data configured: start a hospital with `fedcare hospital start "
+    f"--config site.toml`, or give a simulated one --node-config '{NodeConfigKey.PARTITION_ID}=N'"
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,10 @@ class Site:
         What its labels mean.
     data : SiteData
         Its training and local evaluation splits, standardised with training statistics.
+    state : Path
+        Folder of the hospital's own records: privacy ledger and audit log.
+    dataset : str
+        What the privacy ledger keeps this data's budget under.
     limits : SitePrivacy | None
         The hospital's own privacy limits (``None`` for a simulated hospital,
         which follows the run's settings).
@@ -33,6 +45,8 @@ class Site:
     name: str
     task: Task
     data: SiteData
+    state: Path
+    dataset: str
     limits: SitePrivacy | None = None
 
 
@@ -54,10 +68,26 @@ def load_site(node_config: Mapping[str, object], config: RunConfig) -> Site:
         return _hospital_site(SiteNode.from_node_config(node_config), config)
     if NodeConfigKey.PARTITION_ID in node_config:
         return _simulated_site(int(str(node_config[NodeConfigKey.PARTITION_ID])), config)
-    raise DataError(
-        "this SuperNode has no data configured: start a hospital with `fedcare hospital start "
-        f"--config site.toml`, or give a simulated one --node-config '{NodeConfigKey.PARTITION_ID}=N'"
-    )
+    raise DataError(_NO_DATA)
+
+
+def site_records(node_config: Mapping[str, object], config: RunConfig) -> tuple[str, Path]:
+    """The hospital's name and records folder, known before its data is read.
+
+    Raises
+    ------
+    DataError
+        If the node config names neither a hospital nor a simulated partition.
+    """
+    if NodeConfigKey.DATA_PATH in node_config:
+        node = SiteNode.from_node_config(node_config)
+        return node.name, node.state
+    if NodeConfigKey.PARTITION_ID in node_config:
+        from simulations.federation import hospital_name
+
+        name = hospital_name(int(str(node_config[NodeConfigKey.PARTITION_ID])))
+        return name, simulated_state(config, name)
+    raise DataError(_NO_DATA)
 
 
 def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
@@ -82,7 +112,14 @@ def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
         seed=config.data.seed,
         site=node.name,
     )
-    return Site(name=node.name, task=contract.task(), data=prepared.site, limits=node.privacy)
+    return Site(
+        name=node.name,
+        task=contract.task(),
+        data=prepared.site,
+        state=node.state,
+        dataset=node.dataset,
+        limits=node.privacy,
+    )
 
 
 def _simulated_site(index: int, config: RunConfig) -> Site:
@@ -96,4 +133,15 @@ def _simulated_site(index: int, config: RunConfig) -> Site:
             f"{len(federation.hospitals)} hospitals (0 to {len(federation.hospitals) - 1})"
         )
     hospital = federation.hospitals[index]
-    return Site(name=hospital.name, task=federation.task, data=hospital.site)
+    return Site(
+        name=hospital.name,
+        task=federation.task,
+        data=hospital.site,
+        state=simulated_state(config, hospital.name),
+        dataset=hospital.name,
+    )
+
+
+def simulated_state(config: RunConfig, name: str) -> Path:
+    """Where a virtual hospital keeps its records: beside the run's report, one folder each."""
+    return Path(config.output.out_dir) / SIMULATED_STATE_DIR / name

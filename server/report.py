@@ -33,8 +33,9 @@ TEST_SCOPE = "test"
 FEDERATED_SCOPE = "federated"
 
 DP_GUARANTEE = (
-    "sample-level (epsilon, delta)-differential privacy for each hospital's patients, "
-    "over every update that hospital released in this run (DP-SGD, Opacus RDP accountant)"
+    "sample-level (epsilon, delta)-differential privacy for each hospital's patients: "
+    "per_hospital is what this run released, per_hospital_dataset what the hospital's "
+    "ledger composes over every run on that dataset (DP-SGD, Opacus RDP accountant)"
 )
 SECAGG_GUARANTEE = (
     "the aggregator sees only the sum of the hospitals' updates, never one hospital's "
@@ -76,6 +77,7 @@ def build_summary(
         "privacy": {
             "differential_privacy": config.privacy.enabled,
             "per_hospital": record.latest_epsilons(),
+            "per_hospital_dataset": record.latest_epsilons(ReplyKey.DATASET_EPSILON),
             "target_epsilon": config.privacy.target_epsilon,
             "delta": config.privacy.delta,
             "accountant": ACCOUNTANT,

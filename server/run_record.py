@@ -86,13 +86,16 @@ class RunRecord:
         self.rounds.sort(key=lambda r: r.round)
         return record
 
-    def latest_epsilons(self) -> dict[str, float]:
-        """Each hospital's epsilon as last reported (rounds it skipped keep the earlier value)."""
+    def latest_epsilons(self, key: str = ReplyKey.EPSILON) -> dict[str, float]:
+        """Each hospital's training scalar ``key`` as last reported (epsilon by default).
+
+        Rounds a hospital skipped keep its earlier value.
+        """
         spent: dict[str, float] = {}
         for record in self.rounds:
             for name, hospital in record.hospitals.items():
-                if ReplyKey.EPSILON in hospital.train:
-                    spent[name] = hospital.train[ReplyKey.EPSILON]
+                if key in hospital.train:
+                    spent[name] = hospital.train[key]
         return spent
 
     def to_dict(self) -> dict[str, Any]:

@@ -215,6 +215,8 @@ class FedCareStrategy(FedAvg):
         self, server_round: int, parameters: Parameters
     ) -> tuple[float, dict[str, Scalar]] | None:
         """Score the global model on the held-out test set, when there is one."""
+        if server_round > 0:
+            self._check_trained(self._record.round(server_round))
         if self._test_evaluator is None:
             return None
         result = self._test_evaluator(parameters_to_ndarrays(parameters))
@@ -226,6 +228,21 @@ class FedCareStrategy(FedAvg):
     def _fail(self, record: RoundRecord, message: str) -> None:
         record.failures.append(message)
         logger.error("round %s %s", record.round, message)
+
+    def _check_trained(self, record: RoundRecord) -> None:
+        """Make a round that never reached aggregation an error in the record.
+
+        SecAgg+ halts without calling the strategy when too few hospitals finish
+        its stages; Flower then goes on to evaluation with the old model.
+        """
+        if record.aggregated or any(line.startswith("train:") for line in record.failures):
+            return
+        unfinished = ", ".join(self._describe(n) for n in sorted(self._asked.pop("train", set())))
+        self._fail(
+            record,
+            "train: secure aggregation halted before aggregating (too few hospitals completed "
+            f"the protocol; asked: {unfinished or 'none'}); the global model is unchanged",
+        )
 
     def _learn_name(self, proxy: ClientProxy, metrics: dict[str, Scalar]) -> str:
         name = metrics.get(ReplyKey.HOSPITAL)

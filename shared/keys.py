@@ -18,6 +18,7 @@ class ReplyKey(StrEnum):
 
     HOSPITAL = "hospital"
     EPSILON = "epsilon"
+    DATASET_EPSILON = "dataset-epsilon"
     DELTA = "delta"
     NOISE_MULTIPLIER = "noise-multiplier"
     SAMPLE_RATE = "sample-rate"
@@ -45,8 +46,5 @@ class NodeConfigKey(StrEnum):
 class StateKey(StrEnum):
     """Keys of what a hospital keeps in Flower's per-run node state between rounds."""
 
-    PRIVACY_STATE = "fedcare-privacy-state"
+    PRIVACY_PLAN = "fedcare-privacy-plan"
     PLAN = "plan"
-    NOISE_MULTIPLIERS = "noise-multipliers"
-    SAMPLE_RATES = "sample-rates"
-    STEPS = "steps"

@@ -2,9 +2,12 @@
 
 import os
 import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from client.ledger import PrivacyLedger
 from client.site import Site
 from shared.config import DataSettings, RunConfig
 from simulations.federation import build_federation
@@ -16,10 +19,22 @@ def config() -> RunConfig:
 
 
 @pytest.fixture(scope="session")
-def site(config: RunConfig) -> Site:
+def site(config: RunConfig, tmp_path_factory: pytest.TempPathFactory) -> Site:
     federation = build_federation(config.data)
     hospital = federation.hospitals[1]
-    return Site(name=hospital.name, task=federation.task, data=hospital.site)
+    return Site(
+        name=hospital.name,
+        task=federation.task,
+        data=hospital.site,
+        state=tmp_path_factory.mktemp("site-state"),
+        dataset=hospital.name,
+    )
+
+
+@pytest.fixture()
+def ledger(tmp_path: Path) -> Iterator[PrivacyLedger]:
+    with PrivacyLedger(tmp_path / "ledger.db") as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")

@@ -109,3 +109,83 @@ def test_a_run_with_dp_and_secagg_completes_and_writes_its_report(federation: Fe
     assert summary["final_source"] == "federated"
     assert summary["final"]["federated"]["auroc"] > 0.8
     assert (out / "model.safetensors").is_file() and (out / "report.png").is_file()
+
+
+def _rogue(federation: Federation, name: str, *flags: str) -> list[str]:
+    from shared.flower_process import flower_executable
+
+    return [
+        flower_executable("flower-supernode"), "--superlink", f"127.0.0.1:{federation.port}",
+        "--max-retries", "2", "--max-wait-time", "20", "--port", str(free_port()),
+        "--node-config", "partition-id=0", *flags,
+    ]
+
+
+def test_strangers_are_refused_and_cannot_disturb_a_run(federation: Federation) -> None:
+    from server.certificate_authority import init_ca
+
+    root = federation.root
+    stranger = federation.processes.run(
+        "add-stranger",
+        fedcare("ca", "add-hospital", "stranger", "--dir", str(federation.ca), "--aggregator", "127.0.0.1:1"),
+        timeout=60,
+    )
+    assert stranger == 0
+    other_ca = init_ca(root / "other-ca", name="impostor")
+    other_ca.issue_server_certificate(["127.0.0.1"])
+    key = str(federation.ca / "hospitals" / "stranger" / "node.key")
+    ca_cert = str(federation.ca / "ca.crt")
+    rogues = {
+        "unregistered": _rogue(federation, "unregistered", "--root-certificates", ca_cert, "--auth-supernode-private-key", key),
+        "plaintext": _rogue(federation, "plaintext", "--insecure"),
+        "other-ca": _rogue(
+            federation, "other-ca", "--root-certificates", str(root / "other-ca" / "ca.crt"),
+            "--auth-supernode-private-key", str(federation.ca / "hospitals" / "hospital-1" / "node.key"),
+        ),
+    }
+    out = root / "run-strangers"
+    run = federation.processes.start(
+        "run-strangers",
+        fedcare("run", "--state", str(federation.state), "--contract", str(federation.contract), "--hospitals", "3",
+                "--rounds", "1", "--out", str(out), "--set", "round-timeout=120"),
+    )
+    from shared.flower_process import flower_environment
+
+    environment = flower_environment(root / "rogue-home")
+    started = {
+        name: federation.processes.start(f"rogue-{name}", command, env=environment) for name, command in rogues.items()
+    }
+    for name, process in started.items():
+        assert process.wait(timeout=120) != 0, f"{name} was let in"
+    assert "Failed to activate SuperNode" in federation.processes.log("rogue-unregistered")
+    assert "CERTIFICATE_VERIFY_FAILED" in federation.processes.log("rogue-other-ca")
+    assert run.wait(timeout=420) == 0, federation.processes.log("run-strangers")[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"]["aggregated"] == [1]
+    assert sorted(summary["privacy"]["per_hospital"]) == list(HOSPITALS)
+
+
+def test_a_hospital_killed_mid_round_drops_out_and_the_run_goes_on(federation: Federation) -> None:
+    out = federation.root / "run-dropout"
+
+    def replies_sent() -> int:
+        return federation.processes.log("hospital-3").count("Sending: train message")
+
+    before = replies_sent()
+    run = federation.processes.start(
+        "run-dropout",
+        fedcare("run", "--state", str(federation.state), "--contract", str(federation.contract), "--hospitals", "3",
+                "--rounds", "2", "--out", str(out), "--set", "round-timeout=30"),
+    )
+    # Two replies sent: SecAgg+'s key set-up and key sharing; it dies before sending its update.
+    wait_for(lambda: replies_sent() >= before + 2, timeout=180, what="hospital-3 to finish SecAgg+ key sharing")
+    federation.processes.kill("hospital-3")
+    assert run.wait(timeout=600) == 0, federation.processes.log("run-dropout")[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["rounds"]["aggregated"] == [1, 2]
+    dropped = [w for w in summary["warnings"] if "hospital-3" in w]
+    assert dropped, summary["warnings"]
+    rounds = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert "hospital-3" not in rounds[-1]["hospitals"]
+    assert sorted(rounds[-1]["hospitals"]) == ["hospital-1", "hospital-2"]

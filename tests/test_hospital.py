@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from client.hospital import check_update, evaluate_round, parse_instruction, train_round
-from client.privacy_state import PrivacyState
+from client.ledger import PrivacyLedger
 from client.site import Site, load_site
 from shared.config import RunConfig
 from shared.errors import DataError, InvalidUpdateError
@@ -17,22 +17,32 @@ def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:
     return get_weights(model)
 
 
-def test_round_returns_a_delta_of_the_model_layout(config: RunConfig, site: Site) -> None:
+def _train(weights: list[np.ndarray], config: RunConfig, site: Site, ledger: PrivacyLedger):  # type: ignore[no-untyped-def]
+    return train_round(weights, config, site, plan=None, ledger=ledger, run_id="run-1", server_round=1)
+
+
+def test_round_returns_a_delta_of_the_model_layout(config: RunConfig, site: Site, ledger: PrivacyLedger) -> None:
     weights = _initial(config, site)
-    update = train_round(weights, config, site, PrivacyState())
+    update = _train(weights, config, site, ledger)
     assert [d.shape for d in update.delta] == [w.shape for w in weights]
     assert update.num_examples == len(site.data.train)
-    assert set(update.metrics) == {"hospital", "epsilon", "delta", "noise-multiplier", "sample-rate", "steps", "train-loss"}
+    assert set(update.metrics) == {
+        "hospital", "epsilon", "dataset-epsilon", "delta", "noise-multiplier", "sample-rate", "steps", "train-loss"
+    }
+    assert [e.server_round for e in ledger.history(site.dataset)] == [1]
     assert all(not isinstance(v, np.ndarray) for v in update.metrics.values())
 
 
-def test_malformed_global_model_is_refused_with_the_parameter_named(config: RunConfig, site: Site) -> None:
+def test_malformed_global_model_is_refused_with_the_parameter_named(
+    config: RunConfig, site: Site, ledger: PrivacyLedger
+) -> None:
     weights = _initial(config, site)
     with pytest.raises(InvalidUpdateError, match="'weight' has shape"):
-        train_round([np.zeros((1, 29), np.float32), weights[1]], config, site, PrivacyState())
+        _train([np.zeros((1, 29), np.float32), weights[1]], config, site, ledger)
     weights[1][:] = np.nan
     with pytest.raises(InvalidUpdateError, match="'bias' holds NaN"):
-        train_round(weights, config, site, PrivacyState())
+        _train(weights, config, site, ledger)
+    assert ledger.history(site.dataset) == []
 
 
 def test_non_finite_or_out_of_range_updates_are_never_released(config: RunConfig) -> None:

@@ -6,7 +6,7 @@ from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from opacus.accountants.rdp import RDPAccountant
 
 from client.hospital import check_budget, privacy_plan, train_round
-from client.privacy_state import PrivacyState
+from client.ledger import PrivacyLedger
 from client.site import Site
 from shared.config import RunConfig
 from shared.errors import PrivacyBudgetExceededError
@@ -59,36 +59,53 @@ def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:
     return get_weights(model)
 
 
-def test_accountant_history_persists_across_rounds_and_is_never_understated(config: RunConfig, site: Site) -> None:
+def test_accountant_history_persists_across_rounds_and_is_never_understated(
+    config: RunConfig, site: Site, ledger: PrivacyLedger
+) -> None:
     plan = privacy_plan(config, site)
-    weights, state = _initial(config, site), PrivacyState()
+    weights, cached = _initial(config, site), None
     reported = []
-    for _ in range(config.federation.rounds):
-        update = train_round(weights, config, site, state)
-        state = update.privacy
-        assert state.plan == plan
+    for server_round in range(1, config.federation.rounds + 1):
+        update = train_round(
+            weights, config, site, plan=cached, ledger=ledger, run_id="r", server_round=server_round
+        )
+        cached = update.plan
+        assert cached == plan
         weights = [w + d for w, d in zip(weights, update.delta, strict=True)]
         reported.append(update.metrics["epsilon"])
         assert update.metrics["noise-multiplier"] == plan.noise_multiplier
         assert update.metrics["sample-rate"] == plan.sample_rate
-    steps_taken = sum(entry[2] for entry in state.history)
+    steps_taken = sum(entry.steps for entry in ledger.history(site.dataset))
     assert steps_taken == config.federation.rounds * plan.steps_per_round
     independent = independent_epsilon(plan.noise_multiplier, plan.sample_rate, steps_taken, config.privacy.delta)
     assert reported[-1] == pytest.approx(independent, rel=1e-9)
     assert reported == sorted(reported)
     assert reported[-1] <= config.privacy.target_epsilon
-    with pytest.raises(PrivacyBudgetExceededError):
-        train_round(weights, config, site, state)
+    assert update.metrics["dataset-epsilon"] == pytest.approx(reported[-1], rel=1e-9)
+    with pytest.raises(PrivacyBudgetExceededError, match="refuses to train"):
+        train_round(weights, config, site, plan=cached, ledger=ledger, run_id="r", server_round=4)
+    assert len(ledger.history(site.dataset)) == config.federation.rounds
 
 
-def test_privacy_state_survives_the_node_context_between_rounds() -> None:
+def test_a_second_run_is_refused_once_the_dataset_budget_is_spent(
+    config: RunConfig, site: Site, ledger: PrivacyLedger
+) -> None:
+    weights = _initial(config, site)
+    for server_round in range(1, config.federation.rounds + 1):
+        train_round(weights, config, site, plan=None, ledger=ledger, run_id="first", server_round=server_round)
+    with pytest.raises(PrivacyBudgetExceededError, match="over all runs") as caught:
+        train_round(weights, config, site, plan=None, ledger=ledger, run_id="second", server_round=1)
+    assert "past the hospital's cap" in str(caught.value)
+    assert {entry.run_id for entry in ledger.history(site.dataset)} == {"first"}
+
+
+def test_the_plan_survives_the_node_context_between_rounds() -> None:
     from flwr.app import Context, RecordDict
 
-    from client.privacy_state import load_privacy_state, store_privacy_state
+    from client.privacy_state import load_plan, store_plan
 
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
-    assert load_privacy_state(context) == PrivacyState()
+    assert load_plan(context) is None
     plan = plan_dp_sgd(n_samples=90, batch_size=30, local_epochs=1, rounds=2, target_epsilon=1.0, delta=1e-5)
-    state = PrivacyState(plan=plan, history=(plan.round_entry(), (2.0, 0.5, 3)))
-    store_privacy_state(context, state)
-    assert load_privacy_state(context) == state
+    store_plan(context, plan)
+    assert load_plan(context) == plan
