@@ -13,6 +13,7 @@ from flwr.app import Context
 from flwr.client import Client, NumPyClient
 from flwr.clientapp import ClientApp
 
+from client.egress import egress_guard_mod
 from client.privacy_state import load_plan, store_plan
 from client.secure_aggregation import secure_aggregation_mod
 
@@ -50,4 +51,5 @@ def _client_fn(context: Context) -> Client:
     return HospitalClient(context).to_client()
 
 
-app = ClientApp(client_fn=_client_fn, mods=[secure_aggregation_mod])
+# The egress guard is outermost: it inspects exactly what Flower will send.
+app = ClientApp(client_fn=_client_fn, mods=[egress_guard_mod, secure_aggregation_mod])

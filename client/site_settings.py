@@ -24,6 +24,7 @@ Example
     max-epsilon = 3.0
     delta = 1e-5
     require-secure-aggregation = true
+    min-count = 10                  # fewest patients any metric sent out may describe
 """
 
 from __future__ import annotations
@@ -59,17 +60,22 @@ class SitePrivacy:
         Largest delta it accepts.
     require_secure_aggregation : bool
         Refuse to send any update outside SecAgg+.
+    min_count : int
+        Fewest patients an aggregate metric may describe before it may leave.
     """
 
     max_epsilon: float = 3.0
     delta: float = 1e-5
     require_secure_aggregation: bool = True
+    min_count: int = 10
 
     def __post_init__(self) -> None:
         if not (self.max_epsilon > 0 and math.isfinite(self.max_epsilon)):
             raise SiteConfigError("privacy.max-epsilon", f"must be a finite number > 0 (got {self.max_epsilon})")
         if not 0 < self.delta < 1:
             raise SiteConfigError("privacy.delta", f"must lie in (0, 1) (got {self.delta})")
+        if self.min_count < 1:
+            raise SiteConfigError("privacy.min-count", f"must be >= 1 (got {self.min_count})")
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,7 @@ class SiteNode:
             NodeConfigKey.MAX_DELTA.value: self.privacy.delta,
             NodeConfigKey.REQUIRE_SECURE_AGGREGATION.value: self.privacy.require_secure_aggregation,
             NodeConfigKey.DATASET.value: self.dataset,
+            NodeConfigKey.MIN_COUNT.value: self.privacy.min_count,
         }
 
     @classmethod
@@ -151,6 +158,7 @@ class SiteNode:
                 max_epsilon=get(NodeConfigKey.MAX_EPSILON, float),
                 delta=get(NodeConfigKey.MAX_DELTA, float),
                 require_secure_aggregation=get(NodeConfigKey.REQUIRE_SECURE_AGGREGATION, bool),
+                min_count=get(NodeConfigKey.MIN_COUNT, int),
             ),
             dataset=get(NodeConfigKey.DATASET, str),
         )
@@ -221,6 +229,7 @@ def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
             require_secure_aggregation=bool(
                 privacy.get("require-secure-aggregation", SitePrivacy.require_secure_aggregation)
             ),
+            min_count=int(privacy.get("min-count", SitePrivacy.min_count)),
         ),
     )
     return SiteSettings(

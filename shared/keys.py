@@ -1,7 +1,8 @@
 """Keys of everything that crosses the wire between aggregator and hospitals, defined once.
 
-Run-config keys live with their settings in :mod:`shared.config`; metric names in
-:class:`shared.metrics.MetricName`. Everything is kebab-case, as in Flower.
+Run-config keys live with their settings in :mod:`shared.config`. Everything is
+kebab-case, as in Flower. This module imports nothing heavy: the ClientApp's
+egress guard reads it in processes that never import torch.
 """
 
 from enum import StrEnum
@@ -41,6 +42,7 @@ class NodeConfigKey(StrEnum):
     MAX_DELTA = "max-delta"
     REQUIRE_SECURE_AGGREGATION = "require-secure-aggregation"
     DATASET = "dataset"
+    MIN_COUNT = "min-count"
 
 
 class StateKey(StrEnum):
@@ -48,3 +50,17 @@ class StateKey(StrEnum):
 
     PRIVACY_PLAN = "fedcare-privacy-plan"
     PLAN = "plan"
+
+
+class MetricName(StrEnum):
+    """Names of every metric fedcare reports (the keys of every metric map, as plain strings)."""
+
+    AUROC = "auroc"
+    ACCURACY = "accuracy"
+    SENSITIVITY = "sensitivity"
+    SPECIFICITY = "specificity"
+    F1 = "f1"
+    BRIER = "brier"
+    MAE = "mae"
+    RMSE = "rmse"
+    R2 = "r2"

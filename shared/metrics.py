@@ -10,28 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 
 import numpy as np
 from sklearn import metrics as skm
 
+from shared.keys import MetricName
 from shared.tasks import Task, TaskKind
 
 DECISION_THRESHOLD = 0.5
-
-
-class MetricName(StrEnum):
-    """Names of every metric fedcare reports (the keys of every metric map, as plain strings)."""
-
-    AUROC = "auroc"
-    ACCURACY = "accuracy"
-    SENSITIVITY = "sensitivity"
-    SPECIFICITY = "specificity"
-    F1 = "f1"
-    BRIER = "brier"
-    MAE = "mae"
-    RMSE = "rmse"
-    R2 = "r2"
 
 
 BINARY_METRICS = (

@@ -48,3 +48,14 @@ def flower_home() -> None:
     os.environ["FLWR_HOME"] = tempfile.mkdtemp(prefix="fedcare-flwr-home-")
     os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     os.environ["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+
+
+@pytest.fixture()
+def task_identity() -> Iterator[None]:
+    """Flower stamps messages with the running task's identity; stand in for one."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)  # noqa: SLF001
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved  # noqa: SLF001

@@ -1,7 +1,5 @@
 """A hospital never answers a plaintext training request when the run promised SecAgg+."""
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 from flwr.app import Context, Message, RecordDict
@@ -9,19 +7,11 @@ from flwr.app.message_type import MessageType
 from flwr.common import FitIns, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
 
-from flwr.supercore.task_identity import TaskIdentity
-
 from client.secure_aggregation import PLAINTEXT_REFUSED, secure_aggregation_mod
 from shared.config import RunConfig
 
 
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    """Flower stamps messages with the running task's identity; stand in for one."""
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)  # noqa: SLF001
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved  # noqa: SLF001
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 def _train_message(config: RunConfig) -> Message:

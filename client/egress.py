@@ -1,0 +1,143 @@
+"""The egress guard: the last check on everything a hospital sends out.
+
+Only two kinds of content may leave a hospital:
+
+* model weights (or updates) with exactly the names and shapes of the model the
+  aggregator sent, or SecAgg+'s masked and protocol values;
+* aggregate scalar metrics whose names are on :data:`ALLOWED_METRICS`, computed
+  over at least ``min-count`` patients (default :data:`MIN_COUNT`).
+
+Anything else is blocked: the reply is replaced by an error that names the rule
+(never the content), the block is logged and written to the hospital's audit log.
+Exceptions are caught here too: fedcare's own errors carry value-free messages
+and pass; any other exception (whose text might quote data, e.g. a library
+echoing a cell) leaves only as its type name, with the details kept locally.
+
+Notes
+-----
+The guard must be the *outermost* mod, outside ``secaggplus_mod``, so that it sees
+the exact reply Flower will send.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+
+from flwr.app import ArrayRecord, Context, Error, Message
+from flwr.app.message_type import MessageType
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+from shared.errors import FedcareError
+from shared.keys import MetricName, NodeConfigKey, ReplyKey
+
+logger = logging.getLogger(__name__)
+
+REFUSED = 1000
+"""Error code of a refusal fedcare raised on purpose (its message holds no data values)."""
+EGRESS_BLOCKED = 1002
+"""Error code of a reply the guard stopped."""
+INTERNAL_ERROR = 1003
+"""Error code of an unexpected exception, reported by type only."""
+
+MIN_COUNT = 10
+"""Fewest patients an aggregate may describe before it may leave (k in k-anonymity terms)."""
+
+ALLOWED_METRICS = frozenset({*(key.value for key in ReplyKey), *(name.value for name in MetricName)})
+_SECAGG_KEYS = frozenset(
+    value for name, value in vars(Key).items() if name.isupper() and isinstance(value, str)
+)
+_RESULT_PREFIXES = ("fitres.", "evaluateres.", "getparametersres.")
+_STATUS_KEYS = frozenset({"code", "message"})
+
+
+def egress_guard_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """Let a reply out only if it holds permitted content (see the module docstring)."""
+    try:
+        reply = call_next(msg, ctxt)
+    except FedcareError as error:
+        return Message(Error(code=REFUSED, reason=f"{type(error).__name__}: {error}"), reply_to=msg)
+    except Exception as error:  # noqa: BLE001 - every exception must be stopped here
+        logger.exception("unexpected error while handling a %s message", msg.metadata.message_type)
+        reason = f"{type(error).__name__} inside the hospital; the details stay in the hospital's own log"
+        return Message(Error(code=INTERNAL_ERROR, reason=reason), reply_to=msg)
+    if reply.has_error():
+        return reply
+    min_count = int(str(ctxt.node_config.get(NodeConfigKey.MIN_COUNT, MIN_COUNT)))
+    violations = list(inspect_reply(reply, msg, min_count=min_count))
+    if not violations:
+        return reply
+    rules = "; ".join(sorted(set(violations)))
+    logger.warning("egress guard blocked a %s reply: %s", msg.metadata.message_type, rules)
+    reason = f"the hospital's egress guard blocked this reply ({rules}); nothing was sent"
+    return Message(Error(code=EGRESS_BLOCKED, reason=reason), reply_to=msg)
+
+
+def inspect_reply(reply: Message, request: Message, *, min_count: int) -> Iterable[str]:
+    """Yield one rule name (never a value) for every piece of content that may not leave."""
+    content = reply.content
+    for name in content.metric_records:
+        if not name.startswith(_RESULT_PREFIXES):
+            yield f"unexpected record '{name}'"
+    for name, record in content.metric_records.items():
+        if name.endswith(".num_examples") and int(record.get("num_examples", 0)) < min_count:
+            yield f"an aggregate over fewer than {min_count} patients"
+        if name.endswith(".loss") and not _finite(record.get("loss")):
+            yield "a non-finite loss"
+    for name, config in content.config_records.items():
+        yield from _inspect_config(name, config)
+    for name, arrays in content.array_records.items():
+        yield from _inspect_arrays(name, arrays, request)
+
+
+def _inspect_config(name: str, config: object) -> Iterable[str]:
+    keys = set(config)  # type: ignore[call-overload]
+    if name == RECORD_KEY_CONFIGS:
+        if keys - _SECAGG_KEYS:
+            yield "unexpected SecAgg+ field"
+        return
+    if name.endswith(".status") and name.startswith(_RESULT_PREFIXES):
+        if keys - _STATUS_KEYS:
+            yield "unexpected status field"
+        return
+    if not (name.endswith(".metrics") and name.startswith(_RESULT_PREFIXES)):
+        yield f"unexpected record '{name}'"
+        return
+    for key, value in config.items():  # type: ignore[attr-defined]
+        if key not in ALLOWED_METRICS:
+            yield f"metric '{key}' is not on the allowed list"
+        elif key == ReplyKey.HOSPITAL:
+            if not isinstance(value, str):
+                yield "the hospital name is not text"
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            yield f"metric '{key}' is not a number"
+
+
+def _inspect_arrays(name: str, arrays: ArrayRecord, request: Message) -> Iterable[str]:
+    if not name.startswith(_RESULT_PREFIXES):
+        yield f"unexpected record '{name}'"
+        return
+    if len(arrays) == 0:  # SecAgg+ clears the plain update after masking it
+        return
+    # Legacy (NumPyClient) arrays travel as serialised numpy; read them to check.
+    decoded = [array.numpy() for array in arrays.values()]
+    expected = _request_shapes(request)
+    if expected is not None and [a.shape for a in decoded] != expected:
+        yield "model arrays that differ from the model the aggregator sent"
+    if any(a.dtype.kind != "f" for a in decoded):
+        yield "model arrays of an unexpected type"
+
+
+def _request_shapes(request: Message) -> list[tuple[int, ...]] | None:
+    """Shapes of the model arrays the request carried (``None`` if it carried none)."""
+    if request.metadata.message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
+        return None
+    for record in request.content.array_records.values():
+        return [array.numpy().shape for array in record.values()]
+    return None
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
