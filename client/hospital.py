@@ -49,12 +49,15 @@ class RoundUpdate:
         Aggregate scalars: hospital name, loss, DP mechanism, epsilon spent.
     plan : DpSgdPlan | None
         The DP-SGD plan used (to reuse next round); ``None`` without DP.
+    reservation : int | None
+        The ledger entry recording this release (``None`` without DP).
     """
 
     delta: list[np.ndarray]
     num_examples: int
     metrics: ReplyMetrics
     plan: DpSgdPlan | None
+    reservation: int | None = None
 
 
 def parse_instruction(instruction: Mapping[str, FlatValue]) -> RunConfig:
@@ -200,7 +203,9 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         cap_epsilon=cap,
     )
     metrics |= _privacy_metrics(plan, outcome, reservation.epsilon_after)
-    return RoundUpdate(delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=plan)
+    return RoundUpdate(
+        delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=plan, reservation=reservation.id
+    )
 
 
 def _global_model(global_weights: Sequence[np.ndarray], config: RunConfig, site: Site) -> torch.nn.Module:

@@ -76,16 +76,19 @@ class HospitalSession:
                     parameters, self.config, site, plan=plan, ledger=ledger,
                     run_id=self.run_id, server_round=self.server_round,
                 )
-        self.audit.append(
-            AuditEvent.UPDATE_RELEASED,
-            run=self.run_id,
-            round=self.server_round,
-            kind="model-update",
-            payload_sha256=arrays_fingerprint(update.delta),
-            rows=update.num_examples,
-            epsilon=_number(update.metrics.get(ReplyKey.EPSILON)),
-            dataset_epsilon=_number(update.metrics.get(ReplyKey.DATASET_EPSILON)),
-        )
+                self.audit.append(
+                    AuditEvent.UPDATE_RELEASED,
+                    run=self.run_id,
+                    round=self.server_round,
+                    kind="model-update",
+                    payload_sha256=arrays_fingerprint(update.delta),
+                    rows=update.num_examples,
+                    epsilon=_number(update.metrics.get(ReplyKey.EPSILON)),
+                    dataset_epsilon=_number(update.metrics.get(ReplyKey.DATASET_EPSILON)),
+                )
+                if update.reservation is not None:
+                    # Handed to Flower from here; the entry already counted as spent.
+                    ledger.confirm(update.reservation)
         return update
 
     def evaluate(self, parameters: list[np.ndarray]) -> tuple[float, int, dict[str, bool | int | float | str]]:

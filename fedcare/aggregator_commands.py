@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from fedcare.audit_commands import audit_app
 from fedcare.console import configure_logging, console, errors, fail
 from fedcare.options import (
     Delta,
@@ -36,6 +37,8 @@ aggregator_app = typer.Typer(
     help="Run the central aggregator: Flower's SuperLink with TLS and hospital authentication.",
     no_args_is_help=True,
 )
+
+aggregator_app.add_typer(audit_app, name="audit")
 
 State = Annotated[Path, typer.Option(help="The aggregator's state folder (database, Flower home).")]
 

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from client.site_settings import SiteSettings
 from client.supernode import SUPEREXEC_POLL_SECONDS, prepare_state, supernode_command
+from fedcare.audit_commands import audit_app
 from fedcare.console import console, fail
 from shared.errors import ConfigError, FedcareError
 from shared.flower_process import flower_environment, flower_executable, run_foreground
@@ -73,3 +74,45 @@ def check(config: SiteConfig = Path("site.toml")) -> None:
     failed = [r for r in results if r.status is Status.FAIL]
     console.print("[bold red]not ready[/]" if failed else "[bold green]ready[/]")
     raise typer.Exit(1 if failed else 0)
+
+
+@hospital_app.command()
+def budget(config: SiteConfig = Path("site.toml")) -> None:
+    """Privacy budget per dataset: spent, cap, remaining, and every release recorded."""
+    from client.ledger import PrivacyLedger
+    from client.session import ledger_path
+
+    try:
+        settings = SiteSettings.load(config)
+        path = ledger_path(settings.node.state)
+        if not path.exists():
+            console.print(f"{settings.node.name}: no release recorded yet ({path} does not exist)")
+            return
+        with PrivacyLedger(path) as ledger:
+            limits = settings.node.privacy
+            summary = Table(title=f"Privacy budget of {settings.node.name} (delta {limits.delta:g})")
+            for column in ("dataset", "spent", "cap", "remaining", "releases", "runs"):
+                summary.add_column(column, justify="right")
+            for item in ledger.datasets():
+                spent = ledger.spent(item.dataset_id, delta=limits.delta)
+                remaining = max(limits.max_epsilon - spent, 0.0)
+                summary.add_row(
+                    item.dataset_id, f"{spent:.3f}", f"{limits.max_epsilon:g}", f"{remaining:.3f}",
+                    str(item.entries), str(item.runs),
+                )
+            console.print(summary)
+            history = Table(title=f"Releases from dataset '{settings.node.dataset}'")
+            for column in ("recorded (UTC)", "run", "round", "noise", "sample rate", "steps", "epsilon after", "status"):
+                history.add_column(column, justify="right")
+            for entry in ledger.history(settings.node.dataset):
+                history.add_row(
+                    f"{entry.recorded_at:%Y-%m-%d %H:%M:%S}", entry.run_id, str(entry.server_round),
+                    f"{entry.noise_multiplier:.3f}", f"{entry.sample_rate:.4f}", str(entry.steps),
+                    f"{entry.epsilon_after:.3f}", entry.status.value,
+                )
+            console.print(history)
+    except FedcareError as error:
+        raise fail(error) from None
+
+
+hospital_app.add_typer(audit_app, name="audit")

@@ -15,8 +15,9 @@ from flwr.app import Context
 from flwr.serverapp import Grid
 
 from server.checkpoint import CheckpointWriter
+from shared.audit import AuditEvent, AuditLog
 from server.reference import DataReference
-from server.report import CONFIG_JSON, write_report
+from server.report import AUDIT_FILE, CONFIG_JSON, write_report
 from server.run_directory import RunDirectory
 from server.run_record import RunRecord
 from server.secure_aggregation import run_rounds
@@ -80,6 +81,8 @@ def run_aggregator(
         {"model": config.training.model.value, "task": reference.task.kind.value, "features": ",".join(reference.feature_names)},
     )
     record = RunRecord()
+    audit = AuditLog(run_dir.path / AUDIT_FILE, actor="aggregator")
+    audit.append(AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model.value)
     strategy = FedCareStrategy(
         config=config,
         initial_weights=get_weights(model),
@@ -88,6 +91,7 @@ def run_aggregator(
         record=record,
         checkpoints=checkpoints,
         test_evaluator=_test_evaluator(config, reference),
+        audit=audit,
     )
     status = FAILED
     try:
@@ -104,6 +108,8 @@ def run_aggregator(
         raise
     finally:
         checkpoints.save_final(strategy.latest_round, strategy.global_weights)
-        summary = write_report(run_dir, config=config, record=record, reference=reference, status=status)
+        summary = write_report(
+            run_dir, config=config, record=record, reference=reference, status=status, audit_head=audit.head()
+        )
         logger.info("run %s; report in %s", status, run_dir.path)
     return summary

@@ -17,6 +17,7 @@ from server.plot import plot_run
 from server.reference import DataReference
 from server.run_directory import RunDirectory
 from server.run_record import RoundRecord, RunRecord
+from shared.audit import format_head
 from shared.config import RunConfig
 from shared.keys import ReplyKey
 from shared.metrics import metric_names
@@ -27,6 +28,7 @@ METRICS_JSON = "metrics.json"
 METRICS_CSV = "metrics.csv"
 CONFIG_JSON = "config.json"
 PLOT = "report.png"
+AUDIT_FILE = "audit.jsonl"
 
 FEDERATED = "federated"
 TEST_SCOPE = "test"
@@ -63,6 +65,7 @@ def build_summary(
     record: RunRecord,
     reference: DataReference,
     status: str,
+    audit_head: tuple[int, str],
 ) -> dict[str, Any]:
     """Assemble ``summary.json``."""
     federated, source = final_metrics(record)
@@ -88,6 +91,7 @@ def build_summary(
             "protocol": "SecAgg+ (Flower)" if config.secure_aggregation.enabled else "none",
             "guarantee": SECAGG_GUARANTEE if config.secure_aggregation.enabled else "none",
         },
+        "audit": {"log": AUDIT_FILE, "head": format_head(audit_head)},
         "warnings": [*config.weakened_protections(), *failures],
         "errors": list(record.errors),
         "config": config.to_flat(),
@@ -145,8 +149,13 @@ def write_report(
     record: RunRecord,
     reference: DataReference,
     status: str,
+    audit_head: tuple[int, str],
 ) -> dict[str, Any]:
-    """Write every report file into ``run_dir`` and return the summary."""
+    """Write every report file into ``run_dir`` and return the summary.
+
+    ``audit_head`` (the aggregator's audit log head) goes into the summary so a
+    later ``audit verify --head`` detects entries removed from the log's end.
+    """
     metric_columns = [str(name) for name in metric_names(reference.task)]
     columns = [
         "round",
@@ -157,7 +166,9 @@ def write_report(
         "train_loss",
         "epsilon",
     ]
-    summary = build_summary(config=config, record=record, reference=reference, status=status)
+    summary = build_summary(
+        config=config, record=record, reference=reference, status=status, audit_head=audit_head
+    )
     run_dir.write_json(METRICS_JSON, record.to_dict())
     run_dir.write_text(METRICS_CSV, _csv(metrics_rows(record, metric_columns), columns))
     plot_run(

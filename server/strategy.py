@@ -15,6 +15,7 @@ empty or rejected round keeps the previous model *and says so* in the record.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from flwr.server.strategy.aggregate import aggregate
 
 from server.checkpoint import CheckpointWriter
 from server.run_record import RoundRecord, RunRecord
+from shared.audit import AuditEvent, AuditLog
 from shared.config import RunConfig
 from shared.errors import InvalidUpdateError
 from shared.evaluation import Evaluation
@@ -69,6 +71,8 @@ class FedCareStrategy(FedAvg):
         Saves the global model after every aggregated round.
     test_evaluator : TestEvaluator | None
         Scores a global model on the aggregator's held-out test set, if it has one.
+    audit : AuditLog
+        The aggregator's audit log: every update received, every aggregate computed.
     """
 
     def __init__(  # pylint: disable=too-many-arguments
@@ -81,6 +85,7 @@ class FedCareStrategy(FedAvg):
         record: RunRecord,
         checkpoints: CheckpointWriter,
         test_evaluator: TestEvaluator | None,
+        audit: AuditLog,
     ) -> None:
         super().__init__(
             fraction_fit=1.0,
@@ -96,6 +101,7 @@ class FedCareStrategy(FedAvg):
         self._record = record
         self._checkpoints = checkpoints
         self._test_evaluator = test_evaluator
+        self._audit = audit
         self._layout = layout
         self._global: list[np.ndarray] = initial_weights
         self._latest_round = 0
@@ -168,9 +174,17 @@ class FedCareStrategy(FedAvg):
         self._note_failures(record, "train", failures)
         self._note_silent(record, "train", results, failures)
         for proxy, res in results:
-            hospital = record.hospital(self._learn_name(proxy, res.metrics))
+            name = self._learn_name(proxy, res.metrics)
+            hospital = record.hospital(name)
             hospital.train = _scalars(res.metrics)
             hospital.num_train_examples = res.num_examples
+            self._audit.append(
+                AuditEvent.UPDATE_RECEIVED,
+                round=server_round,
+                hospital=name,
+                rows=res.num_examples,
+                masked=self._config.secure_aggregation.enabled,
+            )
         if not results:
             self._fail(record, "train: no hospital returned an update; the global model is unchanged")
             return None, {}
@@ -183,7 +197,14 @@ class FedCareStrategy(FedAvg):
         updated = [weights + delta for weights, delta in zip(self._global, mean_delta, strict=True)]
         record.aggregated = True
         self._global, self._latest_round = updated, server_round
-        self._checkpoints.save_round(server_round, updated)
+        path = self._checkpoints.save_round(server_round, updated)
+        self._audit.append(
+            AuditEvent.AGGREGATE_COMPUTED,
+            round=server_round,
+            hospitals=len(results),
+            checkpoint=path.name,
+            model_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
         return ndarrays_to_parameters(updated), {}
 
     def aggregate_evaluate(
