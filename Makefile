@@ -12,7 +12,7 @@ STAMP := $(VENV)/.fedcare-installed
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: simulate test benchmark install
+.PHONY: simulate test benchmark benchmark-deployment install
 
 install: $(STAMP)
 
@@ -32,3 +32,6 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(VENV)/bin/python -m simulations.benchmark $(ARGS)
+
+benchmark-deployment: $(STAMP)
+	$(VENV)/bin/python -m simulations.deployment_benchmark $(ARGS)

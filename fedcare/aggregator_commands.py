@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -28,7 +30,7 @@ from fedcare.tables import print_summary
 from server.report import SUMMARY
 from server.run_directory import check_run_path, default_run_path
 from server.submission import flwr_run_command, write_app
-from server.superlink import CONNECTION, AggregatorSettings, ServerTls
+from server.superlink import CONNECTION, AggregatorSettings, HospitalRegistry, ServerTls
 from shared.config import RunConfig
 from shared.errors import ConfigError, FedcareError
 from shared.flower_process import flower_environment, flower_executable, run_foreground
@@ -87,8 +89,20 @@ def register(
     public_key = ca / "hospitals" / name / "node.pub"
     if not public_key.is_file():
         raise fail(ConfigError("name", f"{public_key} does not exist; run `fedcare ca add-hospital {name}` first"))
-    command = [flower_executable("flwr"), "supernode", "register", str(public_key), CONNECTION, "--name", name]
-    raise typer.Exit(run_foreground(command, flower_environment(_settings(state).flwr_home)))
+    command = [
+        flower_executable("flwr"), "supernode", "register", str(public_key), CONNECTION,
+        "--name", name, "--format", "json",
+    ]
+    result = subprocess.run(
+        command, env=flower_environment(_settings(state).flwr_home), capture_output=True, text=True, check=False
+    )
+    try:
+        node_id = int(json.loads(result.stdout)["node-id"])
+    except (ValueError, KeyError, TypeError):
+        errors.print(result.stdout + result.stderr, highlight=False, markup=False)
+        raise fail(FedcareError(f"could not register {name}; is the aggregator running with --state {state}?")) from None
+    HospitalRegistry(state).add(node_id, name)
+    console.print(f"{name} registered as node {node_id}; it may now connect")
 
 
 @aggregator_app.command()
@@ -122,7 +136,8 @@ def run(  # noqa: PLR0913 - one option per documented setting
             hospitals=hospitals, rounds=rounds, epsilon=epsilon, delta=delta, model=model,
             out=out or default_run_path().resolve(), no_dp=no_dp, no_secagg=no_secagg,
         )
-        config = RunConfig.from_flat(flat | {"contract": contract_text})
+        names = HospitalRegistry(state).as_setting()
+        config = RunConfig.from_flat(flat | {"contract": contract_text, "hospital-names": names})
         run_dir = Path(config.output.out_dir)
         check_run_path(run_dir)
     except OSError as error:

@@ -14,7 +14,7 @@ import typer
 
 from fedcare.aggregator_commands import aggregator_app, run
 from fedcare.ca_commands import ca_app
-from fedcare.console import configure_logging, fail
+from fedcare.console import configure_logging, console, fail
 from fedcare.hospital_commands import hospital_app
 from fedcare.options import (
     Delta,
@@ -81,6 +81,28 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     except FedcareError as error:
         raise fail(error) from None
     print_summary(summary, Path(summary["config"]["out-dir"]))
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo files.")] = Path("demo"),
+    ca: Annotated[Path, typer.Option(help="The CA folder the hospitals' credentials will be in.")] = Path("ca"),
+    aggregator: Annotated[str, typer.Option(help="HOST:PORT of the aggregator.")] = "127.0.0.1:8000",
+    hospitals: Hospitals = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the split.")] = None,
+) -> None:
+    """Write demo hospital files: a CSV and site.toml per hospital, and the data contract."""
+    from simulations.hospital_files import write_demo_hospitals, write_demo_sites
+
+    overrides = {k: v for k, v in {"hospitals": hospitals, "seed": seed}.items() if v is not None}
+    try:
+        files = write_demo_hospitals(out, RunConfig.from_flat(overrides).data)
+    except FedcareError as error:
+        raise fail(error) from None
+    sites = write_demo_sites(files, ca=ca, aggregator=aggregator)
+    console.print(f"contract: [bold]{files.contract}[/]")
+    for name, site in sites.items():
+        console.print(f"{name}: data {files.hospitals[name]}, settings [bold]{site}[/]")
 
 
 app.command()(run)

@@ -106,7 +106,7 @@ class FedCareStrategy(FedAvg):
         self._global: list[np.ndarray] = initial_weights
         self._latest_round = 0
         self._round_started = time.monotonic()
-        self._names: dict[int, str] = {}
+        self._names: dict[int, str] = config.federation.names_by_node()
         self._asked: dict[str, set[int]] = {}
 
     @property

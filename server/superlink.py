@@ -9,6 +9,7 @@ fedcare keeps everything of one aggregator under one state folder::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,3 +123,30 @@ class AggregatorSettings:
         """Create the state folder and write the operator's connection file."""
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         (self.flwr_home / "config.toml").write_text(self.connection_toml(), encoding="utf-8")
+
+
+class HospitalRegistry:
+    """Which node id belongs to which hospital, as registered at this aggregator.
+
+    Flower knows nodes by id; this file (``state/hospitals.json``) lets the report
+    name a hospital even when it dropped out before its first reply.
+    """
+
+    def __init__(self, state: Path) -> None:
+        self.path = state / "hospitals.json"
+
+    def load(self) -> dict[int, str]:
+        """Node id to hospital name (empty before the first registration)."""
+        if not self.path.exists():
+            return {}
+        return {int(node): str(name) for node, name in json.loads(self.path.read_text(encoding="utf-8")).items()}
+
+    def add(self, node_id: int, name: str) -> None:
+        """Record that ``node_id`` is hospital ``name``."""
+        names = self.load() | {node_id: name}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({str(k): v for k, v in names.items()}, indent=2) + "\n", encoding="utf-8")
+
+    def as_setting(self) -> str:
+        """The ``hospital-names`` run-config value."""
+        return ",".join(f"{node}={name}" for node, name in sorted(self.load().items()))

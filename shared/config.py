@@ -79,11 +79,21 @@ class FederationSettings:
     min_hospitals : int
         Fewest hospitals a round may go on with once the deadline has passed
         (hospitals drop out; a round with fewer fails and is reported).
+    hospital_names : str
+        ``node-id=name`` pairs, comma-separated, so the report can name a hospital
+        that dropped out before it ever replied (``fedcare run`` fills it in from
+        the registrations ``fedcare aggregator register`` recorded).
     """
 
     rounds: int = _setting("num-server-rounds", 5)
     round_timeout: float = _setting("round-timeout", 300.0)
     min_hospitals: int = _setting("min-hospitals", 2)
+    hospital_names: str = _setting("hospital-names", "")
+
+    def names_by_node(self) -> dict[int, str]:
+        """:attr:`hospital_names` as a mapping from node id to name."""
+        pairs = (pair.partition("=") for pair in self.hospital_names.split(",") if pair)
+        return {int(node): name for node, _, name in pairs}
 
     def __post_init__(self) -> None:
         _require(self.rounds >= 1, "num-server-rounds", f"must be >= 1 (got {self.rounds})")
@@ -93,6 +103,12 @@ class FederationSettings:
             f"must be > 0 seconds (got {self.round_timeout})",
         )
         _require(self.min_hospitals >= 1, "min-hospitals", f"must be >= 1 (got {self.min_hospitals})")
+        pairs = [pair.partition("=") for pair in self.hospital_names.split(",") if pair]
+        _require(
+            all(node.isdigit() and sep and name for node, sep, name in pairs),
+            "hospital-names",
+            "must be comma-separated node-id=name pairs",
+        )
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,55 @@ def write_demo_hospitals(folder: Path, settings: DataSettings) -> DemoFiles:
         frame.to_csv(path, index=False, float_format="%.6g")
         hospitals[name] = path
     return DemoFiles(contract=contract_path, hospitals=hospitals)
+
+
+def site_toml(
+    *,
+    name: str,
+    aggregator: str,
+    credentials: Path,
+    data: Path,
+    contract: Path,
+    runtime_port: int,
+    max_epsilon: float = 3.0,
+    require_secure_aggregation: bool = True,
+) -> dict[str, Any]:
+    """A hospital's ``site.toml`` content (see :mod:`client.site_settings`)."""
+    return {
+        "hospital": {
+            "name": name,
+            "aggregator": aggregator,
+            "credentials": str(credentials),
+            "data": str(data),
+            "contract": str(contract),
+            "device": "auto",
+            "state": "state",
+            "runtime-port": runtime_port,
+        },
+        "privacy": {"max-epsilon": max_epsilon, "delta": 1e-5, "require-secure-aggregation": require_secure_aggregation,
+            "min-count": 10,
+        },
+    }
+
+
+def write_demo_sites(files: DemoFiles, *, ca: Path, aggregator: str, first_port: int = 9094) -> dict[str, Path]:
+    """Write ``<out>/<hospital>/site.toml`` for each demo hospital; return their paths.
+
+    Paths inside are absolute, so each file works from any working directory.
+    """
+    sites = {}
+    for offset, (name, data) in enumerate(sorted(files.hospitals.items())):
+        folder = data.parent / name
+        folder.mkdir(exist_ok=True)
+        content = site_toml(
+            name=name,
+            aggregator=aggregator,
+            credentials=(ca / "hospitals" / name).resolve(),
+            data=data.resolve(),
+            contract=files.contract.resolve(),
+            runtime_port=first_port + offset,
+        )
+        path = folder / "site.toml"
+        path.write_text(tomli_w.dumps(content), encoding="utf-8")
+        sites[name] = path
+    return sites

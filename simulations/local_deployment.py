@@ -1,0 +1,201 @@
+"""A whole deployment on 127.0.0.1, as real processes: start, wait, and always stop.
+
+Used by the deployment tests and the deployment benchmark. Every process starts in
+its own session, so stopping it also stops the Flower processes it spawned
+(SuperExec, ServerApp, ClientApps). Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from shared.config import DataSettings
+from simulations.hospital_files import DemoFiles, site_toml, write_demo_hospitals
+
+ROOT = Path(__file__).resolve().parents[1]
+"""Working directory of every process started (the checkout, or the install prefix)."""
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def fedcare(*arguments: str) -> list[str]:
+    """The command line of ``fedcare ARGUMENTS`` in this environment."""
+    return [sys.executable, "-m", "fedcare", *arguments]
+
+
+def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll ``check`` until it is true; fail the test with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Processes:
+    """The processes a test started; :meth:`stop_all` ends every one of them."""
+
+    def __init__(self, logs: Path) -> None:
+        self._logs = logs
+        self._started: dict[str, subprocess.Popen[bytes]] = {}
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, command: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``command`` in its own session, logging to ``logs/<name>.log``."""
+        log = open(self._logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            list(command), cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._started[name] = process
+        return process
+
+    def run(self, name: str, command: Sequence[str], *, timeout: float, env: dict[str, str] | None = None) -> int:
+        """Run ``command`` to completion (killed after ``timeout`` s) and return its exit code."""
+        process = self.start(name, command, env)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(name)
+            raise
+
+    def log(self, name: str) -> str:
+        """What process ``name`` has printed so far."""
+        return (self._logs / f"{name}.log").read_text(encoding="utf-8", errors="replace")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process ``name`` and everything it spawned (a crash, not a shutdown)."""
+        self._signal(name, signal.SIGKILL)
+
+    def stop(self, name: str) -> None:
+        """Stop process ``name`` and its children: SIGTERM, then SIGKILL after 10 s."""
+        process = self._started[name]
+        self._signal(name, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._signal(name, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        """Stop every process started, newest first."""
+        for name in reversed(list(self._started)):
+            self.stop(name)
+
+    def _signal(self, name: str, signum: int) -> None:
+        try:
+            os.killpg(self._started[name].pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+SiteHook = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class LocalFederation:
+    """A CA, an aggregator and demo hospitals running on 127.0.0.1 (see :func:`start_local_federation`)."""
+
+    root: Path
+    processes: Processes
+    port: int
+    contract: Path
+
+    @property
+    def state(self) -> Path:
+        """The aggregator's state folder."""
+        return self.root / "aggregator"
+
+    @property
+    def ca(self) -> Path:
+        """The federation's CA folder."""
+        return self.root / "ca"
+
+    def site(self, name: str) -> Path:
+        """Hospital ``name``'s ``site.toml``."""
+        return self.root / name / "site.toml"
+
+    def start_hospital(self, name: str) -> None:
+        """Start (or restart) hospital ``name``."""
+        self.processes.start(name, fedcare("hospital", "start", "--config", str(self.site(name))))
+
+    def start_run(self, name: str, *, rounds: int, timeout: int, extra: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], Path]:
+        """Submit a run with ``fedcare run``; return its process and run folder."""
+        out = self.root / name
+        command = fedcare(
+            "run", "--state", str(self.state), "--contract", str(self.contract), "--hospitals", "3",
+            "--rounds", str(rounds), "--out", str(out), "--set", f"round-timeout={timeout}", *extra,
+        )
+        return self.processes.start(name, command), out
+
+
+def start_local_federation(
+    root: Path,
+    processes: Processes,
+    *,
+    customize_site: SiteHook | None = None,
+    prepare_data: Callable[[DemoFiles], None] | None = None,
+) -> LocalFederation:
+    """Create a CA, start an aggregator with TLS and authentication, and three demo hospitals.
+
+    ``prepare_data`` may edit the hospitals' files before they start, and
+    ``customize_site`` each ``site.toml`` (as a dict) before it is written.
+    """
+    port = free_port()
+    files = write_demo_hospitals(root / "data", DataSettings())
+    if prepare_data is not None:
+        prepare_data(files)
+    federation = LocalFederation(root=root, processes=processes, port=port, contract=files.contract)
+    _expect_success(processes, "ca-init", fedcare("ca", "init", "--dir", str(federation.ca), "--name", "local"))
+    _expect_success(processes, "ca-server", fedcare("ca", "server", "--dir", str(federation.ca), "--host", "127.0.0.1"))
+    processes.start(
+        "aggregator",
+        fedcare("aggregator", "start", "--state", str(federation.state), "--tls", str(federation.ca / "server"),
+                "--port", str(port)),
+    )
+    wait_for(lambda: port_open(port), timeout=60, what="the aggregator to listen")
+    for name, data in sorted(files.hospitals.items()):
+        add = fedcare("ca", "add-hospital", name, "--dir", str(federation.ca), "--aggregator", f"127.0.0.1:{port}")
+        _expect_success(processes, f"add-{name}", add)
+        register = fedcare("aggregator", "register", name, "--state", str(federation.state), "--ca", str(federation.ca))
+        _expect_success(processes, f"register-{name}", register)
+        site = site_toml(
+            name=name, aggregator=f"127.0.0.1:{port}", credentials=federation.ca / "hospitals" / name,
+            data=data, contract=files.contract, runtime_port=free_port(),
+        )
+        site["hospital"] |= {"device": "cpu", "state": str(root / name / "state")}
+        if customize_site is not None:
+            customize_site(name, site)
+        federation.site(name).parent.mkdir(parents=True, exist_ok=True)
+        federation.site(name).write_text(tomli_w.dumps(site), encoding="utf-8")
+        federation.start_hospital(name)
+    return federation
+
+
+def _expect_success(processes: Processes, name: str, command: list[str]) -> None:
+    if processes.run(name, command, timeout=120) != 0:
+        raise RuntimeError(f"'{name}' failed:\n{processes.log(name)[-2000:]}")
