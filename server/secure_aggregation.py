@@ -7,6 +7,7 @@ default legacy workflows lack (their ``send_and_receive`` waits forever).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from flwr.app import Context, Message
@@ -18,15 +19,21 @@ from flwr.serverapp import Grid
 from shared.config import FederationSettings, SecureAggregationSettings
 
 
+REPLY_POLL_SECONDS = 0.2
+"""How often the aggregator asks for replies. Flower's HTTP grid waits 3 s between
+pulls; SecAgg+ makes four exchanges per round, so a tighter poll saves seconds on
+every round for the cost of a few small requests to the local SuperLink."""
+
+
 class DeadlineGrid(Grid):
-    """A :class:`Grid` whose ``send_and_receive`` never waits longer than a deadline.
+    """A :class:`Grid` whose ``send_and_receive`` has a deadline and a short reply poll.
 
     Parameters
     ----------
     grid : Grid
         The grid Flower handed the ServerApp.
     timeout : float
-        Seconds any one exchange may take; late replies are dropped by Flower.
+        Seconds any one exchange may take; replies arriving later are not collected.
     """
 
     def __init__(self, grid: Grid, timeout: float) -> None:
@@ -55,9 +62,19 @@ class DeadlineGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Send and wait for replies, for at most the deadline (or ``timeout`` if shorter)."""
+        """Send and collect replies for at most the deadline (or ``timeout`` if shorter)."""
         limit = self._timeout if timeout is None else min(timeout, self._timeout)
-        return self._grid.send_and_receive(messages, timeout=limit)
+        pending = {message_id for message_id in self._grid.push_messages(messages) if message_id}
+        deadline = time.monotonic() + limit
+        replies: list[Message] = []
+        while pending:
+            received = list(self._grid.pull_messages(pending))
+            replies.extend(received)
+            pending -= {reply.metadata.reply_to_message_id for reply in received}
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(REPLY_POLL_SECONDS)
+        return replies
 
 
 def secagg_fit_workflow(settings: SecureAggregationSettings, timeout: float) -> SecAggPlusWorkflow:
