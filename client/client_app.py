@@ -44,7 +44,9 @@ class HospitalClient(NumPyClient):
         """Score the global model on this hospital's held-out split."""
         from client.session import HospitalSession
 
-        return HospitalSession(self._context.node_config, config, str(self._context.run_id)).evaluate(parameters)
+        return HospitalSession(
+            self._context.node_config, config, str(self._context.run_id)
+        ).evaluate(parameters)
 
 
 def _client_fn(context: Context) -> Client:

@@ -45,7 +45,9 @@ INTERNAL_ERROR = 1003
 MIN_COUNT = 10
 """Fewest patients an aggregate may describe before it may leave (k in k-anonymity terms)."""
 
-ALLOWED_METRICS = frozenset({*(key.value for key in ReplyKey), *(name.value for name in MetricName)})
+ALLOWED_METRICS = frozenset(
+    {*(key.value for key in ReplyKey), *(name.value for name in MetricName)}
+)
 _SECAGG_KEYS = frozenset(
     value for name, value in vars(Key).items() if name.isupper() and isinstance(value, str)
 )

@@ -62,7 +62,9 @@ class RoundUpdate:
 
 def parse_instruction(instruction: Mapping[str, FlatValue]) -> RunConfig:
     """Parse the run config the aggregator sent with an instruction."""
-    return RunConfig.from_flat({k: v for k, v in instruction.items() if k != InstructionKey.SERVER_ROUND})
+    return RunConfig.from_flat(
+        {k: v for k, v in instruction.items() if k != InstructionKey.SERVER_ROUND}
+    )
 
 
 def privacy_plan(config: RunConfig, site: Site) -> DpSgdPlan:
@@ -79,12 +81,15 @@ def privacy_plan(config: RunConfig, site: Site) -> DpSgdPlan:
 
 def run_history(ledger: PrivacyLedger, site: Site, run_id: str) -> list[HistoryEntry]:
     """The accountant entries this run has released from the site's dataset so far."""
-    return [entry.history_entry() for entry in ledger.history(site.dataset) if entry.run_id == run_id]
+    return [
+        entry.history_entry() for entry in ledger.history(site.dataset) if entry.run_id == run_id
+    ]
 
 
 def dataset_cap(config: RunConfig, site: Site) -> float:
     """Most epsilon the dataset may reach: the hospital's own limit, or the run's target
-    for a simulated hospital (which has no limits of its own)."""
+    for a simulated hospital (which has no limits of its own).
+    """
     return site.limits.max_epsilon if site.limits is not None else config.privacy.target_epsilon
 
 
@@ -172,7 +177,9 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         )
         metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
         delta = _checked_delta(model, global_weights, config, site)
-        return RoundUpdate(delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=None)
+        return RoundUpdate(
+            delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=None
+        )
     plan = plan or privacy_plan(config, site)
     history = run_history(ledger, site, run_id)
     check_budget(plan, history, site=site.name)
@@ -204,11 +211,17 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     )
     metrics |= _privacy_metrics(plan, outcome, reservation.epsilon_after)
     return RoundUpdate(
-        delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=plan, reservation=reservation.id
+        delta=delta,
+        num_examples=len(site.data.train),
+        metrics=metrics,
+        plan=plan,
+        reservation=reservation.id,
     )
 
 
-def _global_model(global_weights: Sequence[np.ndarray], config: RunConfig, site: Site) -> torch.nn.Module:
+def _global_model(
+    global_weights: Sequence[np.ndarray], config: RunConfig, site: Site
+) -> torch.nn.Module:
     model = build_model(
         config.training.model,
         n_features=len(site.data.train.feature_names),
@@ -227,7 +240,9 @@ def _checked_delta(
     return delta
 
 
-def _privacy_metrics(plan: DpSgdPlan, outcome: TrainOutcome, dataset_epsilon: float) -> ReplyMetrics:
+def _privacy_metrics(
+    plan: DpSgdPlan, outcome: TrainOutcome, dataset_epsilon: float
+) -> ReplyMetrics:
     return {
         ReplyKey.EPSILON: epsilon_spent(outcome.history, delta=plan.delta),
         ReplyKey.DATASET_EPSILON: dataset_epsilon,
@@ -274,8 +289,14 @@ def evaluate_round(
         Loss, evaluated rows, and the metrics (with the epsilon spent so far).
     """
     model = _global_model(global_weights, config, site)
-    result = evaluate_model(model, site.data.evaluation, site.task, resolve_device(config.training.device))
-    metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name, ReplyKey.LOSS: result.loss, **result.metrics}
+    result = evaluate_model(
+        model, site.data.evaluation, site.task, resolve_device(config.training.device)
+    )
+    metrics: ReplyMetrics = {
+        ReplyKey.HOSPITAL: site.name,
+        ReplyKey.LOSS: result.loss,
+        **result.metrics,
+    }
     if config.privacy.enabled:
         metrics[ReplyKey.EPSILON] = epsilon_spent(history, delta=config.privacy.delta)
     return result.loss, result.num_examples, {k: v for k, v in metrics.items() if not _is_nan(v)}

@@ -26,7 +26,9 @@ def check_policy(config: RunConfig, limits: SitePrivacy, *, site: str) -> None:
         Naming the limit, the hospital's value and the run's.
     """
     if limits.require_secure_aggregation and not config.secure_aggregation.enabled:
-        raise PolicyRefusal(f"{site} refuses: it requires secure aggregation and this run turned it off")
+        raise PolicyRefusal(
+            f"{site} refuses: it requires secure aggregation and this run turned it off"
+        )
     if not config.privacy.enabled:
         raise PolicyRefusal(f"{site} refuses: this run turned differential privacy off")
     if config.privacy.target_epsilon > limits.max_epsilon:

@@ -41,16 +41,28 @@ class Check:
 def _credentials(settings: SiteSettings) -> Check:
     bundle = load_bundle(settings.credentials)
     if bundle.name != settings.node.name:
-        return Check("credentials", Status.FAIL, f"the bundle is for '{bundle.name}', not '{settings.node.name}'")
+        return Check(
+            "credentials",
+            Status.FAIL,
+            f"the bundle is for '{bundle.name}', not '{settings.node.name}'",
+        )
     return Check("credentials", Status.OK, f"node key {bundle.fingerprint} for {bundle.name}")
 
 
 def _ca_certificate(settings: SiteSettings) -> Check:
     status = check_certificate(settings.credentials / "ca.crt")
     if not status.valid:
-        return Check("CA certificate", Status.FAIL, f"not valid now (valid {status.not_before:%Y-%m-%d} to {status.not_after:%Y-%m-%d})")
+        return Check(
+            "CA certificate",
+            Status.FAIL,
+            f"not valid now (valid {status.not_before:%Y-%m-%d} to {status.not_after:%Y-%m-%d})",
+        )
     level = Status.WARN if status.expiring_soon else Status.OK
-    return Check("CA certificate", level, f"valid until {status.not_after:%Y-%m-%d} ({status.days_left} days)")
+    return Check(
+        "CA certificate",
+        level,
+        f"valid until {status.not_after:%Y-%m-%d} ({status.days_left} days)",
+    )
 
 
 def _aggregator(settings: SiteSettings) -> Check:
@@ -72,20 +84,34 @@ def _data(settings: SiteSettings) -> Check:
         per_class = [int((table.labels == index).sum()) for index in range(len(contract.classes))]
         if contract.task_kind is TaskKind.BINARY:
             per_class = [int((table.labels == 0).sum()), int((table.labels == 1).sum())]
-        counts += "; per class: " + ", ".join(f"{c} {n}" for c, n in zip(contract.classes, per_class, strict=True))
-    return Check("data", Status.OK, f"{settings.node.data.name} meets contract '{contract.name}': {counts}")
+        counts += "; per class: " + ", ".join(
+            f"{c} {n}" for c, n in zip(contract.classes, per_class, strict=True)
+        )
+    return Check(
+        "data", Status.OK, f"{settings.node.data.name} meets contract '{contract.name}': {counts}"
+    )
 
 
 def _budget(settings: SiteSettings) -> Check:
     limits = settings.node.privacy
     path = settings.node.state / LEDGER_FILE
     if not path.exists():
-        return Check("privacy budget", Status.OK, f"nothing spent yet; limit epsilon {limits.max_epsilon:g} at delta {limits.delta:g}")
+        return Check(
+            "privacy budget",
+            Status.OK,
+            f"nothing spent yet; limit epsilon {limits.max_epsilon:g} at delta {limits.delta:g}",
+        )
     with PrivacyLedger(path) as ledger:
         spent = ledger.spent(settings.node.dataset, delta=limits.delta)
     left = limits.max_epsilon - spent
-    status = Status.FAIL if left <= 0 else Status.WARN if left < 0.1 * limits.max_epsilon else Status.OK
-    return Check("privacy budget", status, f"spent epsilon {spent:.3f} of {limits.max_epsilon:g} (delta {limits.delta:g}); {max(left, 0):.3f} left")
+    status = (
+        Status.FAIL if left <= 0 else Status.WARN if left < 0.1 * limits.max_epsilon else Status.OK
+    )
+    return Check(
+        "privacy budget",
+        status,
+        f"spent epsilon {spent:.3f} of {limits.max_epsilon:g} (delta {limits.delta:g}); {max(left, 0):.3f} left",
+    )
 
 
 CHECKS: tuple[tuple[str, Callable[[SiteSettings], Check]], ...] = (

@@ -12,7 +12,14 @@ from flwr.app import ConfigRecord, Context
 from shared.keys import StateKey
 from shared.privacy import DpSgdPlan
 
-_PLAN_FIELDS = ("noise_multiplier", "sample_rate", "steps_per_round", "rounds", "target_epsilon", "delta")
+_PLAN_FIELDS = (
+    "noise_multiplier",
+    "sample_rate",
+    "steps_per_round",
+    "rounds",
+    "target_epsilon",
+    "delta",
+)
 
 
 def load_plan(context: Context) -> DpSgdPlan | None:

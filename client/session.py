@@ -55,7 +55,9 @@ class HospitalSession:
         Flower's run id.
     """
 
-    def __init__(self, node_config: Mapping[str, object], instruction: Mapping[str, FlatValue], run_id: str) -> None:
+    def __init__(
+        self, node_config: Mapping[str, object], instruction: Mapping[str, FlatValue], run_id: str
+    ) -> None:
         self.config = parse_instruction(instruction)
         self.server_round = int(instruction.get(InstructionKey.SERVER_ROUND, 0))
         self.run_id = run_id
@@ -64,7 +66,9 @@ class HospitalSession:
         # Owner-only: the ledger and audit log describe what this hospital released.
         self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.audit = AuditLog(self.state / AUDIT_FILE, actor=name)
-        self._instruction_sha256 = hashlib.sha256(canonical_json(dict(self.config.to_flat())).encode()).hexdigest()
+        self._instruction_sha256 = hashlib.sha256(
+            canonical_json(dict(self.config.to_flat())).encode()
+        ).hexdigest()
 
     def train(self, parameters: list[np.ndarray], plan: DpSgdPlan | None) -> RoundUpdate:
         """Train one round and return the update to release (ledger and audit written first)."""
@@ -73,8 +77,13 @@ class HospitalSession:
             site = load_site(self._node_config, self.config)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
                 update = train_round(
-                    parameters, self.config, site, plan=plan, ledger=ledger,
-                    run_id=self.run_id, server_round=self.server_round,
+                    parameters,
+                    self.config,
+                    site,
+                    plan=plan,
+                    ledger=ledger,
+                    run_id=self.run_id,
+                    server_round=self.server_round,
                 )
                 self.audit.append(
                     AuditEvent.UPDATE_RELEASED,
@@ -91,7 +100,9 @@ class HospitalSession:
                     ledger.confirm(update.reservation)
         return update
 
-    def evaluate(self, parameters: list[np.ndarray]) -> tuple[float, int, dict[str, bool | int | float | str]]:
+    def evaluate(
+        self, parameters: list[np.ndarray]
+    ) -> tuple[float, int, dict[str, bool | int | float | str]]:
         """Score the global model locally; only aggregate metrics are returned."""
         self._received("evaluate")
         with self._refusals_audited():
@@ -100,8 +111,12 @@ class HospitalSession:
                 history = run_history(ledger, site, self.run_id)
             loss, rows, metrics = evaluate_round(parameters, self.config, site, history)
         self.audit.append(
-            AuditEvent.UPDATE_RELEASED, run=self.run_id, round=self.server_round, kind="metrics",
-            rows=rows, metrics=sorted(metrics),
+            AuditEvent.UPDATE_RELEASED,
+            run=self.run_id,
+            round=self.server_round,
+            kind="metrics",
+            rows=rows,
+            metrics=sorted(metrics),
         )
         return loss, rows, metrics
 

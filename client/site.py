@@ -92,12 +92,14 @@ def site_records(node_config: Mapping[str, object], config: RunConfig) -> tuple[
 
 def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
     # Imported here: only real hospitals read files (pandas, pyarrow).
-    from shared.contract import DataContract
     from client.site_table import load_site_table
+    from shared.contract import DataContract
 
     contract = DataContract.load(node.contract)
     if not config.data.contract:
-        raise DataError(f"{node.name}: the run carries no data contract; it is not meant for real hospitals")
+        raise DataError(
+            f"{node.name}: the run carries no data contract; it is not meant for real hospitals"
+        )
     expected = DataContract.parse(config.data.contract, source="the run's contract")
     if contract.fingerprint() != expected.fingerprint():
         raise DataError(

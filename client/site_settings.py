@@ -71,7 +71,9 @@ class SitePrivacy:
 
     def __post_init__(self) -> None:
         if not (self.max_epsilon > 0 and math.isfinite(self.max_epsilon)):
-            raise SiteConfigError("privacy.max-epsilon", f"must be a finite number > 0 (got {self.max_epsilon})")
+            raise SiteConfigError(
+                "privacy.max-epsilon", f"must be a finite number > 0 (got {self.max_epsilon})"
+            )
         if not 0 < self.delta < 1:
             raise SiteConfigError("privacy.delta", f"must lie in (0, 1) (got {self.delta})")
         if self.min_count < 1:
@@ -142,7 +144,10 @@ class SiteNode:
         def get(key: str, kind: type) -> Any:
             value = node_config.get(key)
             if value is None:
-                raise SiteConfigError(key, "missing from the node config; start the hospital with `fedcare hospital start`")
+                raise SiteConfigError(
+                    key,
+                    "missing from the node config; start the hospital with `fedcare hospital start`",
+                )
             try:
                 return kind(value)
             except (TypeError, ValueError) as error:
@@ -209,13 +214,17 @@ class SiteSettings:
 def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
     unknown = set(raw) - {"hospital", "privacy"}
     if unknown:
-        raise SiteConfigError(sorted(unknown)[0], f"unknown section in {path}; expected [hospital] and [privacy]")
+        raise SiteConfigError(
+            sorted(unknown)[0], f"unknown section in {path}; expected [hospital] and [privacy]"
+        )
     hospital = _table(raw, "hospital", path)
     privacy = _table(raw, "privacy", path, required=False)
     base = path.parent
     name = _field(hospital, "name", str, path)
     if not _NAME.match(name):
-        raise SiteConfigError("hospital.name", f"in {path} must be 1-63 letters, digits, '-' or '_'")
+        raise SiteConfigError(
+            "hospital.name", f"in {path} must be 1-63 letters, digits, '-' or '_'"
+        )
     node = SiteNode(
         name=name,
         data=base / _field(hospital, "data", str, path),

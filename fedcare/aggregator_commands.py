@@ -53,8 +53,12 @@ def _settings(state: Path, host: str = "127.0.0.1", port: int = 8000) -> Aggrega
 @aggregator_app.command()
 def start(
     state: State,
-    tls: Annotated[Path, typer.Option(help="Folder with ca.crt, server.pem, server.key.")] = Path("ca/server"),
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    tls: Annotated[Path, typer.Option(help="Folder with ca.crt, server.pem, server.key.")] = Path(
+        "ca/server"
+    ),
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port hospitals connect to.")] = 8000,
     insecure_dev: Annotated[
         bool, typer.Option("--insecure-dev", help="No TLS and no authentication: development only.")
@@ -63,7 +67,10 @@ def start(
     """Start the aggregator (runs until stopped); hospitals connect to HOST:PORT."""
     try:
         settings = AggregatorSettings(
-            state=state, host=host, port=port, tls=None if insecure_dev else ServerTls.from_folder(tls)
+            state=state,
+            host=host,
+            port=port,
+            tls=None if insecure_dev else ServerTls.from_folder(tls),
         )
         settings.prepare()
         executable = flower_executable("flower-superlink")
@@ -76,31 +83,54 @@ def start(
         )
     console.print(f"aggregator listening on [bold]{settings.address}[/]; hospitals connect there")
     console.print(f"register hospitals with: fedcare aggregator register NAME --state {state}")
-    raise typer.Exit(run_foreground(settings.command(executable), flower_environment(settings.flwr_home)))
+    raise typer.Exit(
+        run_foreground(settings.command(executable), flower_environment(settings.flwr_home))
+    )
 
 
 @aggregator_app.command()
 def register(
-    name: Annotated[str, typer.Argument(help="The hospital's name, as given to `fedcare ca add-hospital`.")],
+    name: Annotated[
+        str, typer.Argument(help="The hospital's name, as given to `fedcare ca add-hospital`.")
+    ],
     state: State,
     ca: Annotated[Path, typer.Option(help="The federation's CA folder.")] = Path("ca"),
 ) -> None:
     """Allow a hospital's key to connect (the aggregator must be running)."""
     public_key = ca / "hospitals" / name / "node.pub"
     if not public_key.is_file():
-        raise fail(ConfigError("name", f"{public_key} does not exist; run `fedcare ca add-hospital {name}` first"))
+        raise fail(
+            ConfigError(
+                "name", f"{public_key} does not exist; run `fedcare ca add-hospital {name}` first"
+            )
+        )
     command = [
-        flower_executable("flwr"), "supernode", "register", str(public_key), CONNECTION,
-        "--name", name, "--format", "json",
+        flower_executable("flwr"),
+        "supernode",
+        "register",
+        str(public_key),
+        CONNECTION,
+        "--name",
+        name,
+        "--format",
+        "json",
     ]
     result = subprocess.run(
-        command, env=flower_environment(_settings(state).flwr_home), capture_output=True, text=True, check=False
+        command,
+        env=flower_environment(_settings(state).flwr_home),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     try:
         node_id = int(json.loads(result.stdout)["node-id"])
     except (ValueError, KeyError, TypeError):
         errors.print(result.stdout + result.stderr, highlight=False, markup=False)
-        raise fail(FedcareError(f"could not register {name}; is the aggregator running with --state {state}?")) from None
+        raise fail(
+            FedcareError(
+                f"could not register {name}; is the aggregator running with --state {state}?"
+            )
+        ) from None
     HospitalRegistry(state).add(node_id, name)
     console.print(f"{name} registered as node {node_id}; it may now connect")
 
@@ -133,8 +163,14 @@ def run(  # noqa: PLR0913 - one option per documented setting
     try:
         contract_text = contract.read_text(encoding="utf-8")
         flat = parse_set(settings) | common_overrides(
-            hospitals=hospitals, rounds=rounds, epsilon=epsilon, delta=delta, model=model,
-            out=out or default_run_path().resolve(), no_dp=no_dp, no_secagg=no_secagg,
+            hospitals=hospitals,
+            rounds=rounds,
+            epsilon=epsilon,
+            delta=delta,
+            model=model,
+            out=out or default_run_path().resolve(),
+            no_dp=no_dp,
+            no_secagg=no_secagg,
         )
         names = HospitalRegistry(state).as_setting()
         config = RunConfig.from_flat(flat | {"contract": contract_text, "hospital-names": names})
@@ -149,7 +185,5 @@ def run(  # noqa: PLR0913 - one option per documented setting
         command = flwr_run_command(flower_executable("flwr"), app)
         code = run_foreground(command, flower_environment(_settings(state).flwr_home))
     if (run_dir / SUMMARY).is_file():
-        import json
-
         print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)
     raise typer.Exit(code)

@@ -49,13 +49,19 @@ def _root() -> None:
 
 @app.command()
 def simulate(  # noqa: PLR0913 - one option per documented setting
-    scenario: Annotated[str, typer.Option(help=f"Preset: {', '.join(SCENARIOS)}.")] = DEFAULT_SCENARIO,
+    scenario: Annotated[
+        str, typer.Option(help=f"Preset: {', '.join(SCENARIOS)}.")
+    ] = DEFAULT_SCENARIO,
     hospitals: Hospitals = None,
     rounds: Rounds = None,
     epsilon: Epsilon = None,
     delta: Delta = None,
-    partition: Annotated[str | None, typer.Option(help="iid, dirichlet, quantity or natural.")] = None,
-    alpha: Annotated[float | None, typer.Option("--alpha", help="Dirichlet concentration (skew).")] = None,
+    partition: Annotated[
+        str | None, typer.Option(help="iid, dirichlet, quantity or natural.")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option("--alpha", help="Dirichlet concentration (skew).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every data split.")] = None,
     model: Model = None,
     out: Out = None,
@@ -66,8 +72,14 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     """Simulate a federation of virtual hospitals on this machine (DP and SecAgg+ on)."""
     configure_logging()
     shared = common_overrides(
-        hospitals=hospitals, rounds=rounds, epsilon=epsilon, delta=delta, model=model,
-        out=out, no_dp=no_dp, no_secagg=no_secagg,
+        hospitals=hospitals,
+        rounds=rounds,
+        epsilon=epsilon,
+        delta=delta,
+        model=model,
+        out=out,
+        no_dp=no_dp,
+        no_secagg=no_secagg,
     )
     simulation_only = {"partition": partition, "dirichlet-alpha": alpha, "seed": seed}
     try:
@@ -86,8 +98,12 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo files.")] = Path("demo"),
-    ca: Annotated[Path, typer.Option(help="The CA folder the hospitals' credentials will be in.")] = Path("ca"),
-    aggregator: Annotated[str, typer.Option(help="HOST:PORT of the aggregator.")] = "127.0.0.1:8000",
+    ca: Annotated[
+        Path, typer.Option(help="The CA folder the hospitals' credentials will be in.")
+    ] = Path("ca"),
+    aggregator: Annotated[
+        str, typer.Option(help="HOST:PORT of the aggregator.")
+    ] = "127.0.0.1:8000",
     hospitals: Hospitals = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split.")] = None,
 ) -> None:

@@ -49,9 +49,12 @@ def start(config: SiteConfig = Path("site.toml")) -> None:
         "authentication; patient data stays in this hospital"
     )
     environment = flower_environment(
-        settings.node.state / "flwr-home", {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_SECONDS}
+        settings.node.state / "flwr-home",
+        {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_SECONDS},
     )
-    raise typer.Exit(run_foreground(supernode_command(settings, executable, node_config), environment))
+    raise typer.Exit(
+        run_foreground(supernode_command(settings, executable, node_config), environment)
+    )
 
 
 @hospital_app.command()
@@ -69,7 +72,9 @@ def check(config: SiteConfig = Path("site.toml")) -> None:
     for column in ("check", "status", "detail"):
         table.add_column(column)
     for result in results:
-        table.add_row(result.name, f"[{colours[result.status]}]{result.status.value}[/]", result.detail)
+        table.add_row(
+            result.name, f"[{colours[result.status]}]{result.status.value}[/]", result.detail
+        )
     console.print(table)
     failed = [r for r in results if r.status is Status.FAIL]
     console.print("[bold red]not ready[/]" if failed else "[bold green]ready[/]")
@@ -90,25 +95,45 @@ def budget(config: SiteConfig = Path("site.toml")) -> None:
             return
         with PrivacyLedger(path) as ledger:
             limits = settings.node.privacy
-            summary = Table(title=f"Privacy budget of {settings.node.name} (delta {limits.delta:g})")
+            summary = Table(
+                title=f"Privacy budget of {settings.node.name} (delta {limits.delta:g})"
+            )
             for column in ("dataset", "spent", "cap", "remaining", "releases", "runs"):
                 summary.add_column(column, justify="right")
             for item in ledger.datasets():
                 spent = ledger.spent(item.dataset_id, delta=limits.delta)
                 remaining = max(limits.max_epsilon - spent, 0.0)
                 summary.add_row(
-                    item.dataset_id, f"{spent:.3f}", f"{limits.max_epsilon:g}", f"{remaining:.3f}",
-                    str(item.entries), str(item.runs),
+                    item.dataset_id,
+                    f"{spent:.3f}",
+                    f"{limits.max_epsilon:g}",
+                    f"{remaining:.3f}",
+                    str(item.entries),
+                    str(item.runs),
                 )
             console.print(summary)
             history = Table(title=f"Releases from dataset '{settings.node.dataset}'")
-            for column in ("recorded (UTC)", "run", "round", "noise", "sample rate", "steps", "epsilon after", "status"):
+            for column in (
+                "recorded (UTC)",
+                "run",
+                "round",
+                "noise",
+                "sample rate",
+                "steps",
+                "epsilon after",
+                "status",
+            ):
                 history.add_column(column, justify="right")
             for entry in ledger.history(settings.node.dataset):
                 history.add_row(
-                    f"{entry.recorded_at:%Y-%m-%d %H:%M:%S}", entry.run_id, str(entry.server_round),
-                    f"{entry.noise_multiplier:.3f}", f"{entry.sample_rate:.4f}", str(entry.steps),
-                    f"{entry.epsilon_after:.3f}", entry.status.value,
+                    f"{entry.recorded_at:%Y-%m-%d %H:%M:%S}",
+                    entry.run_id,
+                    str(entry.server_round),
+                    f"{entry.noise_multiplier:.3f}",
+                    f"{entry.sample_rate:.4f}",
+                    str(entry.steps),
+                    f"{entry.epsilon_after:.3f}",
+                    entry.status.value,
                 )
             console.print(history)
     except FedcareError as error:

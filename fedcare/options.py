@@ -19,10 +19,12 @@ Model = Annotated[str | None, typer.Option(help="Model from the registry: logreg
 Out = Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<timestamp>).")]
 NoDp = Annotated[bool, typer.Option("--no-dp", help="Turn DP-SGD OFF (updates are not private).")]
 NoSecagg = Annotated[
-    bool, typer.Option("--no-secure-aggregation", help="Turn SecAgg+ OFF (aggregator sees each update).")
+    bool,
+    typer.Option("--no-secure-aggregation", help="Turn SecAgg+ OFF (aggregator sees each update)."),
 ]
 Settings = Annotated[
-    list[str] | None, typer.Option("--set", help="Any run-config key=value, e.g. --set local-epochs=3.")
+    list[str] | None,
+    typer.Option("--set", help="Any run-config key=value, e.g. --set local-epochs=3."),
 ]
 
 

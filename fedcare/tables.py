@@ -25,7 +25,9 @@ def _fmt(value: Any) -> str:
 def rounds_table(metrics: Mapping[str, Any], metric_names: list[str]) -> Table:
     """Global-model metrics per round (round 0 is the initial model)."""
     rounds = metrics["rounds"]
-    source = "held-out test set" if any(r["test_metrics"] for r in rounds) else "hospitals' evaluation"
+    source = (
+        "held-out test set" if any(r["test_metrics"] for r in rounds) else "hospitals' evaluation"
+    )
     table = Table(title=f"Global model per round ({source})")
     table.add_column("round", justify="right")
     for name in metric_names:

@@ -15,13 +15,13 @@ from flwr.app import Context
 from flwr.serverapp import Grid
 
 from server.checkpoint import CheckpointWriter
-from shared.audit import AuditEvent, AuditLog
 from server.reference import DataReference
 from server.report import AUDIT_FILE, CONFIG_JSON, write_report
 from server.run_directory import RunDirectory
 from server.run_record import RunRecord
 from server.secure_aggregation import run_rounds
 from server.strategy import FedCareStrategy, TestEvaluator
+from shared.audit import AuditEvent, AuditLog
 from shared.config import RunConfig
 from shared.evaluation import Evaluation, evaluate_model
 from shared.models import build_model
@@ -78,7 +78,11 @@ def run_aggregator(
     checkpoints = CheckpointWriter(
         run_dir,
         layout,
-        {"model": config.training.model.value, "task": reference.task.kind.value, "features": ",".join(reference.feature_names)},
+        {
+            "model": config.training.model.value,
+            "task": reference.task.kind.value,
+            "features": ",".join(reference.feature_names),
+        },
     )
     record = RunRecord()
     audit = AuditLog(run_dir.path / AUDIT_FILE, actor="aggregator")
@@ -109,7 +113,12 @@ def run_aggregator(
     finally:
         checkpoints.save_final(strategy.latest_round, strategy.global_weights)
         summary = write_report(
-            run_dir, config=config, record=record, reference=reference, status=status, audit_head=audit.head()
+            run_dir,
+            config=config,
+            record=record,
+            reference=reference,
+            status=status,
+            audit_head=audit.head(),
         )
         logger.info("run %s; report in %s", status, run_dir.path)
     return summary

@@ -28,7 +28,9 @@ class CheckpointWriter:
         self-describing.
     """
 
-    def __init__(self, run_dir: RunDirectory, layout: ModelLayout, metadata: Mapping[str, str]) -> None:
+    def __init__(
+        self, run_dir: RunDirectory, layout: ModelLayout, metadata: Mapping[str, str]
+    ) -> None:
         self._run_dir = run_dir
         self._layout = layout
         self._metadata = dict(metadata)

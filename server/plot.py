@@ -39,14 +39,28 @@ def plot_run(
     os.replace(tmp, path)
 
 
-def _plot_metric(axis: plt.Axes, record: RunRecord, headline: str, baselines: Mapping[str, Mapping[str, float]]) -> None:
-    for scope, label in (("test_metrics", "federated (test set)"), ("federated_metrics", "federated (hospitals' eval)")):
-        points = [(r.round, getattr(r, scope)[headline]) for r in record.rounds if headline in getattr(r, scope)]
+def _plot_metric(
+    axis: plt.Axes, record: RunRecord, headline: str, baselines: Mapping[str, Mapping[str, float]]
+) -> None:
+    for scope, label in (
+        ("test_metrics", "federated (test set)"),
+        ("federated_metrics", "federated (hospitals' eval)"),
+    ):
+        points = [
+            (r.round, getattr(r, scope)[headline])
+            for r in record.rounds
+            if headline in getattr(r, scope)
+        ]
         if points:
             axis.plot(*zip(*points, strict=True), marker="o", label=label)
     for name, metrics in baselines.items():
         if headline in metrics:
-            axis.axhline(metrics[headline], linestyle=_BASELINE_STYLES.get(name, "-."), color="grey", label=name.replace("_", "-"))
+            axis.axhline(
+                metrics[headline],
+                linestyle=_BASELINE_STYLES.get(name, "-."),
+                color="grey",
+                label=name.replace("_", "-"),
+            )
     axis.set_xlabel("round")
     axis.set_ylabel(headline)
     axis.set_title(f"{headline} of the global model")

@@ -73,7 +73,10 @@ def build_summary(
     failures = [f"round {r.round}: {line}" for r in record.rounds for line in r.failures]
     return {
         "status": status,
-        "task": {"kind": reference.task.kind.value, "positive_label": reference.task.positive_label},
+        "task": {
+            "kind": reference.task.kind.value,
+            "positive_label": reference.task.positive_label,
+        },
         "final": {FEDERATED: federated, **reference.baselines},
         "final_source": source,
         "rounds": {"planned": config.federation.rounds, "aggregated": aggregated},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ CHECKPOINTS = "checkpoints"
 
 def default_run_path(now: datetime | None = None) -> Path:
     """``runs/<UTC timestamp>`` under the working directory."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     return Path(RUNS_DIR) / stamp
 
 

@@ -18,7 +18,6 @@ from flwr.serverapp import Grid
 
 from shared.config import FederationSettings, SecureAggregationSettings
 
-
 REPLY_POLL_SECONDS = 0.2
 """How often the aggregator asks for replies. Flower's HTTP grid waits 3 s between
 pulls; SecAgg+ makes four exchanges per round, so a tighter poll saves seconds on

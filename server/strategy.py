@@ -129,7 +129,9 @@ class FedCareStrategy(FedAvg):
         instruction[InstructionKey.SERVER_ROUND] = server_round
         return instruction
 
-    def _sample(self, server_round: int, client_manager: ClientManager, stage: str) -> list[ClientProxy]:
+    def _sample(
+        self, server_round: int, client_manager: ClientManager, stage: str
+    ) -> list[ClientProxy]:
         expected = self._config.data.hospitals
         timeout = self._config.federation.round_timeout
         client_manager.wait_for(expected, timeout=int(timeout))
@@ -186,13 +188,19 @@ class FedCareStrategy(FedAvg):
                 masked=self._config.secure_aggregation.enabled,
             )
         if not results:
-            self._fail(record, "train: no hospital returned an update; the global model is unchanged")
+            self._fail(
+                record, "train: no hospital returned an update; the global model is unchanged"
+            )
             return None, {}
-        mean_delta = aggregate([(parameters_to_ndarrays(r.parameters), r.num_examples) for _, r in results])
+        mean_delta = aggregate(
+            [(parameters_to_ndarrays(r.parameters), r.num_examples) for _, r in results]
+        )
         try:
             self._layout.check(mean_delta, what="aggregated update")
         except InvalidUpdateError as error:
-            self._fail(record, f"train: aggregate rejected ({error}); the global model is unchanged")
+            self._fail(
+                record, f"train: aggregate rejected ({error}); the global model is unchanged"
+            )
             return None, {}
         updated = [weights + delta for weights, delta in zip(self._global, mean_delta, strict=True)]
         record.aggregated = True
@@ -281,7 +289,9 @@ class FedCareStrategy(FedAvg):
                 self._fail(record, f"{stage}: {failure}")
             else:
                 proxy, res = failure
-                self._fail(record, f"{stage}: {self._describe(proxy.node_id)}: {res.status.message}")
+                self._fail(
+                    record, f"{stage}: {self._describe(proxy.node_id)}: {res.status.message}"
+                )
 
     def _note_silent(
         self,
@@ -308,9 +318,13 @@ class FedCareStrategy(FedAvg):
     def _log_round(self, record: RoundRecord) -> None:
         headline = record.test_metrics or record.federated_metrics
         scores = ", ".join(
-            f"{name} {value:.3f}" for name, value in list(headline.items())[:2] if name != ReplyKey.LOSS
+            f"{name} {value:.3f}"
+            for name, value in list(headline.items())[:2]
+            if name != ReplyKey.LOSS
         )
-        spent = ", ".join(f"{name} {eps:.2f}" for name, eps in sorted(self._record.latest_epsilons().items()))
+        spent = ", ".join(
+            f"{name} {eps:.2f}" for name, eps in sorted(self._record.latest_epsilons().items())
+        )
         logger.info(
             "round %s/%s: %s | epsilon spent: %s",
             record.round,
@@ -327,4 +341,3 @@ def _scalars(metrics: dict[str, Scalar], without: tuple[str, ...] = ()) -> dict[
         for key, value in metrics.items()
         if key not in without and isinstance(value, int | float) and not isinstance(value, bool)
     }
-

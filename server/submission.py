@@ -48,7 +48,9 @@ def app_pyproject(config: RunConfig, version: str) -> dict[str, Any]:
 def write_app(folder: Path, config: RunConfig, version: str) -> Path:
     """Write the run's app folder (a single ``pyproject.toml``) and return it."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pyproject.toml").write_text(tomli_w.dumps(app_pyproject(config, version)), encoding="utf-8")
+    (folder / "pyproject.toml").write_text(
+        tomli_w.dumps(app_pyproject(config, version)), encoding="utf-8"
+    )
     return folder
 
 

@@ -139,13 +139,18 @@ class HospitalRegistry:
         """Node id to hospital name (empty before the first registration)."""
         if not self.path.exists():
             return {}
-        return {int(node): str(name) for node, name in json.loads(self.path.read_text(encoding="utf-8")).items()}
+        return {
+            int(node): str(name)
+            for node, name in json.loads(self.path.read_text(encoding="utf-8")).items()
+        }
 
     def add(self, node_id: int, name: str) -> None:
         """Record that ``node_id`` is hospital ``name``."""
         names = self.load() | {node_id: name}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({str(k): v for k, v in names.items()}, indent=2) + "\n", encoding="utf-8")
+        self.path.write_text(
+            json.dumps({str(k): v for k, v in names.items()}, indent=2) + "\n", encoding="utf-8"
+        )
 
     def as_setting(self) -> str:
         """The ``hospital-names`` run-config value."""

@@ -166,8 +166,12 @@ class AuditEntry:
     def body(self) -> dict[str, JsonValue]:
         """Return the entry without ``hash``: what ``hash`` is computed over."""
         return {
-            "seq": self.seq, "time": self.time, "actor": self.actor, "event": self.event,
-            "fields": self.fields, "prev": self.prev,
+            "seq": self.seq,
+            "time": self.time,
+            "actor": self.actor,
+            "event": self.event,
+            "fields": self.fields,
+            "prev": self.prev,
         }
 
     def to_line(self) -> bytes:
@@ -294,8 +298,12 @@ class AuditLog:
     ) -> AuditEntry:
         seq, prev = (last.seq, last.hash) if last else (0, GENESIS_HASH)
         body: dict[str, JsonValue] = {
-            "seq": seq + 1, "time": _utc_now(), "actor": self.actor, "event": event,
-            "fields": _sorted_keys(fields), "prev": prev,
+            "seq": seq + 1,
+            "time": _utc_now(),
+            "actor": self.actor,
+            "event": event,
+            "fields": _sorted_keys(fields),
+            "prev": prev,
         }
         entry = AuditEntry(**body, hash=entry_hash(body))  # type: ignore[arg-type]
         _append_line(self.path, fd, entry.to_line())
@@ -311,7 +319,9 @@ class AuditLog:
         os.ftruncate(fd, tail.partial_start)
         os.fsync(fd)
         fields: dict[str, JsonValue] = {
-            "line": line, "bytes": len(tail.partial), "moved-to": aside.name,
+            "line": line,
+            "bytes": len(tail.partial),
+            "moved-to": aside.name,
             "sha256": hashlib.sha256(tail.partial).hexdigest(),
         }
         self._write(fd, last, AuditEvent.LOG_REPAIRED.value, fields)
@@ -438,7 +448,6 @@ def verify_audit_log(
     return AuditVerification(True, seq, None, None, None, (seq, digest))
 
 
-
 class _InvalidLine(Exception):
     """Why one line is not the entry the chain expects (internal; becomes a verdict)."""
 
@@ -463,9 +472,7 @@ def _checked_anchor(head: tuple[int, str] | None) -> tuple[int, str] | None:
         raise AuditHeadError(f"expected_head {head!r} must be a (seq, hash) pair")
     seq, digest = head
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not _is_hash(digest):
-        raise AuditHeadError(
-            f"expected_head {head!r} must be (seq >= 0, 64 lowercase hex digits)"
-        )
+        raise AuditHeadError(f"expected_head {head!r} must be (seq >= 0, 64 lowercase hex digits)")
     return head
 
 

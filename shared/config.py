@@ -102,7 +102,9 @@ class FederationSettings:
             "round-timeout",
             f"must be > 0 seconds (got {self.round_timeout})",
         )
-        _require(self.min_hospitals >= 1, "min-hospitals", f"must be >= 1 (got {self.min_hospitals})")
+        _require(
+            self.min_hospitals >= 1, "min-hospitals", f"must be >= 1 (got {self.min_hospitals})"
+        )
         pairs = [pair.partition("=") for pair in self.hospital_names.split(",") if pair]
         _require(
             all(node.isdigit() and sep and name for node, sep, name in pairs),
@@ -329,9 +331,7 @@ class RunConfig:
     federation: FederationSettings = field(default_factory=FederationSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
-    secure_aggregation: SecureAggregationSettings = field(
-        default_factory=SecureAggregationSettings
-    )
+    secure_aggregation: SecureAggregationSettings = field(default_factory=SecureAggregationSettings)
     data: DataSettings = field(default_factory=DataSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
 
@@ -405,9 +405,7 @@ class RunConfig:
         if not self.privacy.enabled:
             weakened.append("differential privacy is OFF: hospital updates carry no DP noise")
         if not self.secure_aggregation.enabled:
-            weakened.append(
-                "secure aggregation is OFF: the aggregator sees each hospital's update"
-            )
+            weakened.append("secure aggregation is OFF: the aggregator sees each hospital's update")
         return weakened
 
 

@@ -95,8 +95,16 @@ class Feature:
 
 
 _TOP_LEVEL = {
-    "name", "task", "label", "classes", "positive_class", "id_columns", "missing",
-    "min_rows", "min_rows_per_class", "features",
+    "name",
+    "task",
+    "label",
+    "classes",
+    "positive_class",
+    "id_columns",
+    "missing",
+    "min_rows",
+    "min_rows_per_class",
+    "features",
 }
 _FEATURE_KEYS = {"type", "min", "max", "categories"}
 
@@ -185,7 +193,10 @@ class _Parser:
     def contract(self) -> DataContract:
         unknown = sorted(set(self.raw) - _TOP_LEVEL)
         if unknown:
-            raise self.fail(unknown[0], f"is not a contract field; known fields: {', '.join(sorted(_TOP_LEVEL))}")
+            raise self.fail(
+                unknown[0],
+                f"is not a contract field; known fields: {', '.join(sorted(_TOP_LEVEL))}",
+            )
         task_kind = self.enum("task", TaskKind)
         label = self.get("label", str)
         classes, positive = self.classes(task_kind)
@@ -229,12 +240,17 @@ class _Parser:
     def classes(self, task_kind: TaskKind) -> tuple[tuple[str, ...], str | None]:
         if task_kind is TaskKind.REGRESSION:
             if "classes" in self.raw or "positive_class" in self.raw:
-                raise self.fail("classes", "a regression contract has no classes; remove classes/positive_class")
+                raise self.fail(
+                    "classes", "a regression contract has no classes; remove classes/positive_class"
+                )
             return (), None
         classes = self.strings("classes")
         wanted = 2 if task_kind is TaskKind.BINARY else 3
         if (task_kind is TaskKind.BINARY and len(classes) != 2) or len(classes) < wanted:
-            raise self.fail("classes", f"a {task_kind.value} task needs {'exactly 2' if wanted == 2 else 'at least 3'} classes")
+            raise self.fail(
+                "classes",
+                f"a {task_kind.value} task needs {'exactly 2' if wanted == 2 else 'at least 3'} classes",
+            )
         if task_kind is TaskKind.MULTICLASS:
             return tuple(classes), None
         positive = self.get("positive_class", str)
@@ -249,9 +265,13 @@ class _Parser:
         features = tuple(self.feature(name, table) for name, table in tables.items())
         for feature in features:
             if feature.name == label:
-                raise self.fail(f"features.{feature.name}", "is the label; a label cannot also be a feature")
+                raise self.fail(
+                    f"features.{feature.name}", "is the label; a label cannot also be a feature"
+                )
             if feature.name in id_columns:
-                raise self.fail(f"features.{feature.name}", "is an id column; identifiers are never features")
+                raise self.fail(
+                    f"features.{feature.name}", "is an id column; identifiers are never features"
+                )
         return features
 
     def feature(self, name: str, table: Any) -> Feature:
@@ -260,7 +280,10 @@ class _Parser:
             raise self.fail(field, "must be a table with at least a type")
         unknown = sorted(set(table) - _FEATURE_KEYS)
         if unknown:
-            raise self.fail(f"{field}.{unknown[0]}", f"is not a feature field; use {', '.join(sorted(_FEATURE_KEYS))}")
+            raise self.fail(
+                f"{field}.{unknown[0]}",
+                f"is not a feature field; use {', '.join(sorted(_FEATURE_KEYS))}",
+            )
         if "type" not in table:
             raise self.fail(f"{field}.type", "is required (float, int or category)")
         if table["type"] not in [t.value for t in FeatureType]:
@@ -289,12 +312,22 @@ class _Parser:
     def bound(self, field: str, value: Any) -> float | None:
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise self.fail(field, "must be a finite number")
         return float(value)
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", list: "a list", dict: "a table", bool: "true or false"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        list: "a list",
+        dict: "a table",
+        bool: "true or false",
+    }
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)

@@ -90,9 +90,11 @@ def split_rows(
     With ``stratify``, each class is split separately so both sides keep the
     class balance; every class with at least two rows keeps one on each side.
     """
-    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if stratify else [
-        np.arange(len(labels))
-    ]
+    groups = (
+        [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        if stratify
+        else [np.arange(len(labels))]
+    )
     kept, held = [], []
     for rows in groups:
         rows = rng.permutation(rows)

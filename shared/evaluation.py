@@ -21,7 +21,9 @@ class Evaluation:
     num_examples: int
 
 
-def evaluate_model(model: nn.Module, data: TabularData, task: Task, device: torch.device) -> Evaluation:
+def evaluate_model(
+    model: nn.Module, data: TabularData, task: Task, device: torch.device
+) -> Evaluation:
     """Evaluate ``model`` on all of ``data`` in one batch (tabular sets are small)."""
     model = model.to(device).eval()
     features = torch.from_numpy(data.features).to(device)
@@ -30,5 +32,6 @@ def evaluate_model(model: nn.Module, data: TabularData, task: Task, device: torc
         outputs = model(features)
         loss = float(task.loss_fn()(outputs, targets))
     scores = task.scores(outputs)
-    return Evaluation(loss=loss, metrics=compute_metrics(task, data.labels, scores), num_examples=len(data))
-
+    return Evaluation(
+        loss=loss, metrics=compute_metrics(task, data.labels, scores), num_examples=len(data)
+    )

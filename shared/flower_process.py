@@ -50,7 +50,13 @@ def flower_environment(flwr_home: Path, extra: Mapping[str, str] | None = None) 
     they must come from the same installation, activated or not.
     """
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(flwr_home), "PATH": path, **(extra or {})}
+    return {
+        **os.environ,
+        **FLOWER_ENVIRONMENT,
+        "FLWR_HOME": str(flwr_home),
+        "PATH": path,
+        **(extra or {}),
+    }
 
 
 def run_foreground(command: Sequence[str], environment: Mapping[str, str]) -> int:

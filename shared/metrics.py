@@ -70,7 +70,9 @@ def _binary(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     tn, fp, fn, tp = skm.confusion_matrix(y_true, predicted, labels=[0, 1]).ravel()
     both_classes = len(np.unique(y_true)) == 2
     return {
-        MetricName.AUROC.value: float(skm.roc_auc_score(y_true, probs)) if both_classes else math.nan,
+        MetricName.AUROC.value: float(skm.roc_auc_score(y_true, probs))
+        if both_classes
+        else math.nan,
         MetricName.ACCURACY.value: float(skm.accuracy_score(y_true, predicted)),
         MetricName.SENSITIVITY.value: _ratio(tp, tp + fn),
         MetricName.SPECIFICITY.value: _ratio(tn, tn + fp),
@@ -101,7 +103,9 @@ def _regression(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     return {
         MetricName.MAE.value: float(skm.mean_absolute_error(y_true, predicted)),
         MetricName.RMSE.value: float(np.sqrt(skm.mean_squared_error(y_true, predicted))),
-        MetricName.R2.value: float(skm.r2_score(y_true, predicted)) if len(y_true) > 1 else math.nan,
+        MetricName.R2.value: float(skm.r2_score(y_true, predicted))
+        if len(y_true) > 1
+        else math.nan,
     }
 
 

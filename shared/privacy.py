@@ -131,5 +131,7 @@ def epsilon_spent(history: Sequence[HistoryEntry], *, delta: float) -> float:
         key = (float(noise), float(rate))
         steps_by_mechanism[key] = steps_by_mechanism.get(key, 0) + int(steps)
     accountant = RDPAccountant()
-    accountant.history = [(noise, rate, steps) for (noise, rate), steps in steps_by_mechanism.items()]
+    accountant.history = [
+        (noise, rate, steps) for (noise, rate), steps in steps_by_mechanism.items()
+    ]
     return float(accountant.get_epsilon(delta=delta))

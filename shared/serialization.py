@@ -55,14 +55,18 @@ class ModelLayout:
 
 def get_weights(model: nn.Module) -> list[np.ndarray]:
     """Return the model's state as float32 arrays, in ``state_dict`` order."""
-    return [t.detach().cpu().numpy().astype(np.float32, copy=True) for t in model.state_dict().values()]
+    return [
+        t.detach().cpu().numpy().astype(np.float32, copy=True) for t in model.state_dict().values()
+    ]
 
 
 def set_weights(model: nn.Module, arrays: Sequence[np.ndarray], *, what: str) -> None:
     """Load ``arrays`` into ``model`` after checking them against its layout."""
     layout = ModelLayout.of(model)
     layout.check(arrays, what=what)
-    model.load_state_dict({name: torch.from_numpy(np.asarray(a)) for name, a in layout.named(arrays).items()})
+    model.load_state_dict(
+        {name: torch.from_numpy(np.asarray(a)) for name, a in layout.named(arrays).items()}
+    )
 
 
 def save_safetensors(
@@ -70,7 +74,9 @@ def save_safetensors(
 ) -> None:
     """Write ``tensors`` to ``path`` atomically (temp file, fsync, rename)."""
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=dict(metadata))
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=dict(metadata)
+    )
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -82,7 +82,9 @@ def _fresh_model(config: RunConfig, federation: SimulatedFederation) -> torch.nn
     )
 
 
-def _pooled(config: RunConfig, federation: SimulatedFederation, device: torch.device) -> dict[str, float]:
+def _pooled(
+    config: RunConfig, federation: SimulatedFederation, device: torch.device
+) -> dict[str, float]:
     raw = TabularData(
         features=np.concatenate([h.raw_train.features for h in federation.hospitals]),
         labels=np.concatenate([h.raw_train.labels for h in federation.hospitals]),

@@ -67,15 +67,28 @@ def step_times(model_name: ModelName, repeats: int) -> tuple[float, float]:
 
     def plain() -> int:
         return train_plain(
-            model(), data, federation.task, learning_rate=training.learning_rate,
-            epochs=EPOCHS_PER_TIMING, batch_size=training.batch_size, seed=0, device=device,
+            model(),
+            data,
+            federation.task,
+            learning_rate=training.learning_rate,
+            epochs=EPOCHS_PER_TIMING,
+            batch_size=training.batch_size,
+            seed=0,
+            device=device,
         ).steps
 
     def private() -> int:
         return train_private(
-            model(), data, federation.task, plan=plan, max_grad_norm=config.privacy.max_grad_norm,
-            learning_rate=training.learning_rate, epochs=EPOCHS_PER_TIMING,
-            batch_size=training.batch_size, history=(), device=device,
+            model(),
+            data,
+            federation.task,
+            plan=plan,
+            max_grad_norm=config.privacy.max_grad_norm,
+            learning_rate=training.learning_rate,
+            epochs=EPOCHS_PER_TIMING,
+            batch_size=training.batch_size,
+            history=(),
+            device=device,
         ).steps
 
     return _time_per_step(plain, repeats), _time_per_step(private, repeats)
@@ -113,7 +126,12 @@ def main() -> None:
         steps.add_column(column, justify="right")
     for name in ModelName:
         plain, private = step_times(name, args.repeats)
-        steps.add_row(name.value, f"{plain * 1e3:.3f} ms", f"{private * 1e3:.3f} ms", f"{private / plain:.2f}x")
+        steps.add_row(
+            name.value,
+            f"{plain * 1e3:.3f} ms",
+            f"{private * 1e3:.3f} ms",
+            f"{private / plain:.2f}x",
+        )
     console.print(steps)
 
     with_secagg = round_seconds(True, args.rounds)
@@ -121,7 +139,12 @@ def main() -> None:
     rounds = Table(title=f"Round time, default federation, simulation ({args.rounds} rounds each)")
     for column in ("SecAgg+", "no SecAgg+", "SecAgg+ / none", "SecAgg+ adds"):
         rounds.add_column(column, justify="right")
-    rounds.add_row(f"{with_secagg:.2f} s", f"{without:.2f} s", f"{with_secagg / without:.2f}x", f"{with_secagg - without:+.2f} s")
+    rounds.add_row(
+        f"{with_secagg:.2f} s",
+        f"{without:.2f} s",
+        f"{with_secagg / without:.2f}x",
+        f"{with_secagg - without:+.2f} s",
+    )
     console.print(rounds)
 
 

@@ -47,13 +47,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fedcare-bench-") as tmp:
-        with_secagg = deployed_round_seconds(Path(tmp) / "secagg", secure_aggregation=True, rounds=args.rounds)
-        plaintext = deployed_round_seconds(Path(tmp) / "plain", secure_aggregation=False, rounds=args.rounds)
-    table = Table(title=f"Deployed round time, 3 hospitals on 127.0.0.1, TLS + auth, DP on ({args.rounds} rounds)")
+        with_secagg = deployed_round_seconds(
+            Path(tmp) / "secagg", secure_aggregation=True, rounds=args.rounds
+        )
+        plaintext = deployed_round_seconds(
+            Path(tmp) / "plain", secure_aggregation=False, rounds=args.rounds
+        )
+    table = Table(
+        title=f"Deployed round time, 3 hospitals on 127.0.0.1, TLS + auth, DP on ({args.rounds} rounds)"
+    )
     for column in ("SecAgg+", "no SecAgg+", "SecAgg+ / none", "SecAgg+ adds"):
         table.add_column(column, justify="right")
     table.add_row(
-        f"{with_secagg:.1f} s", f"{plaintext:.1f} s", f"{with_secagg / plaintext:.2f}x", f"{with_secagg - plaintext:+.1f} s"
+        f"{with_secagg:.1f} s",
+        f"{plaintext:.1f} s",
+        f"{with_secagg / plaintext:.2f}x",
+        f"{with_secagg - plaintext:+.1f} s",
     )
     Console().print(table)
 

@@ -115,7 +115,11 @@ def _hospital(
 ) -> SimulatedHospital:
     name = hospital_name(partition_id)
     prepared = prepare_site(
-        rows, task, eval_fraction=settings.eval_fraction, seed=int(seed.generate_state(1)[0]), site=name
+        rows,
+        task,
+        eval_fraction=settings.eval_fraction,
+        seed=int(seed.generate_state(1)[0]),
+        site=name,
     )
     return SimulatedHospital(name=name, site=prepared.site, raw_train=prepared.raw_train)
 

@@ -18,9 +18,9 @@ import pandas as pd
 import tomli_w
 
 from shared.config import DataSettings
+from simulations.datasets import load_builtin
 from simulations.federation import MIN_HOSPITAL_ROWS, hospital_name
 from simulations.partitioners import partition_dirichlet
-from simulations.datasets import load_builtin
 
 LABEL = "diagnosis"
 ID_COLUMN = "patient_id"
@@ -54,7 +54,11 @@ def demo_contract(feature_names: tuple[str, ...], features: np.ndarray) -> dict[
         "min_rows": 30,
         "min_rows_per_class": 3,
         "features": {
-            _column(name): {"type": "float", "min": min(0.0, round(float(low), 4)), "max": round(float(high), 4)}
+            _column(name): {
+                "type": "float",
+                "min": min(0.0, round(float(low), 4)),
+                "max": round(float(high), 4),
+            }
             for name, low, high in zip(feature_names, lows, highs, strict=True)
         },
     }
@@ -69,7 +73,11 @@ def write_demo_hospitals(folder: Path, settings: DataSettings) -> DemoFiles:
     dataset = load_builtin(settings.dataset)
     rng = np.random.default_rng(settings.seed)
     parts = partition_dirichlet(
-        dataset.data.labels, settings.hospitals, settings.dirichlet_alpha, rng, min_size=2 * MIN_HOSPITAL_ROWS
+        dataset.data.labels,
+        settings.hospitals,
+        settings.dirichlet_alpha,
+        rng,
+        min_size=2 * MIN_HOSPITAL_ROWS,
     )
     folder.mkdir(parents=True, exist_ok=True)
     contract = demo_contract(dataset.data.feature_names, dataset.data.features)
@@ -111,13 +119,18 @@ def site_toml(
             "state": "state",
             "runtime-port": runtime_port,
         },
-        "privacy": {"max-epsilon": max_epsilon, "delta": 1e-5, "require-secure-aggregation": require_secure_aggregation,
+        "privacy": {
+            "max-epsilon": max_epsilon,
+            "delta": 1e-5,
+            "require-secure-aggregation": require_secure_aggregation,
             "min-count": 10,
         },
     }
 
 
-def write_demo_sites(files: DemoFiles, *, ca: Path, aggregator: str, first_port: int = 9094) -> dict[str, Path]:
+def write_demo_sites(
+    files: DemoFiles, *, ca: Path, aggregator: str, first_port: int = 9094
+) -> dict[str, Path]:
     """Write ``<out>/<hospital>/site.toml`` for each demo hospital; return their paths.
 
     Paths inside are absolute, so each file works from any working directory.

@@ -64,17 +64,30 @@ class Processes:
         self._started: dict[str, subprocess.Popen[bytes]] = {}
         logs.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, command: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, command: Sequence[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start ``command`` in its own session, logging to ``logs/<name>.log``."""
         log = open(self._logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
-            list(command), cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            list(command),
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self._started[name] = process
         return process
 
-    def run(self, name: str, command: Sequence[str], *, timeout: float, env: dict[str, str] | None = None) -> int:
+    def run(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        env: dict[str, str] | None = None,
+    ) -> int:
         """Run ``command`` to completion (killed after ``timeout`` s) and return its exit code."""
         process = self.start(name, command, env)
         try:
@@ -143,12 +156,26 @@ class LocalFederation:
         """Start (or restart) hospital ``name``."""
         self.processes.start(name, fedcare("hospital", "start", "--config", str(self.site(name))))
 
-    def start_run(self, name: str, *, rounds: int, timeout: int, extra: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], Path]:
+    def start_run(
+        self, name: str, *, rounds: int, timeout: int, extra: Sequence[str] = ()
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         """Submit a run with ``fedcare run``; return its process and run folder."""
         out = self.root / name
         command = fedcare(
-            "run", "--state", str(self.state), "--contract", str(self.contract), "--hospitals", "3",
-            "--rounds", str(rounds), "--out", str(out), "--set", f"round-timeout={timeout}", *extra,
+            "run",
+            "--state",
+            str(self.state),
+            "--contract",
+            str(self.contract),
+            "--hospitals",
+            "3",
+            "--rounds",
+            str(rounds),
+            "--out",
+            str(out),
+            "--set",
+            f"round-timeout={timeout}",
+            *extra,
         )
         return self.processes.start(name, command), out
 
@@ -170,22 +197,56 @@ def start_local_federation(
     if prepare_data is not None:
         prepare_data(files)
     federation = LocalFederation(root=root, processes=processes, port=port, contract=files.contract)
-    _expect_success(processes, "ca-init", fedcare("ca", "init", "--dir", str(federation.ca), "--name", "local"))
-    _expect_success(processes, "ca-server", fedcare("ca", "server", "--dir", str(federation.ca), "--host", "127.0.0.1"))
+    _expect_success(
+        processes, "ca-init", fedcare("ca", "init", "--dir", str(federation.ca), "--name", "local")
+    )
+    _expect_success(
+        processes,
+        "ca-server",
+        fedcare("ca", "server", "--dir", str(federation.ca), "--host", "127.0.0.1"),
+    )
     processes.start(
         "aggregator",
-        fedcare("aggregator", "start", "--state", str(federation.state), "--tls", str(federation.ca / "server"),
-                "--port", str(port)),
+        fedcare(
+            "aggregator",
+            "start",
+            "--state",
+            str(federation.state),
+            "--tls",
+            str(federation.ca / "server"),
+            "--port",
+            str(port),
+        ),
     )
     wait_for(lambda: port_open(port), timeout=60, what="the aggregator to listen")
     for name, data in sorted(files.hospitals.items()):
-        add = fedcare("ca", "add-hospital", name, "--dir", str(federation.ca), "--aggregator", f"127.0.0.1:{port}")
+        add = fedcare(
+            "ca",
+            "add-hospital",
+            name,
+            "--dir",
+            str(federation.ca),
+            "--aggregator",
+            f"127.0.0.1:{port}",
+        )
         _expect_success(processes, f"add-{name}", add)
-        register = fedcare("aggregator", "register", name, "--state", str(federation.state), "--ca", str(federation.ca))
+        register = fedcare(
+            "aggregator",
+            "register",
+            name,
+            "--state",
+            str(federation.state),
+            "--ca",
+            str(federation.ca),
+        )
         _expect_success(processes, f"register-{name}", register)
         site = site_toml(
-            name=name, aggregator=f"127.0.0.1:{port}", credentials=federation.ca / "hospitals" / name,
-            data=data, contract=files.contract, runtime_port=free_port(),
+            name=name,
+            aggregator=f"127.0.0.1:{port}",
+            credentials=federation.ca / "hospitals" / name,
+            data=data,
+            contract=files.contract,
+            runtime_port=free_port(),
         )
         site["hospital"] |= {"device": "cpu", "state": str(root / name / "state")}
         if customize_site is not None:

@@ -25,7 +25,10 @@ def simulated_reference(config: RunConfig) -> DataReference:
     logger.info(
         "simulated federation: %s hospitals (%s), %s held-out test rows",
         len(federation.hospitals),
-        ", ".join(f"{h.name}: {len(h.site.train)} train / {len(h.site.evaluation)} eval" for h in federation.hospitals),
+        ", ".join(
+            f"{h.name}: {len(h.site.train)} train / {len(h.site.evaluation)} eval"
+            for h in federation.hospitals
+        ),
         len(federation.test),
     )
     logger.info("training the pooled and local-only baselines")

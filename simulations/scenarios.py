@@ -59,5 +59,7 @@ def scenario_overrides(name: str) -> Mapping[str, FlatValue]:
         If there is no such scenario; the message lists them.
     """
     if name not in SCENARIOS:
-        raise ConfigError("scenario", f"unknown scenario '{name}'; choose one of {', '.join(SCENARIOS)}")
+        raise ConfigError(
+            "scenario", f"unknown scenario '{name}'; choose one of {', '.join(SCENARIOS)}"
+        )
     return SCENARIOS[name].overrides

@@ -181,7 +181,9 @@ def test_a_cut_off_last_line_blocks_appending_until_repaired_explicitly(tmp_path
     entry = json.loads(_lines(path)[-1])
     assert (entry["seq"], entry["event"]) == (5, "log-repaired")
     assert entry["fields"] == {
-        "line": 5, "bytes": 40, "moved-to": aside.name,
+        "line": 5,
+        "bytes": 40,
+        "moved-to": aside.name,
         "sha256": hashlib.sha256(lines[-1]).hexdigest(),
     }
     repaired.append(AuditEvent.UPDATE_RELEASED, round=5)

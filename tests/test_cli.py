@@ -46,5 +46,15 @@ def test_an_occupied_run_folder_is_refused(tmp_path: Path) -> None:
 def test_help_lists_the_commands_and_options() -> None:
     result = runner.invoke(app, ["simulate", "--help"])
     assert result.exit_code == 0
-    for option in ["--hospitals", "--rounds", "--epsilon", "--delta", "--partition", "--seed", "--model", "--scenario", "--out"]:
+    for option in [
+        "--hospitals",
+        "--rounds",
+        "--epsilon",
+        "--delta",
+        "--partition",
+        "--seed",
+        "--model",
+        "--scenario",
+        "--out",
+    ]:
         assert option in result.output

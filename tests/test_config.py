@@ -17,7 +17,9 @@ def test_pyproject_defaults_equal_dataclass_defaults() -> None:
 
 
 def test_flat_round_trip() -> None:
-    config = RunConfig.from_flat({"epsilon": 1.5, "model": "mlp", "hospitals": 5, "partition": "iid"})
+    config = RunConfig.from_flat(
+        {"epsilon": 1.5, "model": "mlp", "hospitals": 5, "partition": "iid"}
+    )
     assert RunConfig.from_flat(config.to_flat()) == config
     assert list(config.to_flat()) == config_keys()
 

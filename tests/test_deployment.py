@@ -23,7 +23,14 @@ import pandas as pd
 import pytest
 
 from simulations.hospital_files import ID_COLUMN, DemoFiles
-from simulations.local_deployment import LocalFederation, Processes, fedcare, free_port, start_local_federation, wait_for
+from simulations.local_deployment import (
+    LocalFederation,
+    Processes,
+    fedcare,
+    free_port,
+    start_local_federation,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +58,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFedera
     root = tmp_path_factory.mktemp("federation")
     processes = Processes(root / "logs")
     try:
-        yield start_local_federation(root, processes, customize_site=_limits, prepare_data=_plant_canaries)
+        yield start_local_federation(
+            root, processes, customize_site=_limits, prepare_data=_plant_canaries
+        )
     finally:
         processes.stop_all()
 
@@ -60,7 +69,9 @@ def _summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def test_a_run_with_dp_and_secagg_completes_and_writes_its_report(federation: LocalFederation) -> None:
+def test_a_run_with_dp_and_secagg_completes_and_writes_its_report(
+    federation: LocalFederation,
+) -> None:
     run, out = federation.start_run("run-1", rounds=2, timeout=120)
     assert run.wait(timeout=420) == 0, federation.processes.log("run-1")[-3000:]
     summary = _summary(out)
@@ -70,22 +81,37 @@ def test_a_run_with_dp_and_secagg_completes_and_writes_its_report(federation: Lo
     assert summary["secure_aggregation"]["enabled"] and summary["privacy"]["differential_privacy"]
     assert sorted(summary["privacy"]["per_hospital"]) == list(HOSPITALS)
     assert all(0 < eps <= 3.0 for eps in summary["privacy"]["per_hospital"].values())
-    assert summary["privacy"]["per_hospital_dataset"] == pytest.approx(summary["privacy"]["per_hospital"])
+    assert summary["privacy"]["per_hospital_dataset"] == pytest.approx(
+        summary["privacy"]["per_hospital"]
+    )
     assert summary["final_source"] == "federated"
     assert summary["final"]["federated"]["auroc"] > 0.8
     assert (out / "model.safetensors").is_file() and (out / "report.png").is_file()
-    verify = fedcare("aggregator", "audit", "verify", str(out / "audit.jsonl"), "--head", summary["audit"]["head"])
+    verify = fedcare(
+        "aggregator",
+        "audit",
+        "verify",
+        str(out / "audit.jsonl"),
+        "--head",
+        summary["audit"]["head"],
+    )
     assert federation.processes.run("verify-aggregator-audit", verify, timeout=60) == 0
 
 
-def test_a_hospital_killed_mid_round_drops_out_and_the_run_goes_on(federation: LocalFederation) -> None:
+def test_a_hospital_killed_mid_round_drops_out_and_the_run_goes_on(
+    federation: LocalFederation,
+) -> None:
     def replies_sent() -> int:
         return federation.processes.log("hospital-3").count("Sending: train message")
 
     before = replies_sent()
     run, out = federation.start_run("run-dropout", rounds=2, timeout=30)
     # Two replies sent: SecAgg+'s key set-up and key sharing; it dies before sending its update.
-    wait_for(lambda: replies_sent() >= before + 2, timeout=180, what="hospital-3 to finish SecAgg+ key sharing")
+    wait_for(
+        lambda: replies_sent() >= before + 2,
+        timeout=180,
+        what="hospital-3 to finish SecAgg+ key sharing",
+    )
     federation.processes.kill("hospital-3")
     assert run.wait(timeout=600) == 0, federation.processes.log("run-dropout")[-3000:]
     summary = _summary(out)
@@ -100,9 +126,18 @@ def _rogue(federation: LocalFederation, *flags: str) -> list[str]:
     from shared.flower_process import flower_executable
 
     return [
-        flower_executable("flower-supernode"), "--superlink", f"127.0.0.1:{federation.port}",
-        "--max-retries", "2", "--max-wait-time", "20", "--port", str(free_port()),
-        "--node-config", "partition-id=0", *flags,
+        flower_executable("flower-supernode"),
+        "--superlink",
+        f"127.0.0.1:{federation.port}",
+        "--max-retries",
+        "2",
+        "--max-wait-time",
+        "20",
+        "--port",
+        str(free_port()),
+        "--node-config",
+        "partition-id=0",
+        *flags,
     ]
 
 
@@ -111,22 +146,33 @@ def _start_strangers(federation: LocalFederation) -> dict[str, object]:
     from shared.flower_process import flower_environment
 
     root = federation.root
-    add = fedcare("ca", "add-hospital", "stranger", "--dir", str(federation.ca), "--aggregator", "127.0.0.1:1")
+    add = fedcare(
+        "ca", "add-hospital", "stranger", "--dir", str(federation.ca), "--aggregator", "127.0.0.1:1"
+    )
     assert federation.processes.run("add-stranger", add, timeout=60) == 0
     init_ca(root / "other-ca", name="impostor").issue_server_certificate(["127.0.0.1"])
     rogues = {
         "unregistered": _rogue(
-            federation, "--root-certificates", str(federation.ca / "ca.crt"),
-            "--auth-supernode-private-key", str(federation.ca / "hospitals" / "stranger" / "node.key"),
+            federation,
+            "--root-certificates",
+            str(federation.ca / "ca.crt"),
+            "--auth-supernode-private-key",
+            str(federation.ca / "hospitals" / "stranger" / "node.key"),
         ),
         "plaintext": _rogue(federation, "--insecure"),
         "other-ca": _rogue(
-            federation, "--root-certificates", str(root / "other-ca" / "ca.crt"),
-            "--auth-supernode-private-key", str(federation.ca / "hospitals" / "hospital-1" / "node.key"),
+            federation,
+            "--root-certificates",
+            str(root / "other-ca" / "ca.crt"),
+            "--auth-supernode-private-key",
+            str(federation.ca / "hospitals" / "hospital-1" / "node.key"),
         ),
     }
     environment = flower_environment(root / "rogue-home")
-    return {name: federation.processes.start(f"rogue-{name}", command, env=environment) for name, command in rogues.items()}
+    return {
+        name: federation.processes.start(f"rogue-{name}", command, env=environment)
+        for name, command in rogues.items()
+    }
 
 
 def test_a_restarted_hospital_refuses_past_its_budget_and_strangers_are_turned_away(

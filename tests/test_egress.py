@@ -18,7 +18,9 @@ SHAPES = [(1, 3), (1,)]
 
 def _request(kind: str = MessageType.TRAIN) -> Message:
     arrays = [np.zeros(shape, np.float32) for shape in SHAPES]
-    content = compat.fitins_to_recorddict(FitIns(ndarrays_to_parameters(arrays), {}), keep_input=True)
+    content = compat.fitins_to_recorddict(
+        FitIns(ndarrays_to_parameters(arrays), {}), keep_input=True
+    )
     return Message(content=content, dst_node_id=1, message_type=kind)
 
 
@@ -26,9 +28,20 @@ def _context() -> Context:
     return Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
 
 
-def _fit_reply(request: Message, *, arrays: list[np.ndarray] | None = None, rows: int = 50, metrics: dict | None = None) -> Message:
+def _fit_reply(
+    request: Message,
+    *,
+    arrays: list[np.ndarray] | None = None,
+    rows: int = 50,
+    metrics: dict | None = None,
+) -> Message:
     arrays = arrays if arrays is not None else [np.ones(shape, np.float32) for shape in SHAPES]
-    res = FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(arrays), rows, metrics or {"hospital": "h", "epsilon": 1.0})
+    res = FitRes(
+        Status(Code.OK, "Success"),
+        ndarrays_to_parameters(arrays),
+        rows,
+        metrics or {"hospital": "h", "epsilon": 1.0},
+    )
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=request)
 
 
@@ -45,10 +58,16 @@ def test_a_well_formed_update_passes_untouched() -> None:
 @pytest.mark.parametrize(
     ("reply_kwargs", "rule"),
     [
-        ({"metrics": {"hospital": "h", "patient-age": 61.0}}, "metric 'patient-age' is not on the allowed list"),
+        (
+            {"metrics": {"hospital": "h", "patient-age": 61.0}},
+            "metric 'patient-age' is not on the allowed list",
+        ),
         ({"metrics": {"hospital": "h", "auroc": CANARY}}, "metric 'auroc' is not a number"),
         ({"rows": 4}, "fewer than 10 patients"),
-        ({"arrays": [np.zeros((2, 3), np.float32), np.zeros(1, np.float32)]}, "differ from the model"),
+        (
+            {"arrays": [np.zeros((2, 3), np.float32), np.zeros(1, np.float32)]},
+            "differ from the model",
+        ),
         ({"arrays": [np.zeros((1, 3), np.int64), np.zeros(1, np.int64)]}, "unexpected type"),
     ],
 )

@@ -18,16 +18,27 @@ def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:
 
 
 def _train(weights: list[np.ndarray], config: RunConfig, site: Site, ledger: PrivacyLedger):  # type: ignore[no-untyped-def]
-    return train_round(weights, config, site, plan=None, ledger=ledger, run_id="run-1", server_round=1)
+    return train_round(
+        weights, config, site, plan=None, ledger=ledger, run_id="run-1", server_round=1
+    )
 
 
-def test_round_returns_a_delta_of_the_model_layout(config: RunConfig, site: Site, ledger: PrivacyLedger) -> None:
+def test_round_returns_a_delta_of_the_model_layout(
+    config: RunConfig, site: Site, ledger: PrivacyLedger
+) -> None:
     weights = _initial(config, site)
     update = _train(weights, config, site, ledger)
     assert [d.shape for d in update.delta] == [w.shape for w in weights]
     assert update.num_examples == len(site.data.train)
     assert set(update.metrics) == {
-        "hospital", "epsilon", "dataset-epsilon", "delta", "noise-multiplier", "sample-rate", "steps", "train-loss"
+        "hospital",
+        "epsilon",
+        "dataset-epsilon",
+        "delta",
+        "noise-multiplier",
+        "sample-rate",
+        "steps",
+        "train-loss",
     }
     assert [e.server_round for e in ledger.history(site.dataset)] == [1]
     assert all(not isinstance(v, np.ndarray) for v in update.metrics.values())
@@ -58,7 +69,9 @@ def test_evaluation_reports_metrics_and_epsilon_without_nan(config: RunConfig, s
     loss, rows, metrics = evaluate_round(_initial(config, site), config, site, [(1.0, 0.25, 8)])
     assert rows == len(site.data.evaluation)
     assert metrics["hospital"] == site.name and metrics["epsilon"] > 0
-    assert {"auroc", "accuracy", "sensitivity", "specificity", "f1", "brier", "loss"} <= set(metrics)
+    assert {"auroc", "accuracy", "sensitivity", "specificity", "f1", "brier", "loss"} <= set(
+        metrics
+    )
     assert loss == metrics["loss"]
 
 

@@ -64,6 +64,8 @@ def test_weighted_mean_weights_by_rows_and_skips_nan_and_missing() -> None:
     )
     assert averaged["auroc"] == pytest.approx(0.9)
     assert averaged["accuracy"] == pytest.approx((80 + 150 + 100) / 500)
-    assert np.average([0.8, 0.5, 1.0], weights=[100, 300, 100]) == pytest.approx(averaged["accuracy"])
+    assert np.average([0.8, 0.5, 1.0], weights=[100, 300, 100]) == pytest.approx(
+        averaged["accuracy"]
+    )
     with pytest.raises(ValueError):
         weighted_mean([], [])

@@ -27,27 +27,44 @@ def independent_epsilon(noise: float, rate: float, steps: int, delta: float) -> 
     ("n", "batch", "epochs", "rounds", "target", "delta"),
     [(76, 32, 2, 5, 3.0, 1e-5), (140, 16, 1, 10, 1.0, 1e-6), (500, 64, 3, 3, 8.0, 1e-5)],
 )
-def test_plan_spends_at_most_the_target(n: int, batch: int, epochs: int, rounds: int, target: float, delta: float) -> None:
-    plan = plan_dp_sgd(n_samples=n, batch_size=batch, local_epochs=epochs, rounds=rounds, target_epsilon=target, delta=delta)
+def test_plan_spends_at_most_the_target(
+    n: int, batch: int, epochs: int, rounds: int, target: float, delta: float
+) -> None:
+    plan = plan_dp_sgd(
+        n_samples=n,
+        batch_size=batch,
+        local_epochs=epochs,
+        rounds=rounds,
+        target_epsilon=target,
+        delta=delta,
+    )
     assert plan.sample_rate == pytest.approx(1 / steps_per_epoch(n, batch))
     assert plan.steps_per_round == epochs * steps_per_epoch(n, batch)
-    total = independent_epsilon(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds, delta)
+    total = independent_epsilon(
+        plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds, delta
+    )
     assert total <= target
     assert total > 0.95 * target  # calibrated, not needlessly noisy
 
 
 def test_composition_over_rounds_matches_independent_computation() -> None:
-    plan = plan_dp_sgd(n_samples=120, batch_size=32, local_epochs=2, rounds=4, target_epsilon=2.0, delta=1e-5)
+    plan = plan_dp_sgd(
+        n_samples=120, batch_size=32, local_epochs=2, rounds=4, target_epsilon=2.0, delta=1e-5
+    )
     spent = [epsilon_spent([plan.round_entry()] * r, delta=1e-5) for r in range(1, 5)]
     assert spent == sorted(spent)
     for rounds, epsilon in enumerate(spent, start=1):
-        expected = independent_epsilon(plan.noise_multiplier, plan.sample_rate, rounds * plan.steps_per_round, 1e-5)
+        expected = independent_epsilon(
+            plan.noise_multiplier, plan.sample_rate, rounds * plan.steps_per_round, 1e-5
+        )
         assert epsilon == pytest.approx(expected, rel=1e-9)
     assert epsilon_spent([], delta=1e-5) == 0.0
 
 
 def test_rounds_beyond_the_plan_are_refused() -> None:
-    plan = plan_dp_sgd(n_samples=100, batch_size=25, local_epochs=1, rounds=2, target_epsilon=1.0, delta=1e-5)
+    plan = plan_dp_sgd(
+        n_samples=100, batch_size=25, local_epochs=1, rounds=2, target_epsilon=1.0, delta=1e-5
+    )
     check_budget(plan, [plan.round_entry()], site="h")
     with pytest.raises(PrivacyBudgetExceededError, match="h refuses to train") as caught:
         check_budget(plan, [plan.round_entry()] * 2, site="h")
@@ -55,7 +72,9 @@ def test_rounds_beyond_the_plan_are_refused() -> None:
 
 
 def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:
-    model = build_model(config.training.model, n_features=len(site.data.train.feature_names), output_dim=1, seed=0)
+    model = build_model(
+        config.training.model, n_features=len(site.data.train.feature_names), output_dim=1, seed=0
+    )
     return get_weights(model)
 
 
@@ -77,7 +96,9 @@ def test_accountant_history_persists_across_rounds_and_is_never_understated(
         assert update.metrics["sample-rate"] == plan.sample_rate
     steps_taken = sum(entry.steps for entry in ledger.history(site.dataset))
     assert steps_taken == config.federation.rounds * plan.steps_per_round
-    independent = independent_epsilon(plan.noise_multiplier, plan.sample_rate, steps_taken, config.privacy.delta)
+    independent = independent_epsilon(
+        plan.noise_multiplier, plan.sample_rate, steps_taken, config.privacy.delta
+    )
     assert reported[-1] == pytest.approx(independent, rel=1e-9)
     assert reported == sorted(reported)
     assert reported[-1] <= config.privacy.target_epsilon
@@ -92,9 +113,19 @@ def test_a_second_run_is_refused_once_the_dataset_budget_is_spent(
 ) -> None:
     weights = _initial(config, site)
     for server_round in range(1, config.federation.rounds + 1):
-        train_round(weights, config, site, plan=None, ledger=ledger, run_id="first", server_round=server_round)
+        train_round(
+            weights,
+            config,
+            site,
+            plan=None,
+            ledger=ledger,
+            run_id="first",
+            server_round=server_round,
+        )
     with pytest.raises(PrivacyBudgetExceededError, match="over all runs") as caught:
-        train_round(weights, config, site, plan=None, ledger=ledger, run_id="second", server_round=1)
+        train_round(
+            weights, config, site, plan=None, ledger=ledger, run_id="second", server_round=1
+        )
     assert "past the hospital's cap" in str(caught.value)
     assert {entry.run_id for entry in ledger.history(site.dataset)} == {"first"}
 
@@ -106,6 +137,8 @@ def test_the_plan_survives_the_node_context_between_rounds() -> None:
 
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     assert load_plan(context) is None
-    plan = plan_dp_sgd(n_samples=90, batch_size=30, local_epochs=1, rounds=2, target_epsilon=1.0, delta=1e-5)
+    plan = plan_dp_sgd(
+        n_samples=90, batch_size=30, local_epochs=1, rounds=2, target_epsilon=1.0, delta=1e-5
+    )
     store_plan(context, plan)
     assert load_plan(context) == plan

@@ -10,7 +10,6 @@ from flwr.compat.common import recorddict_compat as compat
 from client.secure_aggregation import PLAINTEXT_REFUSED, secure_aggregation_mod
 from shared.config import RunConfig
 
-
 pytestmark = pytest.mark.usefixtures("task_identity")
 
 

@@ -12,7 +12,13 @@ import pytest
 from server.run_directory import RunDirectory
 from shared.config import ModelName
 from shared.models import MODEL_BUILDERS, build_model
-from shared.serialization import ModelLayout, get_weights, load_safetensors, save_safetensors, set_weights
+from shared.serialization import (
+    ModelLayout,
+    get_weights,
+    load_safetensors,
+    save_safetensors,
+    set_weights,
+)
 
 
 @pytest.mark.parametrize("name", list(ModelName))
@@ -20,24 +26,34 @@ def test_every_registered_model_builds_and_round_trips(name: ModelName, tmp_path
     assert name in MODEL_BUILDERS
     model = build_model(name, n_features=7, output_dim=1, seed=3)
     again = build_model(name, n_features=7, output_dim=1, seed=3)
-    assert all(np.array_equal(a, b) for a, b in zip(get_weights(model), get_weights(again), strict=True))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(get_weights(model), get_weights(again), strict=True)
+    )
     layout = ModelLayout.of(model)
     path = tmp_path / "m.safetensors"
     save_safetensors(path, layout.named(get_weights(model)), {"model": name.value})
     loaded = load_safetensors(path)
     other = build_model(name, n_features=7, output_dim=1, seed=4)
     set_weights(other, [loaded[n] for n in layout.names], what="checkpoint")
-    assert all(np.array_equal(a, b) for a, b in zip(get_weights(model), get_weights(other), strict=True))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(get_weights(model), get_weights(other), strict=True)
+    )
     assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_run_files_turn_nan_into_null(tmp_path: Path) -> None:
     run_dir = RunDirectory(tmp_path / "run")
     run_dir.write_json("x.json", {"auroc": math.nan, "ok": 1.0, "rows": [math.inf]})
-    assert json.loads((tmp_path / "run" / "x.json").read_text()) == {"auroc": None, "ok": 1.0, "rows": [None]}
+    assert json.loads((tmp_path / "run" / "x.json").read_text()) == {
+        "auroc": None,
+        "ok": 1.0,
+        "rows": [None],
+    }
 
 
 def test_client_app_module_does_not_import_torch() -> None:
     code = "import sys, client.client_app; print('torch' in sys.modules, 'opacus' in sys.modules)"
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert output.stdout.strip() == "False False"

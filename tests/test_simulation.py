@@ -23,16 +23,35 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, dict, Path
 
 def test_run_writes_every_report_file(run: tuple[RunConfig, dict, Path]) -> None:
     _, summary, out = run
-    for name in ["config.json", "metrics.json", "metrics.csv", "summary.json", "report.png", "model.safetensors"]:
+    for name in [
+        "config.json",
+        "metrics.json",
+        "metrics.csv",
+        "summary.json",
+        "report.png",
+        "model.safetensors",
+    ]:
         assert (out / name).is_file(), name
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["round-001.safetensors", "round-002.safetensors"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "round-001.safetensors",
+        "round-002.safetensors",
+    ]
     assert summary["status"] == "completed"
     assert summary["config"]["out-dir"] == str(out)
     for row in ("federated", "pooled", "local_only"):
-        assert set(summary["final"][row]) == {"auroc", "accuracy", "sensitivity", "specificity", "f1", "brier"}
+        assert set(summary["final"][row]) == {
+            "auroc",
+            "accuracy",
+            "sensitivity",
+            "specificity",
+            "f1",
+            "brier",
+        }
 
 
-def test_secure_aggregation_ran_and_every_round_aggregated(run: tuple[RunConfig, dict, Path]) -> None:
+def test_secure_aggregation_ran_and_every_round_aggregated(
+    run: tuple[RunConfig, dict, Path],
+) -> None:
     _, summary, _ = run
     assert summary["secure_aggregation"]["enabled"] is True
     assert summary["rounds"]["aggregated"] == [1, 2]
@@ -51,7 +70,9 @@ def test_the_global_model_improved(run: tuple[RunConfig, dict, Path]) -> None:
     assert set(weights) == {"weight", "bias"}
 
 
-def test_epsilon_per_hospital_matches_an_independent_rdp_computation(run: tuple[RunConfig, dict, Path]) -> None:
+def test_epsilon_per_hospital_matches_an_independent_rdp_computation(
+    run: tuple[RunConfig, dict, Path],
+) -> None:
     config, summary, out = run
     rounds = json.loads((out / "metrics.json").read_text())["rounds"]
     per_hospital = summary["privacy"]["per_hospital"]
@@ -60,7 +81,9 @@ def test_epsilon_per_hospital_matches_an_independent_rdp_computation(run: tuple[
     for name, reported in per_hospital.items():
         trains = [r["hospitals"][name]["train"] for r in rounds if name in r["hospitals"]]
         steps = sum(int(t["steps"]) for t in trains)
-        expected = independent_epsilon(trains[0]["noise-multiplier"], trains[0]["sample-rate"], steps, config.privacy.delta)
+        expected = independent_epsilon(
+            trains[0]["noise-multiplier"], trains[0]["sample-rate"], steps, config.privacy.delta
+        )
         assert reported == pytest.approx(expected, rel=1e-9)
         assert reported <= config.privacy.target_epsilon
         assert [t["epsilon"] for t in trains] == sorted(t["epsilon"] for t in trains)
