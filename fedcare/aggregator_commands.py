@@ -30,7 +30,7 @@ from fedcare.tables import print_summary
 from server.report import SUMMARY
 from server.run_directory import check_run_path, default_run_path
 from server.submission import flwr_run_command, write_app
-from server.superlink import CONNECTION, AggregatorSettings, HospitalRegistry, ServerTls
+from server.superlink import CONNECTION, AggregatorSettings, HospitalRegistry, ServerTls, flwr_home
 from shared.config import RunConfig
 from shared.errors import ConfigError, FedcareError
 from shared.flower_process import flower_environment, flower_executable, run_foreground
@@ -43,11 +43,6 @@ aggregator_app = typer.Typer(
 aggregator_app.add_typer(audit_app, name="audit")
 
 State = Annotated[Path, typer.Option(help="The aggregator's state folder (database, Flower home).")]
-
-
-def _settings(state: Path, host: str = "127.0.0.1", port: int = 8000) -> AggregatorSettings:
-    """Settings of an aggregator that was started with ``--state state`` (for its operator)."""
-    return AggregatorSettings(state=state, host=host, port=port, tls=None)
 
 
 @aggregator_app.command()
@@ -117,7 +112,7 @@ def register(
     ]
     result = subprocess.run(
         command,
-        env=flower_environment(_settings(state).flwr_home),
+        env=flower_environment(flwr_home(state)),
         capture_output=True,
         text=True,
         check=False,
@@ -142,7 +137,7 @@ def unregister(
 ) -> None:
     """Revoke a registered hospital's access."""
     command = [flower_executable("flwr"), "supernode", "unregister", node_id, CONNECTION]
-    raise typer.Exit(run_foreground(command, flower_environment(_settings(state).flwr_home)))
+    raise typer.Exit(run_foreground(command, flower_environment(flwr_home(state))))
 
 
 def run(  # noqa: PLR0913 - one option per documented setting
@@ -183,7 +178,7 @@ def run(  # noqa: PLR0913 - one option per documented setting
     with tempfile.TemporaryDirectory(prefix="fedcare-run-") as tmp:
         app = write_app(Path(tmp) / "app", config, version("fedcare"))
         command = flwr_run_command(flower_executable("flwr"), app)
-        code = run_foreground(command, flower_environment(_settings(state).flwr_home))
+        code = run_foreground(command, flower_environment(flwr_home(state)))
     if (run_dir / SUMMARY).is_file():
         print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)
     raise typer.Exit(code)

@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from fedcare.console import console
+from server.report import METRICS_JSON
 
 _ROW_LABELS = {
     "pooled": "pooled (central, no DP)",
@@ -71,7 +72,7 @@ def comparison_table(summary: Mapping[str, Any], metric_names: list[str]) -> Tab
 def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
     """Print a finished run's tables and warnings."""
     metric_names = list(summary["final"]["federated"]) or list(summary["final"].get("pooled", {}))
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((run_dir / METRICS_JSON).read_text(encoding="utf-8"))
     console.print(rounds_table(metrics, metric_names))
     if summary["privacy"]["differential_privacy"]:
         console.print(epsilon_table(metrics, summary))

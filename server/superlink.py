@@ -23,6 +23,11 @@ SERVER_KEY = "server.key"
 CA_CERTIFICATE = "ca.crt"
 
 
+def flwr_home(state: Path) -> Path:
+    """Flower's home folder (the operator's connection) inside an aggregator's state folder."""
+    return state / "flwr-home"
+
+
 @dataclass(frozen=True)
 class ServerTls:
     """The aggregator's TLS files (``fedcare ca server`` writes them)."""
@@ -76,7 +81,7 @@ class AggregatorSettings:
     @property
     def flwr_home(self) -> Path:
         """Flower's home folder for this aggregator."""
-        return self.state / "flwr-home"
+        return flwr_home(self.state)
 
     def command(self, executable: str) -> list[str]:
         """The ``flower-superlink`` command line."""
