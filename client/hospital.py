@@ -219,15 +219,21 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     )
 
 
+def fresh_model(config: RunConfig, site: Site) -> torch.nn.Module:
+    """The run's model for this site's data, freshly initialised (as the aggregator's)."""
+    return build_model(
+        config.training.model,
+        input_shape=site.data.train.input_shape,
+        input_kind=site.data.train.kind,
+        task=site.task,
+        seed=config.data.seed,
+    )
+
+
 def _global_model(
     global_weights: Sequence[np.ndarray], config: RunConfig, site: Site
 ) -> torch.nn.Module:
-    model = build_model(
-        config.training.model,
-        n_features=len(site.data.train.feature_names),
-        output_dim=site.task.output_dim,
-        seed=config.data.seed,
-    )
+    model = fresh_model(config, site)
     set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
     return model
 

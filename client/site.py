@@ -30,7 +30,7 @@ class Site:
     name : str
         How the hospital is named in reports.
     task : Task
-        What its labels mean.
+        What the model learns from its data (:func:`shared.models.model_task`).
     data : SiteData
         Its training and local evaluation splits, standardised with training statistics.
     state : Path
@@ -94,6 +94,7 @@ def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
     # Imported here: only real hospitals read files (pandas, pyarrow).
     from client.site_table import load_site_table
     from shared.contract import DataContract
+    from shared.models import model_task
 
     contract = DataContract.load(node.contract)
     if not config.data.contract:
@@ -116,7 +117,7 @@ def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
     )
     return Site(
         name=node.name,
-        task=contract.task(),
+        task=model_task(config.training.model, contract.task()),
         data=prepared.site,
         state=node.state,
         dataset=node.dataset,
@@ -126,6 +127,7 @@ def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
 
 def _simulated_site(index: int, config: RunConfig) -> Site:
     # Imported here: only simulated hospitals need the simulation package.
+    from shared.models import model_task
     from simulations.federation import build_federation
 
     federation = build_federation(config.data)
@@ -137,7 +139,7 @@ def _simulated_site(index: int, config: RunConfig) -> Site:
     hospital = federation.hospitals[index]
     return Site(
         name=hospital.name,
-        task=federation.task,
+        task=model_task(config.training.model, federation.task),
         data=hospital.site,
         state=simulated_state(config, hospital.name),
         dataset=hospital.name,

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shared.contract import DataContract, Feature, FeatureType, MissingPolicy
-from shared.data import TabularData
+from shared.data import Examples
 from shared.errors import DataError
 from shared.tasks import TaskKind
 
@@ -131,7 +131,7 @@ class DataValidationError(DataError):
         super().__init__("\n".join([title, *(f"  {problem}" for problem in self.problems)]))
 
 
-def load_site_table(path: Path, contract: DataContract) -> TabularData:
+def load_site_table(path: Path, contract: DataContract) -> Examples:
     """Read a hospital's CSV or Parquet file, check it against ``contract`` and encode it.
 
     Parameters
@@ -143,7 +143,9 @@ def load_site_table(path: Path, contract: DataContract) -> TabularData:
 
     Returns
     -------
-    TabularData
+
+    Examples
+    --------
         Features ``(n, d)`` float32 in ``contract.feature_names()`` order (category
         features one-hot); labels float32 0/1 for binary (1 = the positive class),
         int64 class indices in ``contract.classes`` order for multiclass, float32
@@ -662,7 +664,7 @@ def _class_problems(file: str, contract: DataContract, labels: np.ndarray) -> li
 # --- encoding
 
 
-def _encode(table: _Table, contract: DataContract, kept: np.ndarray) -> TabularData:
+def _encode(table: _Table, contract: DataContract, kept: np.ndarray) -> Examples:
     """Turn a valid table's kept rows into model inputs and labels."""
     blocks = []
     for spec in contract.features:
@@ -673,7 +675,7 @@ def _encode(table: _Table, contract: DataContract, kept: np.ndarray) -> TabularD
             blocks.append(values[:, np.newaxis])
     features = np.concatenate(blocks, axis=1).astype(np.float32)
     labels = _encode_labels(contract, table.columns[contract.label].values[kept])
-    return TabularData(features=features, labels=labels, feature_names=contract.feature_names())
+    return Examples(features=features, labels=labels, feature_names=contract.feature_names())
 
 
 def _encode_labels(contract: DataContract, values: np.ndarray) -> np.ndarray:

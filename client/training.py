@@ -16,7 +16,7 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from shared.data import TabularData
+from shared.data import Examples
 from shared.errors import FedcareError
 from shared.privacy import ACCOUNTANT, DpSgdPlan, HistoryEntry
 from shared.tasks import Task
@@ -43,10 +43,11 @@ class TrainOutcome:
 
 
 def _loader(
-    data: TabularData, task: Task, batch_size: int, generator: torch.Generator | None
+    data: Examples, task: Task, batch_size: int, generator: torch.Generator | None
 ) -> DataLoader:
+    targets = task.targets(data.features, data.labels)
     dataset = TensorDataset(
-        torch.from_numpy(data.features), torch.as_tensor(data.labels, dtype=task.label_dtype)
+        torch.from_numpy(data.features), torch.as_tensor(targets, dtype=task.label_dtype)
     )
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
 
@@ -81,7 +82,7 @@ def _run_epochs(
 
 def train_private(
     model: nn.Module,
-    data: TabularData,
+    data: Examples,
     task: Task,
     *,
     plan: DpSgdPlan,
@@ -98,7 +99,7 @@ def train_private(
     ----------
     model : nn.Module
         Trained in place; Opacus' hooks are removed before returning.
-    data : TabularData
+    data : Examples
         The hospital's (standardised) training split.
     task : Task
         Loss and label dtype.
@@ -124,7 +125,7 @@ def train_private(
         If Opacus derives a sample rate other than the plan's (the data changed
         size since the noise was calibrated).
     """
-    model = model.to(device)
+    model = model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     # No seeded generator: privacy amplification by subsampling needs fresh,
     # unpredictable Poisson draws in every round.
@@ -164,7 +165,7 @@ def train_private(
 
 def train_plain(
     model: nn.Module,
-    data: TabularData,
+    data: Examples,
     task: Task,
     *,
     learning_rate: float,
@@ -174,7 +175,7 @@ def train_plain(
     device: torch.device,
 ) -> TrainOutcome:
     """Train ``model`` in place with plain (non-private) SGD."""
-    model = model.to(device)
+    model = model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     loader = _loader(data, task, batch_size, generator=torch.Generator().manual_seed(seed))
     mean_loss, steps = _run_epochs(model, loader, optimizer, task, epochs=epochs, device=device)

@@ -36,8 +36,9 @@ FAILED = "failed"
 def _build_model(config: RunConfig, reference: DataReference) -> torch.nn.Module:
     return build_model(
         config.training.model,
-        n_features=len(reference.feature_names),
-        output_dim=reference.task.output_dim,
+        input_shape=reference.input_shape,
+        input_kind=reference.input_kind,
+        task=reference.task,
         seed=config.data.seed,
     )
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.config import ModelName
 from shared.contract import DataContract
-from shared.data import TabularData
+from shared.data import Examples, InputKind
+from shared.models import model_task
 from shared.tasks import Task
 
 
@@ -21,10 +23,14 @@ class DataReference:
     Attributes
     ----------
     task : Task
-        What the model predicts.
+        What the model learns (:func:`shared.models.model_task`).
     feature_names : tuple[str, ...]
-        Input columns, in order (the model's input width).
-    test : TabularData | None
+        Names of the input's features, in order.
+    input_shape : tuple[int, ...]
+        Shape of one example's input.
+    input_kind : InputKind
+        What one input is (a table row, an image, a sequence).
+    test : Examples | None
         Held-out test rows, standardised, when the aggregator may hold them
         (simulation only).
     baselines : dict[str, dict[str, float]]
@@ -33,11 +39,13 @@ class DataReference:
 
     task: Task
     feature_names: tuple[str, ...]
-    test: TabularData | None = None
+    input_shape: tuple[int, ...]
+    input_kind: InputKind = InputKind.TABLE
+    test: Examples | None = None
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def contract_reference(contract_text: str) -> DataReference:
+def contract_reference(contract_text: str, model: ModelName) -> DataReference:
     """What a real aggregator knows: the task and features the federation's contract defines.
 
     Raises
@@ -46,4 +54,7 @@ def contract_reference(contract_text: str) -> DataReference:
         If the run's contract is malformed.
     """
     contract = DataContract.parse(contract_text, source="the run's contract")
-    return DataReference(task=contract.task(), feature_names=contract.feature_names())
+    names = contract.feature_names()
+    return DataReference(
+        task=model_task(model, contract.task()), feature_names=names, input_shape=(len(names),)
+    )

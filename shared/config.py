@@ -29,6 +29,12 @@ class ModelName(StrEnum):
 
     LOGREG = "logreg"
     MLP = "mlp"
+    CNN = "cnn"
+    RESNET = "resnet"
+    GRU = "gru"
+    LSTM = "lstm"
+    TRANSFORMER = "transformer"
+    AUTOENCODER = "autoencoder"
 
 
 class DatasetName(StrEnum):
@@ -36,6 +42,9 @@ class DatasetName(StrEnum):
 
     BREAST_CANCER = "breast-cancer"
     DIABETES = "diabetes"
+    LUNG_SURVIVAL = "lung-survival"
+    SYNTHETIC_IMAGES = "synthetic-images"
+    SYNTHETIC_VITALS = "synthetic-vitals"
 
 
 class PartitionName(StrEnum):

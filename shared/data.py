@@ -1,17 +1,21 @@
-"""Tabular data as every party sees it: arrays, site-local splits and standardisation.
+"""Examples as every party sees them: arrays, site-local splits and standardisation.
 
-A hospital standardises features with statistics of its *own training split* only,
-so nothing about its evaluation rows (or any other site) leaks into training.
+An example's input is a table row, an image or a padded sequence (see
+:class:`InputKind`). A hospital standardises inputs with statistics of its *own
+training split* only, so nothing about its evaluation rows (or any other site)
+leaks into training.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
 from shared.errors import DataError
-from shared.tasks import Task, TaskKind
+from shared.sequences import fit_padded_standardizer, standardize_padded
+from shared.tasks import Task
 
 MIN_TRAIN_ROWS = 10
 """Fewest training rows a hospital may train on: below this DP-SGD noise swamps any signal."""
@@ -19,59 +23,100 @@ MIN_TRAIN_ROWS = 10
 MIN_EVAL_ROWS = 2
 
 
+class InputKind(StrEnum):
+    """What one example's input is."""
+
+    TABLE = "table"
+    """``(d,)`` features of one patient."""
+    IMAGES = "images"
+    """``(channels, height, width)`` pixels in [0, 1]."""
+    SEQUENCES = "sequences"
+    """``(steps, features + 1)``: left-padded time steps, the last channel a 0/1 mask."""
+
+
 @dataclass(frozen=True)
-class TabularData:
-    """Rows of features and their labels.
+class Examples:
+    """Examples (one per patient or image) and their labels.
 
     Attributes
     ----------
     features : np.ndarray
-        ``(n, d)`` float32.
+        ``(n, *input_shape)`` float32.
     labels : np.ndarray
-        ``(n,)`` class indices or regression targets.
+        ``(n,)`` class indices or regression targets, or ``(n, 2)`` (time bin,
+        event) for survival.
     feature_names : tuple[str, ...]
-        Column names, ``d`` of them.
+        Names of the input's features (table columns, sequence channels, or the
+        image channels).
+    kind : InputKind
+        What one input is.
     """
 
     features: np.ndarray
     labels: np.ndarray
     feature_names: tuple[str, ...]
+    kind: InputKind = InputKind.TABLE
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, rows: np.ndarray) -> TabularData:
-        """Return the rows at indices ``rows``."""
-        return TabularData(self.features[rows], self.labels[rows], self.feature_names)
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example's input."""
+        return tuple(int(size) for size in self.features.shape[1:])
+
+    def subset(self, rows: np.ndarray) -> Examples:
+        """Return the examples at indices ``rows``."""
+        return Examples(self.features[rows], self.labels[rows], self.feature_names, self.kind)
+
+    def with_features(self, features: np.ndarray) -> Examples:
+        """Return the same examples with ``features`` as their inputs."""
+        return Examples(features, self.labels, self.feature_names, self.kind)
 
 
 @dataclass(frozen=True)
 class Standardizer:
-    """Per-feature centring and scaling fitted on one training split."""
+    """Per-feature centring and scaling fitted on one training split.
+
+    Tables are scaled per column and sequences per channel over their real
+    (unpadded) steps. Images are left as they are: their contract already fixes
+    pixel values to [0, 1], and a per-site pixel shift would differ between sites.
+    """
 
     mean: np.ndarray
     scale: np.ndarray
+    kind: InputKind
 
     @classmethod
-    def fit(cls, data: TabularData) -> Standardizer:
-        """Fit on ``data``; constant columns get scale 1 rather than a division by zero."""
+    def fit(cls, data: Examples) -> Standardizer:
+        """Fit on ``data``; constant features get scale 1 rather than a division by zero."""
+        if data.kind is InputKind.SEQUENCES:
+            mean, scale = fit_padded_standardizer(data.features)
+            return cls(mean=mean, scale=scale, kind=data.kind)
+        if data.kind is InputKind.IMAGES:
+            return cls(mean=np.zeros(1), scale=np.ones(1), kind=data.kind)
         mean = data.features.mean(axis=0)
         scale = data.features.std(axis=0)
         scale[scale == 0] = 1.0
-        return cls(mean=mean, scale=scale)
+        return cls(mean=mean, scale=scale, kind=data.kind)
 
-    def transform(self, data: TabularData) -> TabularData:
+    def transform(self, data: Examples) -> Examples:
         """Return ``data`` with standardised features (float32)."""
-        features = ((data.features - self.mean) / self.scale).astype(np.float32)
-        return TabularData(features, data.labels, data.feature_names)
+        if self.kind is InputKind.SEQUENCES:
+            features = standardize_padded(data.features, self.mean, self.scale)
+        elif self.kind is InputKind.IMAGES:
+            features = data.features
+        else:
+            features = (data.features - self.mean) / self.scale
+        return data.with_features(features.astype(np.float32))
 
 
 @dataclass(frozen=True)
 class SiteData:
     """One hospital's data, split and standardised, ready to train and evaluate."""
 
-    train: TabularData
-    evaluation: TabularData
+    train: Examples
+    evaluation: Examples
 
 
 @dataclass(frozen=True)
@@ -79,7 +124,7 @@ class PreparedSite:
     """A hospital's prepared data together with its unscaled training rows."""
 
     site: SiteData
-    raw_train: TabularData
+    raw_train: Examples
 
 
 def split_rows(
@@ -107,7 +152,7 @@ def split_rows(
 
 
 def prepare_site(
-    data: TabularData, task: Task, *, eval_fraction: float, seed: int, site: str
+    data: Examples, task: Task, *, eval_fraction: float, seed: int, site: str
 ) -> PreparedSite:
     """Split a hospital's rows into train/evaluation and standardise both with train statistics.
 
@@ -118,9 +163,10 @@ def prepare_site(
         the site and counts, never any value. A single-class site is allowed: in a
         federation it still teaches the shared model about its class.
     """
-    classification = task.kind is not TaskKind.REGRESSION
     rng = np.random.default_rng(seed)
-    train_rows, eval_rows = split_rows(data.labels, eval_fraction, rng, stratify=classification)
+    train_rows, eval_rows = split_rows(
+        task.strata(data.labels), eval_fraction, rng, stratify=task.stratified
+    )
     if len(train_rows) < MIN_TRAIN_ROWS or len(eval_rows) < MIN_EVAL_ROWS:
         raise DataError(
             f"{site}: {len(data)} rows give {len(train_rows)} to train and {len(eval_rows)} to "

@@ -1,20 +1,24 @@
-"""Evaluate a model on tabular data: loss and the task's clinical metrics."""
+"""Evaluate a model on examples: loss and the task's clinical metrics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from shared.data import TabularData
+from shared.data import Examples
 from shared.metrics import compute_metrics
-from shared.tasks import Task
+from shared.tasks import Task, TaskKind
+
+EVALUATION_BATCH = 256
+"""Examples per forward pass: bounds memory for images and sequences."""
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The result of evaluating a model on ``num_examples`` rows."""
+    """The result of evaluating a model on ``num_examples`` examples."""
 
     loss: float
     metrics: dict[str, float]
@@ -22,16 +26,24 @@ class Evaluation:
 
 
 def evaluate_model(
-    model: nn.Module, data: TabularData, task: Task, device: torch.device
+    model: nn.Module, data: Examples, task: Task, device: torch.device
 ) -> Evaluation:
-    """Evaluate ``model`` on all of ``data`` in one batch (tabular sets are small)."""
+    """Evaluate ``model`` on all of ``data``: mean loss and the task's metrics."""
     model = model.to(device).eval()
-    features = torch.from_numpy(data.features).to(device)
-    targets = torch.as_tensor(data.labels, dtype=task.label_dtype, device=device)
+    targets = task.targets(data.features, data.labels)
+    loss_fn = task.loss_fn()
+    outputs, weighted_loss = [], 0.0
     with torch.no_grad():
-        outputs = model(features)
-        loss = float(task.loss_fn()(outputs, targets))
-    scores = task.scores(outputs)
+        for start in range(0, len(data), EVALUATION_BATCH):
+            batch = slice(start, start + EVALUATION_BATCH)
+            batch_outputs = model(torch.from_numpy(data.features[batch]).to(device))
+            batch_targets = torch.as_tensor(targets[batch], dtype=task.label_dtype, device=device)
+            weighted_loss += float(loss_fn(batch_outputs, batch_targets)) * len(batch_targets)
+            outputs.append(batch_outputs)
+    scores = task.scores(torch.cat(outputs))
+    truth = data.features if task.kind is TaskKind.RECONSTRUCTION else data.labels
     return Evaluation(
-        loss=loss, metrics=compute_metrics(task, data.labels, scores), num_examples=len(data)
+        loss=weighted_loss / max(len(data), 1),
+        metrics=compute_metrics(task, np.asarray(truth), scores),
+        num_examples=len(data),
     )

@@ -64,3 +64,6 @@ class MetricName(StrEnum):
     MAE = "mae"
     RMSE = "rmse"
     R2 = "r2"
+    C_INDEX = "c-index"
+    RECONSTRUCTION_MSE = "reconstruction-mse"
+    RECONSTRUCTION_MAE = "reconstruction-mae"

@@ -1,8 +1,9 @@
 """Clinical metrics, computed with scikit-learn.
 
 Binary diagnosis reports AUROC, accuracy, sensitivity, specificity, F1 and the
-Brier score at a 0.5 decision threshold; regression reports MAE, RMSE and R².
-A metric that is undefined on the given data (AUROC with one class present,
+Brier score at a 0.5 decision threshold; regression reports MAE, RMSE and R²;
+survival reports Harrell's C-index (lifelines); an autoencoder its reconstruction
+error. A metric that is undefined on the given data (AUROC with one class present,
 sensitivity with no positives) is ``nan``, never a made-up number.
 """
 
@@ -30,15 +31,32 @@ BINARY_METRICS = (
 )
 MULTICLASS_METRICS = (MetricName.AUROC, MetricName.ACCURACY, MetricName.F1)
 REGRESSION_METRICS = (MetricName.MAE, MetricName.RMSE, MetricName.R2)
+SURVIVAL_METRICS = (MetricName.C_INDEX,)
+RECONSTRUCTION_METRICS = (MetricName.RECONSTRUCTION_MSE, MetricName.RECONSTRUCTION_MAE)
+
+LOWER_IS_BETTER = frozenset(
+    {
+        MetricName.BRIER,
+        MetricName.MAE,
+        MetricName.RMSE,
+        MetricName.RECONSTRUCTION_MSE,
+        MetricName.RECONSTRUCTION_MAE,
+    }
+)
+"""Metrics that are errors: a better model has a smaller value."""
+
+_METRICS_BY_KIND = {
+    TaskKind.BINARY: BINARY_METRICS,
+    TaskKind.MULTICLASS: MULTICLASS_METRICS,
+    TaskKind.REGRESSION: REGRESSION_METRICS,
+    TaskKind.SURVIVAL: SURVIVAL_METRICS,
+    TaskKind.RECONSTRUCTION: RECONSTRUCTION_METRICS,
+}
 
 
 def metric_names(task: Task) -> tuple[MetricName, ...]:
     """Metrics reported for ``task``, headline metric first."""
-    if task.kind is TaskKind.BINARY:
-        return BINARY_METRICS
-    if task.kind is TaskKind.MULTICLASS:
-        return MULTICLASS_METRICS
-    return REGRESSION_METRICS
+    return _METRICS_BY_KIND[task.kind]
 
 
 def compute_metrics(task: Task, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -49,7 +67,9 @@ def compute_metrics(task: Task, y_true: np.ndarray, scores: np.ndarray) -> dict[
     task : Task
         The task the scores answer.
     y_true : np.ndarray
-        True labels (0/1 for binary, class index for multiclass) or targets.
+        True labels (0/1 for binary, class index for multiclass), regression
+        targets, (time bin, event) rows for survival, or the inputs themselves for
+        reconstruction.
     scores : np.ndarray
         :meth:`shared.tasks.Task.scores` output for the same rows.
 
@@ -58,10 +78,17 @@ def compute_metrics(task: Task, y_true: np.ndarray, scores: np.ndarray) -> dict[
     dict[str, float]
         Metric name to value, in :func:`metric_names` order.
     """
+    if not np.all(np.isfinite(scores)):
+        # A diverged model has no score; say so rather than fail the whole report.
+        return dict.fromkeys((name.value for name in metric_names(task)), math.nan)
     if task.kind is TaskKind.BINARY:
         return _binary(y_true.astype(int), scores)
     if task.kind is TaskKind.MULTICLASS:
         return _multiclass(y_true.astype(int), scores, task.num_classes)
+    if task.kind is TaskKind.SURVIVAL:
+        return _survival(y_true, scores)
+    if task.kind is TaskKind.RECONSTRUCTION:
+        return _reconstruction(y_true, scores)
     return _regression(y_true, scores)
 
 
@@ -106,6 +133,26 @@ def _regression(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
         MetricName.R2.value: float(skm.r2_score(y_true, predicted))
         if len(y_true) > 1
         else math.nan,
+    }
+
+
+def _survival(y_true: np.ndarray, risk: np.ndarray) -> dict[str, float]:
+    from lifelines.utils import concordance_index  # only survival runs pay its import
+
+    times, events = y_true[:, 0], y_true[:, 1]
+    try:
+        # lifelines ranks by predicted survival time: higher risk means shorter.
+        c_index = float(concordance_index(times, -risk, events))
+    except ZeroDivisionError:  # no comparable pair: no events, or all tied
+        c_index = math.nan
+    return {MetricName.C_INDEX.value: c_index}
+
+
+def _reconstruction(inputs: np.ndarray, reconstructed: np.ndarray) -> dict[str, float]:
+    error = reconstructed - inputs
+    return {
+        MetricName.RECONSTRUCTION_MSE.value: float(np.mean(error**2)),
+        MetricName.RECONSTRUCTION_MAE.value: float(np.mean(np.abs(error))),
     }
 
 

@@ -19,11 +19,12 @@ import torch
 
 from client.training import train_plain, train_private
 from shared.config import RunConfig
-from shared.data import Standardizer, TabularData
+from shared.data import Examples, Standardizer
 from shared.evaluation import evaluate_model
 from shared.metrics import weighted_mean
-from shared.models import build_model
+from shared.models import build_model, model_task
 from shared.privacy import plan_dp_sgd
+from shared.tasks import Task
 from simulations.federation import SimulatedFederation, SimulatedHospital
 
 POOLED = "pooled"
@@ -73,11 +74,16 @@ def _total_epochs(config: RunConfig) -> int:
     return config.federation.rounds * config.training.local_epochs
 
 
+def _task(config: RunConfig, federation: SimulatedFederation) -> Task:
+    return model_task(config.training.model, federation.task)
+
+
 def _fresh_model(config: RunConfig, federation: SimulatedFederation) -> torch.nn.Module:
     return build_model(
         config.training.model,
-        n_features=len(federation.test.feature_names),
-        output_dim=federation.task.output_dim,
+        input_shape=federation.test.input_shape,
+        input_kind=federation.test.kind,
+        task=_task(config, federation),
         seed=config.data.seed,
     )
 
@@ -85,23 +91,24 @@ def _fresh_model(config: RunConfig, federation: SimulatedFederation) -> torch.nn
 def _pooled(
     config: RunConfig, federation: SimulatedFederation, device: torch.device
 ) -> dict[str, float]:
-    raw = TabularData(
+    raw = Examples(
         features=np.concatenate([h.raw_train.features for h in federation.hospitals]),
         labels=np.concatenate([h.raw_train.labels for h in federation.hospitals]),
         feature_names=federation.test.feature_names,
+        kind=federation.test.kind,
     )
     model = _fresh_model(config, federation)
     train_plain(
         model,
         Standardizer.fit(raw).transform(raw),
-        federation.task,
+        _task(config, federation),
         learning_rate=config.training.learning_rate,
         epochs=_total_epochs(config),
         batch_size=config.training.batch_size,
         seed=config.data.seed,
         device=device,
     )
-    return evaluate_model(model, federation.test, federation.task, device).metrics
+    return evaluate_model(model, federation.test, _task(config, federation), device).metrics
 
 
 def _local_only(
@@ -125,7 +132,7 @@ def _local_only(
         train_private(
             model,
             train,
-            federation.task,
+            _task(config, federation),
             plan=plan,
             max_grad_norm=config.privacy.max_grad_norm,
             learning_rate=training.learning_rate,
@@ -138,11 +145,11 @@ def _local_only(
         train_plain(
             model,
             train,
-            federation.task,
+            _task(config, federation),
             learning_rate=training.learning_rate,
             epochs=_total_epochs(config),
             batch_size=training.batch_size,
             seed=config.data.seed,
             device=device,
         )
-    return evaluate_model(model, federation.test, federation.task, device).metrics
+    return evaluate_model(model, federation.test, _task(config, federation), device).metrics

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.config import DataSettings, PartitionName
-from shared.data import SiteData, Standardizer, TabularData, prepare_site, split_rows
+from shared.data import Examples, SiteData, Standardizer, prepare_site, split_rows
 from shared.errors import DataError
-from shared.tasks import Task, TaskKind
+from shared.tasks import CLASSIFICATION, Task
 from simulations.datasets import BuiltinDataset, load_builtin
 from simulations.partitioners import (
     partition_dirichlet,
@@ -43,14 +43,14 @@ class SimulatedHospital:
         ``hospital-<n>``.
     site : SiteData
         What the hospital trains and evaluates on.
-    raw_train : TabularData
+    raw_train : Examples
         Its training rows before standardisation (the pooled baseline rescales them
         with pooled statistics).
     """
 
     name: str
     site: SiteData
-    raw_train: TabularData
+    raw_train: Examples
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class SimulatedFederation:
     ----------
     task : Task
         The dataset's task.
-    test : TabularData
+    test : Examples
         Rows no hospital trains on, standardised with their own statistics as an
         unseen hospital would standardise its patients.
     hospitals : tuple[SimulatedHospital, ...]
@@ -69,7 +69,7 @@ class SimulatedFederation:
     """
 
     task: Task
-    test: TabularData
+    test: Examples
     hospitals: tuple[SimulatedHospital, ...]
 
 
@@ -83,15 +83,14 @@ def build_federation(settings: DataSettings) -> SimulatedFederation:
         message names the hospital and the setting to change.
     """
     dataset = load_builtin(settings.dataset)
-    classification = dataset.task.kind is not TaskKind.REGRESSION
     test_seed, partition_seed, *site_seeds = np.random.SeedSequence(settings.seed).spawn(
         2 + settings.hospitals
     )
     pool_rows, test_rows = split_rows(
-        dataset.data.labels,
+        dataset.task.strata(dataset.data.labels),
         settings.test_fraction,
         np.random.default_rng(test_seed),
-        stratify=classification,
+        stratify=dataset.task.stratified,
     )
     pool = dataset.data.subset(pool_rows)
     pool_sites = dataset.sites[pool_rows] if dataset.sites is not None else None
@@ -108,7 +107,7 @@ def build_federation(settings: DataSettings) -> SimulatedFederation:
 
 def _hospital(
     partition_id: int,
-    rows: TabularData,
+    rows: Examples,
     task: Task,
     settings: DataSettings,
     seed: np.random.SeedSequence,
@@ -127,7 +126,7 @@ def _hospital(
 def _partition(
     settings: DataSettings,
     dataset: BuiltinDataset,
-    pool: TabularData,
+    pool: Examples,
     pool_sites: np.ndarray | None,
     rng: np.random.Generator,
 ) -> list[np.ndarray]:
@@ -139,10 +138,10 @@ def _partition(
             len(pool), count, settings.dirichlet_alpha, rng, min_size=MIN_HOSPITAL_ROWS
         )
     if settings.partition is PartitionName.DIRICHLET:
-        if dataset.task.kind is TaskKind.REGRESSION:
+        if dataset.task.kind not in CLASSIFICATION:
             raise DataError(
                 f"partition 'dirichlet' skews class labels, but {settings.dataset} is a "
-                "regression dataset; use iid or quantity"
+                f"{dataset.task.kind} dataset; use iid or quantity"
             )
         return partition_dirichlet(
             pool.labels, count, settings.dirichlet_alpha, rng, min_size=MIN_HOSPITAL_ROWS

@@ -66,20 +66,29 @@ def partition_quantity(
 
 
 def partition_natural(sites: np.ndarray, num_partitions: int) -> list[np.ndarray]:
-    """One hospital per distinct site value, in sorted site order.
+    """Keep every site whole: one hospital per site, or whole sites grouped into hospitals.
+
+    With more sites than hospitals, sites go largest first to the hospital holding
+    the fewest rows so far (a multi-site hospital group, as in a regional network).
 
     Raises
     ------
     DataError
-        If the number of distinct sites differs from ``num_partitions``.
+        If there are fewer distinct sites than ``num_partitions``.
     """
-    site_values = np.unique(sites)
-    if len(site_values) != num_partitions:
+    site_values, counts = np.unique(sites, return_counts=True)
+    if len(site_values) < num_partitions:
         raise DataError(
             f"the natural split has {len(site_values)} sites but {num_partitions} hospitals "
-            f"were asked for; set hospitals to {len(site_values)}"
+            f"were asked for; set hospitals to {len(site_values)} or fewer"
         )
-    return [np.flatnonzero(sites == value) for value in site_values]
+    members: list[list[int]] = [[] for _ in range(num_partitions)]
+    sizes = np.zeros(num_partitions, dtype=int)
+    for site in np.argsort(-counts, kind="stable"):
+        smallest = int(np.argmin(sizes))
+        members[smallest].append(int(site))
+        sizes[smallest] += counts[site]
+    return [np.flatnonzero(np.isin(sites, site_values[group])) for group in members]
 
 
 def _cut_points(proportions: np.ndarray, n_rows: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import logging
 from server.reference import DataReference
 from shared.config import RunConfig
 from shared.device import resolve_device
+from shared.models import model_task
 from simulations.baselines import compute_baselines
 from simulations.federation import build_federation
 
@@ -34,8 +35,10 @@ def simulated_reference(config: RunConfig) -> DataReference:
     logger.info("training the pooled and local-only baselines")
     baselines = compute_baselines(config, federation, resolve_device(config.training.device))
     return DataReference(
-        task=federation.task,
+        task=model_task(config.training.model, federation.task),
         feature_names=federation.test.feature_names,
+        input_shape=federation.test.input_shape,
+        input_kind=federation.test.kind,
         test=federation.test,
         baselines=baselines.rows(),
     )

@@ -47,6 +47,35 @@ SCENARIOS: dict[str, Scenario] = {
         # egress guard's 10-patient minimum for aggregate metrics.
         {"hospitals": 10, "dirichlet-alpha": 5.0, "eval-fraction": 0.25},
     ),
+    "imaging": Scenario(
+        "3 hospitals with 900 synthetic 28x28 films (normal, nodule, opacity) and label "
+        "skew; a small CNN (GroupNorm) under DP-SGD at epsilon 3 and SecAgg+",
+        {"dataset": "synthetic-images", "model": "cnn", "learning-rate": 0.3},
+    ),
+    "vitals-gru": Scenario(
+        "3 hospitals with 600 synthetic ICU stays (24 hourly vitals and lactate); a GRU "
+        "predicts deterioration from the trends",
+        {"dataset": "synthetic-vitals", "model": "gru"},
+    ),
+    "vitals-transformer": Scenario(
+        "as vitals-gru, with a small Transformer encoder (Opacus' DP attention)",
+        {"dataset": "synthetic-vitals", "model": "transformer", "learning-rate": 0.15},
+    ),
+    "diabetes": Scenario(
+        "3 hospitals of different sizes share the diabetes progression study (442 patients); "
+        "an MLP predicts progression after one year (MAE in score points)",
+        {"dataset": "diabetes", "model": "mlp", "partition": "quantity", "learning-rate": 0.1},
+    ),
+    "survival": Scenario(
+        "the NCCTG lung-cancer trial's 18 institutions, grouped whole into 3 hospitals; a "
+        "discrete-time survival model scored by C-index",
+        {"dataset": "lung-survival", "partition": "natural", "learning-rate": 1.0},
+    ),
+    "autoencoder": Scenario(
+        "a convolutional autoencoder learns the synthetic films without labels; its encoder "
+        "can initialise the imaging CNN (reconstruction error as metric)",
+        {"dataset": "synthetic-images", "model": "autoencoder"},
+    ),
 }
 
 

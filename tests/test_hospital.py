@@ -3,18 +3,22 @@
 import numpy as np
 import pytest
 
-from client.hospital import check_update, evaluate_round, parse_instruction, train_round
+from client.hospital import (
+    check_update,
+    evaluate_round,
+    fresh_model,
+    parse_instruction,
+    train_round,
+)
 from client.ledger import PrivacyLedger
 from client.site import Site, load_site
 from shared.config import RunConfig
 from shared.errors import DataError, InvalidUpdateError
-from shared.models import build_model
 from shared.serialization import ModelLayout, get_weights
 
 
 def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:
-    model = build_model(config.training.model, n_features=30, output_dim=1, seed=config.data.seed)
-    return get_weights(model)
+    return get_weights(fresh_model(config, site))
 
 
 def _train(weights: list[np.ndarray], config: RunConfig, site: Site, ledger: PrivacyLedger):  # type: ignore[no-untyped-def]

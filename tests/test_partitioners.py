@@ -76,3 +76,15 @@ def test_natural_split_one_hospital_per_site() -> None:
     assert [sites[p][0] for p in parts] == ["a", "b", "c"]
     with pytest.raises(DataError, match="set hospitals to 3"):
         partition_natural(sites, 4)
+
+
+def test_natural_split_groups_whole_sites_when_there_are_more_sites_than_hospitals() -> None:
+    sites = np.repeat(np.arange(7), [9, 1, 5, 4, 3, 2, 6])
+    parts = partition_natural(sites, 3)
+    _assert_exact_cover(parts, len(sites))
+    for part in parts:
+        # No site is split between hospitals.
+        assert all(
+            np.all(np.isin(np.flatnonzero(sites == s), part)) for s in np.unique(sites[part])
+        )
+    assert sorted(len(p) for p in parts) == [9, 10, 11]

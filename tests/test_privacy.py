@@ -5,12 +5,11 @@ import pytest
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from opacus.accountants.rdp import RDPAccountant
 
-from client.hospital import check_budget, privacy_plan, train_round
+from client.hospital import check_budget, fresh_model, privacy_plan, train_round
 from client.ledger import PrivacyLedger
 from client.site import Site
 from shared.config import RunConfig
 from shared.errors import PrivacyBudgetExceededError
-from shared.models import build_model
 from shared.privacy import epsilon_spent, plan_dp_sgd, steps_per_epoch
 from shared.serialization import get_weights
 
@@ -72,10 +71,7 @@ def test_rounds_beyond_the_plan_are_refused() -> None:
 
 
 def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:
-    model = build_model(
-        config.training.model, n_features=len(site.data.train.feature_names), output_dim=1, seed=0
-    )
-    return get_weights(model)
+    return get_weights(fresh_model(config, site))
 
 
 def test_accountant_history_persists_across_rounds_and_is_never_understated(

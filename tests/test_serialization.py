@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from server.run_directory import RunDirectory
 from shared.config import ModelName
-from shared.models import MODEL_BUILDERS, build_model
+from shared.data import InputKind
+from shared.models import MODELS, build_model
 from shared.serialization import (
     ModelLayout,
     get_weights,
@@ -19,13 +21,26 @@ from shared.serialization import (
     save_safetensors,
     set_weights,
 )
+from shared.tasks import Task, TaskKind
+
+INPUT_SHAPES = {InputKind.TABLE: (7,), InputKind.IMAGES: (1, 28, 28), InputKind.SEQUENCES: (12, 5)}
+
+
+def _build(name: ModelName, *, seed: int) -> torch.nn.Module:
+    kind = min(MODELS[name].inputs)
+    return build_model(
+        name,
+        input_shape=INPUT_SHAPES[kind],
+        input_kind=kind,
+        task=Task(TaskKind.BINARY),
+        seed=seed,
+    )
 
 
 @pytest.mark.parametrize("name", list(ModelName))
 def test_every_registered_model_builds_and_round_trips(name: ModelName, tmp_path: Path) -> None:
-    assert name in MODEL_BUILDERS
-    model = build_model(name, n_features=7, output_dim=1, seed=3)
-    again = build_model(name, n_features=7, output_dim=1, seed=3)
+    model = _build(name, seed=3)
+    again = _build(name, seed=3)
     assert all(
         np.array_equal(a, b) for a, b in zip(get_weights(model), get_weights(again), strict=True)
     )
@@ -33,7 +48,7 @@ def test_every_registered_model_builds_and_round_trips(name: ModelName, tmp_path
     path = tmp_path / "m.safetensors"
     save_safetensors(path, layout.named(get_weights(model)), {"model": name.value})
     loaded = load_safetensors(path)
-    other = build_model(name, n_features=7, output_dim=1, seed=4)
+    other = _build(name, seed=4)
     set_weights(other, [loaded[n] for n in layout.names], what="checkpoint")
     assert all(
         np.array_equal(a, b) for a, b in zip(get_weights(model), get_weights(other), strict=True)
