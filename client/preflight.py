@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
+from client.image_files import load_image_file
 from client.ledger import PrivacyLedger
+from client.sequence_files import load_sequence_file
 from client.site_settings import SiteSettings
 from client.site_table import load_site_table
 from shared.contract import DataContract
 from shared.credentials import certificate_status, check_certificate, load_bundle, probe_tls
+from shared.data import Examples, InputKind
 from shared.errors import FedcareError
 from shared.tasks import TaskKind
 
@@ -78,18 +82,53 @@ def _aggregator(settings: SiteSettings) -> Check:
 
 def _data(settings: SiteSettings) -> Check:
     contract = DataContract.load(settings.node.contract)
-    table = load_site_table(settings.node.data, contract)
-    counts = f"{len(table)} rows, {len(contract.feature_names())} model inputs"
+    data = _load(settings.node.data, contract)
+    counts = f"{_count(len(data), _UNITS[contract.input_kind()])}, {_shape(contract)}"
     if contract.task_kind is not TaskKind.REGRESSION:
-        per_class = [int((table.labels == index).sum()) for index in range(len(contract.classes))]
-        if contract.task_kind is TaskKind.BINARY:
-            per_class = [int((table.labels == 0).sum()), int((table.labels == 1).sum())]
-        counts += "; per class: " + ", ".join(
-            f"{c} {n}" for c, n in zip(contract.classes, per_class, strict=True)
-        )
+        per_class = zip(contract.classes, _per_class(contract, data), strict=True)
+        counts += "; per class: " + ", ".join(f"{name} {count}" for name, count in per_class)
     return Check(
         "data", Status.OK, f"{settings.node.data.name} meets contract '{contract.name}': {counts}"
     )
+
+
+_UNITS = {InputKind.TABLE: "row", InputKind.IMAGES: "image", InputKind.SEQUENCES: "patient"}
+
+
+def _load(path: Path, contract: DataContract) -> Examples:
+    """Read the hospital's data with the reader its contract's format names, as it trains on it."""
+    kind = contract.input_kind()
+    if kind is InputKind.IMAGES:
+        inputs, classes = load_image_file(path, contract.image_spec())
+    elif kind is InputKind.SEQUENCES:
+        inputs, classes = load_sequence_file(path, contract.sequence_spec())
+        contract.check_sequence_values(inputs, str(path))
+    else:
+        return load_site_table(path, contract)
+    return Examples(inputs, contract.labels_from_indices(classes), contract.feature_names(), kind)
+
+
+def _count(count: int, unit: str) -> str:
+    return f"{count} {unit}{'s' if count != 1 else ''}"
+
+
+def _shape(contract: DataContract) -> str:
+    shape = contract.input_shape()
+    if contract.images is not None:
+        return f"{'x'.join(map(str, shape))} pixels (channels x height x width)"
+    if contract.sequences is not None:
+        return f"up to {shape[0]} steps of {_count(shape[1] - 1, 'feature')}"
+    return f"{shape[0]} model inputs"
+
+
+def _per_class(contract: DataContract, data: Examples) -> list[int]:
+    """How many examples of each of the contract's classes, in the contract's order."""
+    if contract.task_kind is TaskKind.BINARY:
+        # Binary labels are 1.0 for the positive class, whichever position it has.
+        targets = [float(name == contract.positive_class) for name in contract.classes]
+    else:
+        targets = list(range(len(contract.classes)))
+    return [int((data.labels == target).sum()) for target in targets]
 
 
 def _budget(settings: SiteSettings) -> Check:

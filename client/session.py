@@ -52,7 +52,9 @@ class HospitalSession:
     instruction : Mapping[str, FlatValue]
         The run config and round number the aggregator sent.
     run_id : str
-        Flower's run id.
+        Flower's run id. Privacy spending is booked under the run's
+        ``ledger-run`` when the aggregator set one (a resumed run keeps its
+        original run's budget), else under this id.
     """
 
     def __init__(
@@ -60,7 +62,7 @@ class HospitalSession:
     ) -> None:
         self.config = parse_instruction(instruction)
         self.server_round = int(instruction.get(InstructionKey.SERVER_ROUND, 0))
-        self.run_id = run_id
+        self.run_id = self.config.privacy.ledger_run or run_id
         self._node_config = node_config
         name, self.state = site_records(node_config, self.config)
         # Owner-only: the ledger and audit log describe what this hospital released.

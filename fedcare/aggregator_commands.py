@@ -21,10 +21,12 @@ from fedcare.options import (
     NoDp,
     NoSecagg,
     Out,
+    Resume,
     Rounds,
     Settings,
     common_overrides,
     parse_set,
+    resumed_run_config,
 )
 from fedcare.tables import print_summary
 from server.report import SUMMARY
@@ -142,7 +144,10 @@ def unregister(
 
 def run(  # noqa: PLR0913 - one option per documented setting
     state: State,
-    contract: Annotated[Path, typer.Option(help="The federation's data contract (TOML).")],
+    contract: Annotated[
+        Path | None, typer.Option(help="The federation's data contract (TOML).")
+    ] = None,
+    resume: Resume = None,
     hospitals: Hospitals = None,
     rounds: Rounds = None,
     epsilon: Epsilon = None,
@@ -153,24 +158,36 @@ def run(  # noqa: PLR0913 - one option per documented setting
     no_secagg: NoSecagg = False,
     settings: Settings = None,
 ) -> None:
-    """Submit a training run to the running aggregator and stream its progress."""
+    """Submit a training run to the running aggregator and stream its progress.
+
+    With ``--resume RUN_DIR`` it continues a stopped run from its last complete
+    round, with the run's own settings.
+    """
     configure_logging()
+    overrides = parse_set(settings) | common_overrides(
+        hospitals=hospitals,
+        rounds=rounds,
+        epsilon=epsilon,
+        delta=delta,
+        model=model,
+        out=out,
+        no_dp=no_dp,
+        no_secagg=no_secagg,
+    )
     try:
-        contract_text = contract.read_text(encoding="utf-8")
-        flat = parse_set(settings) | common_overrides(
-            hospitals=hospitals,
-            rounds=rounds,
-            epsilon=epsilon,
-            delta=delta,
-            model=model,
-            out=out or default_run_path().resolve(),
-            no_dp=no_dp,
-            no_secagg=no_secagg,
-        )
-        names = HospitalRegistry(state).as_setting()
-        config = RunConfig.from_flat(flat | {"contract": contract_text, "hospital-names": names})
+        if resume is not None:
+            config = resumed_run_config(resume, overrides, contract)
+        else:
+            if contract is None:
+                raise ConfigError("--contract", "a new run needs the federation's data contract")
+            contract_text = contract.read_text(encoding="utf-8")
+            names = HospitalRegistry(state).as_setting()
+            flat = {"out-dir": str(default_run_path().resolve())} | overrides
+            config = RunConfig.from_flat(
+                flat | {"contract": contract_text, "hospital-names": names}
+            )
+            check_run_path(Path(config.output.out_dir))
         run_dir = Path(config.output.out_dir)
-        check_run_path(run_dir)
     except OSError as error:
         raise fail(ConfigError("--contract", f"cannot read {contract}: {error.strerror}")) from None
     except FedcareError as error:

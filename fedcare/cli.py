@@ -24,10 +24,12 @@ from fedcare.options import (
     NoDp,
     NoSecagg,
     Out,
+    Resume,
     Rounds,
     Settings,
     common_overrides,
     parse_set,
+    resumed_run_config,
 )
 from fedcare.tables import print_summary
 from shared.config import RunConfig
@@ -68,8 +70,13 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     no_dp: NoDp = False,
     no_secagg: NoSecagg = False,
     settings: Settings = None,
+    resume: Resume = None,
 ) -> None:
-    """Simulate a federation of virtual hospitals on this machine (DP and SecAgg+ on)."""
+    """Simulate a federation of virtual hospitals on this machine (DP and SecAgg+ on).
+
+    With ``--resume RUN_DIR`` it continues a stopped simulation from its last
+    complete round.
+    """
     configure_logging()
     shared = common_overrides(
         hospitals=hospitals,
@@ -83,9 +90,16 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     )
     simulation_only = {"partition": partition, "dirichlet-alpha": alpha, "seed": seed}
     try:
-        flat = {**scenario_overrides(scenario), **parse_set(settings)}
-        flat |= shared | {k: v for k, v in simulation_only.items() if v is not None}
-        config = RunConfig.from_flat(flat)
+        if resume is not None:
+            given = {k: v for k, v in simulation_only.items() if v is not None}
+            scenario_given = None if scenario == DEFAULT_SCENARIO else scenario
+            config = resumed_run_config(
+                resume, shared | given | parse_set(settings), scenario_given
+            )
+        else:
+            flat = {**scenario_overrides(scenario), **parse_set(settings)}
+            flat |= shared | {k: v for k, v in simulation_only.items() if v is not None}
+            config = RunConfig.from_flat(flat)
         # Imported here: the simulation stack is heavy and --help should be instant.
         from simulations.simulate import simulate as run_simulation
 

@@ -8,19 +8,28 @@ from typing import Annotated, Any
 
 import typer
 
-from shared.config import FlatValue
-from shared.errors import FedcareError
+from shared.config import FlatValue, ModelName, RunConfig
+from shared.errors import ConfigError, FedcareError
 
 Hospitals = Annotated[int | None, typer.Option(help="Number of hospitals taking part.")]
 Rounds = Annotated[int | None, typer.Option(help="Federated rounds.")]
 Epsilon = Annotated[float | None, typer.Option(help="Epsilon each hospital may spend in the run.")]
 Delta = Annotated[float | None, typer.Option(help="Delta of the DP guarantee.")]
-Model = Annotated[str | None, typer.Option(help="Model from the registry: logreg or mlp.")]
+Model = Annotated[
+    str | None, typer.Option(help=f"Model from the registry: {', '.join(ModelName)}.")
+]
 Out = Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<timestamp>).")]
 NoDp = Annotated[bool, typer.Option("--no-dp", help="Turn DP-SGD OFF (updates are not private).")]
 NoSecagg = Annotated[
     bool,
     typer.Option("--no-secure-aggregation", help="Turn SecAgg+ OFF (aggregator sees each update)."),
+]
+Resume = Annotated[
+    Path | None,
+    typer.Option(
+        "--resume",
+        help="Continue the stopped run in this folder from its last complete round.",
+    ),
 ]
 Settings = Annotated[
     list[str] | None,
@@ -66,3 +75,25 @@ def common_overrides(  # noqa: PLR0913 - one argument per shared option
         "secure-aggregation": False if no_secagg else None,
     }
     return {key: value for key, value in options.items() if value is not None}
+
+
+def resumed_run_config(
+    run_path: Path, overrides: dict[str, Any], *other_options: object
+) -> RunConfig:
+    """The configuration of a resume: the run's own, with no option changing it.
+
+    Raises
+    ------
+    ConfigError
+        If any other option was given (a resume must be the same run), or the
+        folder holds no run configuration.
+    """
+    if overrides or any(option is not None for option in other_options):
+        raise ConfigError(
+            "resume",
+            "--resume continues a run with its own settings; drop the other options "
+            f"({', '.join(overrides) or 'given'}), or start a new run to change them",
+        )
+    from server.resume import resume_config  # heavy (torch): only when resuming
+
+    return resume_config(run_path)

@@ -7,6 +7,7 @@ Flower-free apart from the grid and context it passes through to
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,14 @@ from flwr.serverapp import Grid
 from server.checkpoint import CheckpointWriter
 from server.reference import DataReference
 from server.report import AUDIT_FILE, CONFIG_JSON, write_report
+from server.resume import ProgressWriter, load_resume_point, restored_record, resume_weights
 from server.run_directory import RunDirectory
 from server.run_record import RunRecord
 from server.secure_aggregation import run_rounds
 from server.strategy import FedCareStrategy, TestEvaluator
 from shared.audit import AuditEvent, AuditLog
 from shared.config import RunConfig
+from shared.errors import ConfigError
 from shared.evaluation import Evaluation, evaluate_model
 from shared.models import build_model
 from shared.serialization import ModelLayout, get_weights, set_weights
@@ -56,6 +59,42 @@ def _test_evaluator(config: RunConfig, reference: DataReference) -> TestEvaluato
     return evaluate
 
 
+@dataclass(frozen=True)
+class StartingPoint:
+    """Where a run starts: round 1 from the initial model, or after its resume point."""
+
+    first_round: int
+    weights: list[np.ndarray]
+    record: RunRecord
+    ledger_run: str
+
+
+def _starting_point(
+    run_dir: RunDirectory,
+    config: RunConfig,
+    layout: ModelLayout,
+    initial_weights: list[np.ndarray],
+    flower_run: str,
+) -> StartingPoint:
+    if not config.output.resume:
+        return StartingPoint(
+            1, initial_weights, RunRecord(), config.privacy.ledger_run or flower_run
+        )
+    point = load_resume_point(run_dir, config, layout)
+    if point.completed_round >= config.federation.rounds:
+        raise ConfigError(
+            "resume",
+            f"{run_dir.path} already completed all {config.federation.rounds} rounds; "
+            "nothing to resume",
+        )
+    return StartingPoint(
+        first_round=point.completed_round + 1,
+        weights=resume_weights(run_dir, point, layout),
+        record=restored_record(run_dir, point),
+        ledger_run=point.ledger_run,
+    )
+
+
 def run_aggregator(
     grid: Grid,
     context: Context,
@@ -73,9 +112,11 @@ def run_aggregator(
     """
     for warning in config.weakened_protections():
         logger.warning("PROTECTION OFF: %s", warning)
-    run_dir.write_json(CONFIG_JSON, config.to_flat())
     model = _build_model(config, reference)
     layout = ModelLayout.of(model)
+    start = _starting_point(run_dir, config, layout, get_weights(model), str(context.run_id))
+    config = replace(config, privacy=replace(config.privacy, ledger_run=start.ledger_run))
+    run_dir.write_json(CONFIG_JSON, config.to_flat())
     checkpoints = CheckpointWriter(
         run_dir,
         layout,
@@ -85,18 +126,28 @@ def run_aggregator(
             "features": ",".join(reference.feature_names),
         },
     )
-    record = RunRecord()
+    record = start.record
     audit = AuditLog(run_dir.path / AUDIT_FILE, actor="aggregator")
-    audit.append(AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model.value)
+    if start.first_round > 1:
+        audit.append(AuditEvent.RUN_RESUMED, round=start.first_round, config=config.to_flat())
+        logger.info("resuming %s at round %s", run_dir.path, start.first_round)
+    else:
+        audit.append(
+            AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model.value
+        )
     strategy = FedCareStrategy(
         config=config,
-        initial_weights=get_weights(model),
+        initial_weights=start.weights,
         layout=layout,
         minimum_hospitals=config.federation.min_hospitals,
         record=record,
         checkpoints=checkpoints,
         test_evaluator=_test_evaluator(config, reference),
         audit=audit,
+        progress=ProgressWriter(
+            run_dir, record, config=config, layout=layout, ledger_run=start.ledger_run
+        ),
+        first_round=start.first_round,
     )
     status = FAILED
     try:
@@ -104,6 +155,7 @@ def run_aggregator(
             grid,
             context,
             strategy,
+            rounds=config.federation.rounds - start.first_round + 1,
             federation=config.federation,
             secure_aggregation=config.secure_aggregation,
         )

@@ -46,7 +46,10 @@ class DataReference:
 
 
 def contract_reference(contract_text: str, model: ModelName) -> DataReference:
-    """What a real aggregator knows: the task and features the federation's contract defines.
+    """What a real aggregator knows: the task and input the federation's contract defines.
+
+    The contract's format gives the input: a table row, an image or a padded
+    sequence, with its shape (:meth:`shared.contract.DataContract.input_shape`).
 
     Raises
     ------
@@ -54,7 +57,9 @@ def contract_reference(contract_text: str, model: ModelName) -> DataReference:
         If the run's contract is malformed.
     """
     contract = DataContract.parse(contract_text, source="the run's contract")
-    names = contract.feature_names()
     return DataReference(
-        task=model_task(model, contract.task()), feature_names=names, input_shape=(len(names),)
+        task=model_task(model, contract.task()),
+        feature_names=contract.feature_names(),
+        input_shape=contract.input_shape(),
+        input_kind=contract.input_kind(),
     )

@@ -44,10 +44,16 @@ class RunDirectory:
     ----------
     path : Path
         The folder; created (with parents) if missing.
+    reopen : bool
+        Continue writing into an existing run's folder (a resume) rather than
+        refuse a folder that already holds files.
     """
 
-    def __init__(self, path: Path) -> None:
-        check_run_path(path)
+    def __init__(self, path: Path, *, reopen: bool = False) -> None:
+        if reopen and not path.is_dir():
+            raise ConfigError("out-dir", f"'{path}' is not a run folder; nothing to resume")
+        if not reopen:
+            check_run_path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / CHECKPOINTS).mkdir(exist_ok=True)
         self.path = path

@@ -101,3 +101,39 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any], *, through_round: int) -> RunRecord:
+        """Rebuild a record written by :meth:`to_dict`, keeping rounds up to ``through_round``.
+
+        Values JSON could not hold (NaN) come back as ``None`` and are dropped.
+        """
+        rounds = []
+        for raw in payload.get("rounds", []):
+            if raw["round"] > through_round:
+                continue
+            hospitals = {
+                name: HospitalRound(
+                    train=_numbers(entry.get("train", {})),
+                    evaluation=_numbers(entry.get("evaluation", {})),
+                    num_train_examples=entry.get("num_train_examples"),
+                    num_eval_examples=entry.get("num_eval_examples"),
+                )
+                for name, entry in raw.get("hospitals", {}).items()
+            }
+            rounds.append(
+                RoundRecord(
+                    round=raw["round"],
+                    test_metrics=_numbers(raw.get("test_metrics", {})),
+                    federated_metrics=_numbers(raw.get("federated_metrics", {})),
+                    hospitals=hospitals,
+                    failures=list(raw.get("failures", [])),
+                    aggregated=bool(raw.get("aggregated", False)),
+                    seconds=raw.get("seconds"),
+                )
+            )
+        return cls(rounds=rounds, errors=list(payload.get("errors", [])))
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in values.items() if value is not None}

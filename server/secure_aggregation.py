@@ -92,6 +92,7 @@ def run_rounds(
     context: Context,
     strategy: Strategy,
     *,
+    rounds: int,
     federation: FederationSettings,
     secure_aggregation: SecureAggregationSettings,
 ) -> None:
@@ -105,15 +106,17 @@ def run_rounds(
         The ServerApp's context.
     strategy : Strategy
         A legacy strategy (:class:`server.strategy.FedCareStrategy`).
+    rounds : int
+        Rounds to run now (fewer than the run's when it resumes).
     federation : FederationSettings
-        Rounds and the per-exchange deadline.
+        The per-exchange deadline.
     secure_aggregation : SecureAggregationSettings
         Whether, and how, to mask updates.
     """
     timeout = federation.round_timeout
     legacy_context = LegacyContext(
         context=context,
-        config=ServerConfig(num_rounds=federation.rounds, round_timeout=timeout),
+        config=ServerConfig(num_rounds=rounds, round_timeout=timeout),
         strategy=strategy,
     )
     fit_workflow = (

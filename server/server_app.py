@@ -32,7 +32,7 @@ def serve(grid: Grid, context: Context, config: RunConfig) -> None:
     if not config.output.out_dir:
         config = config.with_out_dir(str(default_run_path()))
     reference = reference_for(config)
-    run_dir = RunDirectory(Path(config.output.out_dir))
+    run_dir = RunDirectory(Path(config.output.out_dir), reopen=config.output.resume)
     run_aggregator(grid, context, config=config, reference=reference, run_dir=run_dir)
 
 

@@ -34,10 +34,12 @@ from flwr.common import (
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
-from flwr.server.strategy.aggregate import aggregate
 
 from server.checkpoint import CheckpointWriter
+from server.resume import ProgressWriter
+from server.robust_aggregation import AggregationError, RobustMethod, aggregate_updates
 from server.run_record import RoundRecord, RunRecord
+from server.update_validation import UpdateBounds, screen_replies
 from shared.audit import AuditEvent, AuditLog
 from shared.config import RunConfig
 from shared.errors import InvalidUpdateError
@@ -49,6 +51,8 @@ from shared.serialization import ModelLayout
 logger = logging.getLogger(__name__)
 
 TestEvaluator = Callable[[list[np.ndarray]], Evaluation]
+Reply = tuple[str, list[np.ndarray], int]
+"""A hospital's update as the strategy screens it: (name, delta arrays, training rows)."""
 Failure = tuple[ClientProxy, FitRes] | tuple[ClientProxy, EvaluateRes] | BaseException
 
 
@@ -73,6 +77,11 @@ class FedCareStrategy(FedAvg):
         Scores a global model on the aggregator's held-out test set, if it has one.
     audit : AuditLog
         The aggregator's audit log: every update received, every aggregate computed.
+    progress : ProgressWriter
+        Persists the record and the resume point after every round.
+    first_round : int
+        The run's round number of Flower's round 1: 1, or the round after the
+        resume point when a stopped run is resumed.
     """
 
     def __init__(  # pylint: disable=too-many-arguments
@@ -86,6 +95,8 @@ class FedCareStrategy(FedAvg):
         checkpoints: CheckpointWriter,
         test_evaluator: TestEvaluator | None,
         audit: AuditLog,
+        progress: ProgressWriter,
+        first_round: int = 1,
     ) -> None:
         super().__init__(
             fraction_fit=1.0,
@@ -102,9 +113,16 @@ class FedCareStrategy(FedAvg):
         self._checkpoints = checkpoints
         self._test_evaluator = test_evaluator
         self._audit = audit
+        self._progress = progress
+        self._offset = first_round - 1
         self._layout = layout
+        self._bounds = UpdateBounds.from_layout(
+            layout,
+            max_norm=config.federation.max_update_norm,
+            max_examples=int(config.secure_aggregation.max_weight),
+        )
         self._global: list[np.ndarray] = initial_weights
-        self._latest_round = 0
+        self._latest_round = self._offset
         self._round_started = time.monotonic()
         self._names: dict[int, str] = config.federation.names_by_node()
         self._asked: dict[str, set[int]] = {}
@@ -123,6 +141,10 @@ class FedCareStrategy(FedAvg):
         return f"FedCareStrategy(hospitals={self._config.data.hospitals}, minimum={self._minimum})"
 
     # --- instructions -----------------------------------------------------------
+
+    def _run_round(self, flower_round: int) -> int:
+        """The run's round number of Flower's ``flower_round`` (they differ after a resume)."""
+        return flower_round + self._offset
 
     def _instruction(self, server_round: int) -> dict[str, Scalar]:
         instruction: dict[str, Scalar] = dict(self._config.to_flat())
@@ -151,6 +173,7 @@ class FedCareStrategy(FedAvg):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Send the global model and the run config to every connected hospital."""
+        server_round = self._run_round(server_round)
         self._global = parameters_to_ndarrays(parameters)
         self._round_started = time.monotonic()
         fit_ins = FitIns(parameters, self._instruction(server_round))
@@ -160,6 +183,7 @@ class FedCareStrategy(FedAvg):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         """Ask every connected hospital to evaluate the global model locally."""
+        server_round = self._run_round(server_round)
         evaluate_ins = EvaluateIns(parameters, self._instruction(server_round))
         return [(c, evaluate_ins) for c in self._sample(server_round, client_manager, "evaluate")]
 
@@ -172,9 +196,11 @@ class FedCareStrategy(FedAvg):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """Average the hospitals' deltas into a new global model and checkpoint it."""
+        server_round = self._run_round(server_round)
         record = self._record.round(server_round)
         self._note_failures(record, "train", failures)
         self._note_silent(record, "train", results, failures)
+        updates: list[Reply] = []
         for proxy, res in results:
             name = self._learn_name(proxy, res.metrics)
             hospital = record.hospital(name)
@@ -187,17 +213,24 @@ class FedCareStrategy(FedAvg):
                 rows=res.num_examples,
                 masked=self._config.secure_aggregation.enabled,
             )
-        if not results:
+            updates.append((name, parameters_to_ndarrays(res.parameters), res.num_examples))
+        if not self._config.secure_aggregation.enabled:
+            updates = self._screen(record, server_round, updates)
+        if not updates:
             self._fail(
-                record, "train: no hospital returned an update; the global model is unchanged"
+                record, "train: no hospital returned a usable update; the global model is unchanged"
             )
             return None, {}
-        mean_delta = aggregate(
-            [(parameters_to_ndarrays(r.parameters), r.num_examples) for _, r in results]
-        )
+        federation = self._config.federation
         try:
+            mean_delta = aggregate_updates(
+                RobustMethod(federation.aggregation.value),
+                [(arrays, rows) for _, arrays, rows in updates],
+                trim_fraction=federation.trim_fraction,
+                krum_byzantine=federation.krum_byzantine,
+            )
             self._layout.check(mean_delta, what="aggregated update")
-        except InvalidUpdateError as error:
+        except (AggregationError, InvalidUpdateError) as error:
             self._fail(
                 record, f"train: aggregate rejected ({error}); the global model is unchanged"
             )
@@ -206,6 +239,7 @@ class FedCareStrategy(FedAvg):
         record.aggregated = True
         self._global, self._latest_round = updated, server_round
         path = self._checkpoints.save_round(server_round, updated)
+        self._progress.round_aggregated(server_round, path)
         self._audit.append(
             AuditEvent.AGGREGATE_COMPUTED,
             round=server_round,
@@ -222,6 +256,7 @@ class FedCareStrategy(FedAvg):
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
         """Record each hospital's local metrics and their row-weighted mean."""
+        server_round = self._run_round(server_round)
         record = self._record.round(server_round)
         self._note_failures(record, "evaluate", failures)
         self._note_silent(record, "evaluate", results, failures)
@@ -238,12 +273,16 @@ class FedCareStrategy(FedAvg):
             loss = record.federated_metrics.get(ReplyKey.LOSS)
         record.seconds = time.monotonic() - self._round_started
         self._log_round(record)
+        self._progress.save_record()
         return loss, dict(record.federated_metrics)
 
     def evaluate(
         self, server_round: int, parameters: Parameters
     ) -> tuple[float, dict[str, Scalar]] | None:
         """Score the global model on the held-out test set, when there is one."""
+        if server_round == 0 and self._offset:
+            return None  # a resumed run's starting model was scored in its own round
+        server_round = self._run_round(server_round)
         if server_round > 0:
             self._check_trained(self._record.round(server_round))
         if self._test_evaluator is None:
@@ -253,6 +292,19 @@ class FedCareStrategy(FedAvg):
         return result.loss, dict(result.metrics)
 
     # --- bookkeeping ------------------------------------------------------------
+
+    def _screen(self, record: RoundRecord, server_round: int, updates: list[Reply]) -> list[Reply]:
+        """Keep the plaintext updates that pass every check; report and audit the others."""
+        accepted, rejected = screen_replies(updates, self._bounds)
+        for rejection in rejected:
+            self._fail(record, f"train: {rejection.describe()}; it was left out of the aggregate")
+            self._audit.append(
+                AuditEvent.UPDATE_REJECTED,
+                round=server_round,
+                hospital=rejection.hospital,
+                reasons=list(rejection.reasons),
+            )
+        return accepted
 
     def _fail(self, record: RoundRecord, message: str) -> None:
         record.failures.append(message)

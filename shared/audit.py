@@ -68,7 +68,7 @@ _ANCHOR_CHANGED = (
 class AuditEvent(StrEnum):
     """What an audit entry records.
 
-    Hospitals write the first four, the aggregator the last three; both may write
+    Hospitals write the first four, the aggregator the last five; both may write
     ``log-repaired``.
     """
 
@@ -78,7 +78,9 @@ class AuditEvent(StrEnum):
     EGRESS_BLOCKED = "egress-blocked"
     LOG_REPAIRED = "log-repaired"
     RUN_STARTED = "run-started"
+    RUN_RESUMED = "run-resumed"
     UPDATE_RECEIVED = "update-received"
+    UPDATE_REJECTED = "update-rejected"
     AGGREGATE_COMPUTED = "aggregate-computed"
 
 

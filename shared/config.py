@@ -56,6 +56,15 @@ class PartitionName(StrEnum):
     NATURAL = "natural"
 
 
+class AggregationName(StrEnum):
+    """How the aggregator combines updates: FedAvg, or one of Flower's robust rules."""
+
+    FEDAVG = "fedavg"
+    MEDIAN = "median"
+    TRIMMED_MEAN = "trimmed-mean"
+    KRUM = "krum"
+
+
 class DeviceName(StrEnum):
     """Where a hospital trains: ``auto`` takes the GPU when one is present."""
 
@@ -92,12 +101,27 @@ class FederationSettings:
         ``node-id=name`` pairs, comma-separated, so the report can name a hospital
         that dropped out before it ever replied (``fedcare run`` fills it in from
         the registrations ``fedcare aggregator register`` recorded).
+    aggregation : AggregationName
+        FedAvg, or a robust rule (median, trimmed mean, Krum) that needs every
+        update in the clear, so secure aggregation off.
+    max_update_norm : float
+        Largest L2 norm a hospital's update may have; without secure aggregation
+        every reply is checked against it (and its shapes, values and row count)
+        before aggregation, and an offending one is rejected and reported.
+    trim_fraction : float
+        Share of updates the trimmed mean cuts from each end.
+    krum_byzantine : int
+        Hospitals Krum assumes may be hostile (it needs 2f + 3 updates).
     """
 
     rounds: int = _setting("num-server-rounds", 5)
     round_timeout: float = _setting("round-timeout", 300.0)
     min_hospitals: int = _setting("min-hospitals", 2)
     hospital_names: str = _setting("hospital-names", "")
+    aggregation: AggregationName = _setting("aggregation", AggregationName.FEDAVG)
+    max_update_norm: float = _setting("max-update-norm", 10.0)
+    trim_fraction: float = _setting("trim-fraction", 0.2)
+    krum_byzantine: int = _setting("krum-byzantine", 1)
 
     def names_by_node(self) -> dict[int, str]:
         """:attr:`hospital_names` as a mapping from node id to name."""
@@ -113,6 +137,19 @@ class FederationSettings:
         )
         _require(
             self.min_hospitals >= 1, "min-hospitals", f"must be >= 1 (got {self.min_hospitals})"
+        )
+        _require(
+            self.max_update_norm > 0,
+            "max-update-norm",
+            f"must be > 0 (got {self.max_update_norm})",
+        )
+        _require(
+            0 < self.trim_fraction < 0.5,
+            "trim-fraction",
+            f"must lie in (0, 0.5) (got {self.trim_fraction})",
+        )
+        _require(
+            self.krum_byzantine >= 0, "krum-byzantine", f"must be >= 0 (got {self.krum_byzantine})"
         )
         pairs = [pair.partition("=") for pair in self.hospital_names.split(",") if pair]
         _require(
@@ -171,12 +208,17 @@ class PrivacySettings:
         The delta of the (epsilon, delta) guarantee; keep it well below 1/n.
     max_grad_norm : float
         Per-sample gradient clipping bound C.
+    ledger_run : str
+        The run hospitals book this run's privacy spending under; empty means
+        Flower's run id. A resumed run sets it to the original run's, so its
+        rounds draw on the same per-run budget.
     """
 
     enabled: bool = _setting("differential-privacy", True)
     target_epsilon: float = _setting("epsilon", 3.0)
     delta: float = _setting("delta", 1e-5)
     max_grad_norm: float = _setting("max-grad-norm", 1.0)
+    ledger_run: str = _setting("ledger-run", "")
 
     def __post_init__(self) -> None:
         _require(
@@ -312,9 +354,13 @@ class OutputSettings:
     ----------
     out_dir : str
         Run folder; empty means ``runs/<timestamp>`` under the working directory.
+    resume : bool
+        Continue the run in ``out_dir`` from its last complete round, after the
+        aggregator stopped (``fedcare run --resume``).
     """
 
     out_dir: str = _setting("out-dir", "")
+    resume: bool = _setting("resume", False)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -353,6 +399,13 @@ class RunConfig:
             f"must be at most hospitals ({hospitals}) (got {minimum})",
         )
         if self.secure_aggregation.enabled:
+            _require(
+                self.federation.aggregation is AggregationName.FEDAVG,
+                "aggregation",
+                f"'{self.federation.aggregation}' must see each update, which secure "
+                "aggregation hides; use fedavg, or turn secure aggregation off explicitly "
+                "(the aggregator then sees every hospital's DP-noised update)",
+            )
             _require(
                 hospitals >= SECAGG_MIN_HOSPITALS,
                 "hospitals",
@@ -406,7 +459,7 @@ class RunConfig:
 
     def with_out_dir(self, out_dir: str) -> RunConfig:
         """Return a copy whose run folder is ``out_dir``."""
-        return replace(self, output=OutputSettings(out_dir=out_dir))
+        return replace(self, output=replace(self.output, out_dir=out_dir))
 
     def weakened_protections(self) -> list[str]:
         """Name every protection this configuration turns off (empty when all are on)."""

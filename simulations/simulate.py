@@ -51,7 +51,8 @@ def simulate(config: RunConfig) -> dict[str, Any]:
     # Keep Ray from rewriting CUDA_VISIBLE_DEVICES for CPU-only actors (and warning about it).
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     run_path = Path(config.output.out_dir)
-    check_run_path(run_path)
+    if not config.output.resume:
+        check_run_path(run_path)
     build_federation(config.data)
     logger.info("simulating %s hospitals; run folder %s", config.data.hospitals, run_path)
     run_simulation(
