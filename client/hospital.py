@@ -28,7 +28,7 @@ from shared.device import resolve_device
 from shared.errors import InvalidUpdateError, PrivacyBudgetExceededError
 from shared.evaluation import evaluate_model
 from shared.keys import InstructionKey, ReplyKey
-from shared.models import build_model
+from shared.models import MODELS, build_model
 from shared.privacy import DpSgdPlan, HistoryEntry, epsilon_spent, plan_dp_sgd
 from shared.serialization import get_weights, set_weights
 
@@ -196,6 +196,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         batch_size=training.batch_size,
         history=history,
         device=device,
+        grad_sample_mode=MODELS[config.training.model].grad_sample_mode,
     )
     metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
     delta = _checked_delta(model, global_weights, config, site)

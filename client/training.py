@@ -92,6 +92,7 @@ def train_private(
     batch_size: int,
     history: Sequence[HistoryEntry],
     device: torch.device,
+    grad_sample_mode: str = "hooks",
 ) -> TrainOutcome:
     """Train ``model`` in place with DP-SGD, continuing the accountant ``history``.
 
@@ -113,6 +114,10 @@ def train_private(
         Everything this dataset spent before; Opacus appends this round's steps.
     device : torch.device
         Where to train.
+    grad_sample_mode : str
+        Opacus' per-sample-gradient engine (``hooks``, ``functorch``, ...); the
+        model registry names the fastest for each model. The privacy analysis is
+        the same for all.
 
     Returns
     -------
@@ -142,6 +147,7 @@ def train_private(
             noise_multiplier=plan.noise_multiplier,
             max_grad_norm=max_grad_norm,
             poisson_sampling=True,
+            grad_sample_mode=grad_sample_mode,
         )
     if not math.isclose(private_loader.sample_rate, plan.sample_rate):
         raise FedcareError(

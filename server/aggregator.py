@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from shared.config import RunConfig
 from shared.errors import ConfigError
 from shared.evaluation import Evaluation, evaluate_model
 from shared.models import build_model
-from shared.serialization import ModelLayout, get_weights, set_weights
+from shared.serialization import ModelLayout, get_weights, load_matching_weights, set_weights
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,20 @@ def _build_model(config: RunConfig, reference: DataReference) -> torch.nn.Module
         task=reference.task,
         seed=config.data.seed,
     )
+
+
+def _initial_model(config: RunConfig, reference: DataReference) -> torch.nn.Module:
+    """The run's first global model: fresh, or partly loaded from ``initial-model``."""
+    model = _build_model(config, reference)
+    if config.training.initial_model:
+        loaded = load_matching_weights(model, Path(config.training.initial_model))
+        logger.info(
+            "initialised %s of %s tensors from %s",
+            len(loaded),
+            len(model.state_dict()),
+            config.training.initial_model,
+        )
+    return model
 
 
 def _test_evaluator(config: RunConfig, reference: DataReference) -> TestEvaluator | None:
@@ -112,7 +127,7 @@ def run_aggregator(
     """
     for warning in config.weakened_protections():
         logger.warning("PROTECTION OFF: %s", warning)
-    model = _build_model(config, reference)
+    model = _initial_model(config, reference)
     layout = ModelLayout.of(model)
     start = _starting_point(run_dir, config, layout, get_weights(model), str(context.run_id))
     config = replace(config, privacy=replace(config.privacy, ledger_run=start.ledger_run))

@@ -176,6 +176,10 @@ class TrainingSettings:
         SGD step size.
     device : DeviceName
         ``auto`` uses CUDA when present, else the CPU.
+    initial_model : str
+        Aggregator-side safetensors file whose tensors initialise the model where
+        names and shapes match (an autoencoder's encoder for the imaging CNN);
+        empty for a fresh model.
     """
 
     model: ModelName = _setting("model", ModelName.LOGREG)
@@ -183,6 +187,7 @@ class TrainingSettings:
     batch_size: int = _setting("batch-size", 32)
     learning_rate: float = _setting("learning-rate", 0.5)
     device: DeviceName = _setting("device", DeviceName.AUTO)
+    initial_model: str = _setting("initial-model", "")
 
     def __post_init__(self) -> None:
         _require(self.local_epochs >= 1, "local-epochs", f"must be >= 1 (got {self.local_epochs})")

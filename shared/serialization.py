@@ -85,3 +85,38 @@ def save_safetensors(
 def load_safetensors(path: Path) -> dict[str, np.ndarray]:
     """Read a safetensors file (no pickle involved)."""
     return load_file(str(path))
+
+
+def load_matching_weights(model: nn.Module, path: Path) -> list[str]:
+    """Copy into ``model`` every tensor of ``path`` whose name and shape match a parameter.
+
+    This is how a trained autoencoder's ``encoder.*`` initialises the imaging
+    classifier, whose encoder has the same names.
+
+    Returns
+    -------
+    list[str]
+        The parameter names loaded.
+
+    Raises
+    ------
+    InvalidUpdateError
+        If nothing in the file matches the model, or a matching tensor is not finite.
+    """
+    stored = load_safetensors(path)
+    state = model.state_dict()
+    matching = {
+        name: stored[name]
+        for name, tensor in state.items()
+        if name in stored and tuple(stored[name].shape) == tuple(tensor.shape)
+    }
+    if not matching:
+        raise InvalidUpdateError(
+            f"{path}: no tensor matches the model's parameters by name and shape; "
+            "is it a checkpoint of a model with the same encoder?"
+        )
+    for name, array in matching.items():
+        if not np.all(np.isfinite(array)):
+            raise InvalidUpdateError(f"{path}: tensor '{name}' holds NaN or infinite values")
+    model.load_state_dict({name: torch.from_numpy(a) for name, a in matching.items()}, strict=False)
+    return sorted(matching)

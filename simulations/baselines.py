@@ -22,7 +22,7 @@ from shared.config import RunConfig
 from shared.data import Examples, Standardizer
 from shared.evaluation import evaluate_model
 from shared.metrics import weighted_mean
-from shared.models import build_model, model_task
+from shared.models import MODELS, build_model, model_task
 from shared.privacy import plan_dp_sgd
 from shared.tasks import Task
 from simulations.federation import SimulatedFederation, SimulatedHospital
@@ -140,6 +140,7 @@ def _local_only(
             batch_size=training.batch_size,
             history=(),
             device=device,
+            grad_sample_mode=MODELS[config.training.model].grad_sample_mode,
         )
     else:
         train_plain(

@@ -13,10 +13,12 @@ import torch
 from server.run_directory import RunDirectory
 from shared.config import ModelName
 from shared.data import InputKind
+from shared.errors import InvalidUpdateError
 from shared.models import MODELS, build_model
 from shared.serialization import (
     ModelLayout,
     get_weights,
+    load_matching_weights,
     load_safetensors,
     save_safetensors,
     set_weights,
@@ -72,3 +74,32 @@ def test_client_app_module_does_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert output.stdout.strip() == "False False"
+
+
+def test_an_autoencoders_encoder_initialises_the_imaging_classifier(tmp_path: Path) -> None:
+    shape, kind = INPUT_SHAPES[InputKind.IMAGES], InputKind.IMAGES
+    autoencoder = build_model(
+        ModelName.AUTOENCODER,
+        input_shape=shape,
+        input_kind=kind,
+        task=Task(TaskKind.RECONSTRUCTION),
+        seed=1,
+    )
+    path = tmp_path / "autoencoder.safetensors"
+    save_safetensors(path, ModelLayout.of(autoencoder).named(get_weights(autoencoder)), {})
+    classifier = build_model(
+        ModelName.CNN, input_shape=shape, input_kind=kind, task=Task(TaskKind.BINARY), seed=2
+    )
+    head_before = classifier.state_dict()["head.2.weight"].clone()
+    loaded = load_matching_weights(classifier, path)
+    assert loaded and all(name.startswith("encoder.") for name in loaded)
+    for name in loaded:
+        assert torch.equal(classifier.state_dict()[name], autoencoder.state_dict()[name])
+    assert torch.equal(classifier.state_dict()["head.2.weight"], head_before)
+
+
+def test_an_unrelated_checkpoint_initialises_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "other.safetensors"
+    save_safetensors(path, {"unrelated": np.zeros(3, dtype=np.float32)}, {})
+    with pytest.raises(InvalidUpdateError, match="no tensor matches"):
+        load_matching_weights(_build(ModelName.CNN, seed=0), path)
