@@ -7,7 +7,8 @@ the hospital's cap; after training it refuses to release an update that is
 non-finite or outside SecAgg+'s range, and it records the release in the ledger
 *before* handing the update over (write-ahead). :func:`evaluate_round` scores the
 global model on the hospital's held-out split. Only aggregate scalars ever go
-into the metrics.
+into the metrics. A model's site-local parameters (patient embeddings) come from
+and go back to the hospital's state folder (:mod:`client.local_parameters`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from client.ledger import PrivacyLedger
+from client.local_parameters import load_local_parameters, save_local_parameters
 from client.policy import check_policy
 from client.site import Site
 from client.training import TrainOutcome, train_plain, train_private
@@ -149,7 +151,8 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
 
     The DP-SGD plan is calibrated at the first round and passed back in after, so
     the noise stays what the whole-run budget was calibrated for. The release is
-    in the ledger before this returns.
+    in the ledger before this returns, and only then are the model's site-local
+    parameters written back for the next round.
 
     Raises
     ------
@@ -160,7 +163,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     """
     if site.limits is not None:
         check_policy(config, site.limits, site=site.name)
-    model = _global_model(global_weights, config, site)
+    model = _global_model(global_weights, config, site, run_id)
     device = resolve_device(config.training.device)
     training = config.training
     metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name}
@@ -177,6 +180,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         )
         metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
         delta = _checked_delta(model, global_weights, config, site)
+        save_local_parameters(model, site.state, run_id)
         return RoundUpdate(
             delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=None
         )
@@ -210,6 +214,9 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         delta=plan.delta,
         cap_epsilon=cap,
     )
+    # Kept only once the release is booked: later rounds build on these values,
+    # so they must come from spending the ledger has counted.
+    save_local_parameters(model, site.state, run_id)
     metrics |= _privacy_metrics(plan, outcome, reservation.epsilon_after)
     return RoundUpdate(
         delta=delta,
@@ -232,10 +239,12 @@ def fresh_model(config: RunConfig, site: Site) -> torch.nn.Module:
 
 
 def _global_model(
-    global_weights: Sequence[np.ndarray], config: RunConfig, site: Site
+    global_weights: Sequence[np.ndarray], config: RunConfig, site: Site, run_id: str
 ) -> torch.nn.Module:
+    """Build the global model, completed with this site's own local parameters for the run."""
     model = fresh_model(config, site)
     set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
+    load_local_parameters(model, site.state, run_id, site=site.name)
     return model
 
 
@@ -287,17 +296,25 @@ def evaluate_round(
     config: RunConfig,
     site: Site,
     history: Sequence[HistoryEntry],
+    *,
+    run_id: str,
 ) -> tuple[float, int, ReplyMetrics]:
     """Score the global model on the hospital's held-out split.
+
+    ``run_id`` picks the site-local parameters the model is completed with.
 
     Returns
     -------
     tuple[float, int, ReplyMetrics]
         Loss, evaluated rows, and the metrics (with the epsilon spent so far).
     """
-    model = _global_model(global_weights, config, site)
+    model = _global_model(global_weights, config, site, run_id)
     result = evaluate_model(
-        model, site.data.evaluation, site.task, resolve_device(config.training.device)
+        model,
+        site.data.evaluation,
+        site.task,
+        resolve_device(config.training.device),
+        known=site.data.train,
     )
     metrics: ReplyMetrics = {
         ReplyKey.HOSPITAL: site.name,

@@ -111,7 +111,9 @@ class HospitalSession:
             site = load_site(self._node_config, self.config)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
                 history = run_history(ledger, site, self.run_id)
-            loss, rows, metrics = evaluate_round(parameters, self.config, site, history)
+            loss, rows, metrics = evaluate_round(
+                parameters, self.config, site, history, run_id=self.run_id
+            )
         self.audit.append(
             AuditEvent.UPDATE_RELEASED,
             run=self.run_id,

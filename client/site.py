@@ -34,7 +34,8 @@ class Site:
     data : SiteData
         Its training and local evaluation splits, standardised with training statistics.
     state : Path
-        Folder of the hospital's own records: privacy ledger and audit log.
+        Folder of the hospital's own records: privacy ledger, audit log and the
+        model's site-local parameters.
     dataset : str
         What the privacy ledger keeps this data's budget under.
     limits : SitePrivacy | None

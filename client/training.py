@@ -16,10 +16,11 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from shared.data import Examples
+from client.augmentation import shift_images
+from shared.data import Examples, InputKind
 from shared.errors import FedcareError
 from shared.privacy import ACCOUNTANT, DpSgdPlan, HistoryEntry
-from shared.tasks import Task
+from shared.tasks import Task, TaskKind
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,23 @@ def _run_epochs(
     *,
     epochs: int,
     device: torch.device,
+    shift: bool,
 ) -> tuple[float, int]:
-    """Train for ``epochs``; return (mean loss over non-empty batches, steps)."""
+    """Train for ``epochs``; return (mean loss over non-empty batches, steps).
+
+    With ``shift``, every image is moved by a few random pixels first (and an
+    autoencoder redraws the shifted image).
+    """
     loss_fn = task.loss_fn()
     model.train()
     losses, steps = [], 0
     for _ in range(epochs):
         for features, targets in loader:
             features, targets = features.to(device), targets.to(device)
+            if shift:
+                features = shift_images(features)
+                if task.kind is TaskKind.RECONSTRUCTION:
+                    targets = features
             optimizer.zero_grad()
             loss = loss_fn(model(features), targets)
             loss.backward()
@@ -93,6 +103,7 @@ def train_private(
     history: Sequence[HistoryEntry],
     device: torch.device,
     grad_sample_mode: str = "hooks",
+    augment: bool = True,
 ) -> TrainOutcome:
     """Train ``model`` in place with DP-SGD, continuing the accountant ``history``.
 
@@ -118,6 +129,9 @@ def train_private(
         Opacus' per-sample-gradient engine (``hooks``, ``functorch``, ...); the
         model registry names the fastest for each model. The privacy analysis is
         the same for all.
+    augment : bool
+        Shift images by a few pixels (:mod:`client.augmentation`); each example
+        is transformed on its own, so the accounting is unchanged.
 
     Returns
     -------
@@ -159,7 +173,13 @@ def train_private(
         # Opacus' per-sample hooks trip this torch notice on every backward pass.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         mean_loss, steps = _run_epochs(
-            private_model, private_loader, optimizer, task, epochs=epochs, device=device
+            private_model,
+            private_loader,
+            optimizer,
+            task,
+            epochs=epochs,
+            device=device,
+            shift=augment and data.kind is InputKind.IMAGES,
         )
     private_model.remove_hooks()
     return TrainOutcome(
@@ -179,10 +199,19 @@ def train_plain(
     batch_size: int,
     seed: int,
     device: torch.device,
+    augment: bool = True,
 ) -> TrainOutcome:
-    """Train ``model`` in place with plain (non-private) SGD."""
+    """Train ``model`` in place with plain (non-private) SGD (images shifted when ``augment``)."""
     model = model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     loader = _loader(data, task, batch_size, generator=torch.Generator().manual_seed(seed))
-    mean_loss, steps = _run_epochs(model, loader, optimizer, task, epochs=epochs, device=device)
+    mean_loss, steps = _run_epochs(
+        model,
+        loader,
+        optimizer,
+        task,
+        epochs=epochs,
+        device=device,
+        shift=augment and data.kind is InputKind.IMAGES,
+    )
     return TrainOutcome(mean_loss=mean_loss, steps=steps)

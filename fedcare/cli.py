@@ -107,6 +107,8 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     except FedcareError as error:
         raise fail(error) from None
     print_summary(summary, Path(summary["config"]["out-dir"]))
+    if summary["status"] != "completed":
+        raise typer.Exit(1)
 
 
 @app.command("demo-data")

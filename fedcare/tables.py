@@ -79,4 +79,6 @@ def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
     console.print(comparison_table(summary, metric_names))
     for warning in summary["warnings"]:
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    for error in summary["errors"]:
+        console.print(f"[bold red]error:[/] {error}", highlight=False)
     console.print(f"run {summary['status']}; report, plot and model in [bold]{run_dir}[/]")

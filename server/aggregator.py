@@ -26,7 +26,7 @@ from server.secure_aggregation import run_rounds
 from server.strategy import FedCareStrategy, TestEvaluator
 from shared.audit import AuditEvent, AuditLog
 from shared.config import RunConfig
-from shared.errors import ConfigError
+from shared.errors import ConfigError, RunStoppedError
 from shared.evaluation import Evaluation, evaluate_model
 from shared.models import build_model
 from shared.serialization import ModelLayout, get_weights, load_matching_weights, set_weights
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 COMPLETED = "completed"
 FAILED = "failed"
+STOPPED = "stopped"
 
 
 def _build_model(config: RunConfig, reference: DataReference) -> torch.nn.Module:
@@ -175,6 +176,10 @@ def run_aggregator(
             secure_aggregation=config.secure_aggregation,
         )
         status = COMPLETED
+    except RunStoppedError as error:
+        # A stop the configuration asked for: reported and resumable, not a crash.
+        record.errors.append(str(error))
+        status = STOPPED
     except Exception as error:
         record.errors.append(f"the run stopped: {type(error).__name__}: {error}")
         raise

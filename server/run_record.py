@@ -46,8 +46,11 @@ class RoundRecord:
         The global model on the held-out test set, when the aggregator has one.
     federated_metrics : dict[str, float]
         Hospitals' local evaluation metrics, weighted by their row counts.
+    asked : list[str]
+        The hospitals (or node ids, before a hospital's first reply) sent the
+        round's training instruction.
     hospitals : dict[str, HospitalRound]
-        Per-hospital scalars, by hospital name.
+        Per-hospital scalars, by hospital name (those that replied).
     failures : list[str]
         One line per failed reply (refusals, errors, timeouts).
     aggregated : bool
@@ -59,6 +62,7 @@ class RoundRecord:
     round: int
     test_metrics: dict[str, float] = field(default_factory=dict)
     federated_metrics: dict[str, float] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
     hospitals: dict[str, HospitalRound] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     aggregated: bool = False
@@ -126,6 +130,7 @@ class RunRecord:
                     round=raw["round"],
                     test_metrics=_numbers(raw.get("test_metrics", {})),
                     federated_metrics=_numbers(raw.get("federated_metrics", {})),
+                    asked=list(raw.get("asked", [])),
                     hospitals=hospitals,
                     failures=list(raw.get("failures", [])),
                     aggregated=bool(raw.get("aggregated", False)),

@@ -41,8 +41,8 @@ from server.robust_aggregation import AggregationError, RobustMethod, aggregate_
 from server.run_record import RoundRecord, RunRecord
 from server.update_validation import UpdateBounds, screen_replies
 from shared.audit import AuditEvent, AuditLog
-from shared.config import RunConfig
-from shared.errors import InvalidUpdateError
+from shared.config import FailedRoundPolicy, RunConfig
+from shared.errors import InvalidUpdateError, RunStoppedError
 from shared.evaluation import Evaluation
 from shared.keys import InstructionKey, ReplyKey
 from shared.metrics import weighted_mean
@@ -167,6 +167,10 @@ class FedCareStrategy(FedAvg):
             return []
         sampled = client_manager.sample(num_clients=available, min_num_clients=self._minimum)
         self._asked[stage] = {proxy.node_id for proxy in sampled}
+        if stage == "train":
+            self._record.round(server_round).asked = sorted(
+                self._describe(proxy.node_id) for proxy in sampled
+            )
         return sampled
 
     def configure_fit(
@@ -285,6 +289,7 @@ class FedCareStrategy(FedAvg):
         server_round = self._run_round(server_round)
         if server_round > 0:
             self._check_trained(self._record.round(server_round))
+            self._stop_if_asked(self._record.round(server_round))
         if self._test_evaluator is None:
             return None
         result = self._test_evaluator(parameters_to_ndarrays(parameters))
@@ -323,6 +328,25 @@ class FedCareStrategy(FedAvg):
             record,
             "train: secure aggregation halted before aggregating (too few hospitals completed "
             f"the protocol; asked: {unfinished or 'none'}); the global model is unchanged",
+        )
+
+    def _stop_if_asked(self, record: RoundRecord) -> None:
+        """Stop the run after a failed round when ``on-failed-round`` says so.
+
+        Raises
+        ------
+        RunStoppedError
+            Naming the round, its failures and the round a resume starts from.
+        """
+        if (
+            record.aggregated
+            or self._config.federation.on_failed_round is FailedRoundPolicy.CONTINUE
+        ):
+            return
+        raise RunStoppedError(
+            f"round {record.round} failed ({'; '.join(record.failures)}); the run stopped, as "
+            f"on-failed-round=stop asks. The last complete round is {self._latest_round}: once "
+            "the hospitals are back, continue with `fedcare run --resume <run folder>`"
         )
 
     def _learn_name(self, proxy: ClientProxy, metrics: dict[str, Scalar]) -> str:

@@ -35,6 +35,7 @@ class ModelName(StrEnum):
     LSTM = "lstm"
     TRANSFORMER = "transformer"
     AUTOENCODER = "autoencoder"
+    NCF = "ncf"
 
 
 class DatasetName(StrEnum):
@@ -45,6 +46,7 @@ class DatasetName(StrEnum):
     LUNG_SURVIVAL = "lung-survival"
     SYNTHETIC_IMAGES = "synthetic-images"
     SYNTHETIC_VITALS = "synthetic-vitals"
+    TREATMENTS = "treatments"
 
 
 class PartitionName(StrEnum):
@@ -63,6 +65,13 @@ class AggregationName(StrEnum):
     MEDIAN = "median"
     TRIMMED_MEAN = "trimmed-mean"
     KRUM = "krum"
+
+
+class FailedRoundPolicy(StrEnum):
+    """What the run does after a round that could not update the model."""
+
+    CONTINUE = "continue"
+    STOP = "stop"
 
 
 class DeviceName(StrEnum):
@@ -112,6 +121,10 @@ class FederationSettings:
         Share of updates the trimmed mean cuts from each end.
     krum_byzantine : int
         Hospitals Krum assumes may be hostile (it needs 2f + 3 updates).
+    on_failed_round : FailedRoundPolicy
+        After a round that could not update the model (too few hospitals by the
+        deadline, SecAgg+ below its threshold, every update rejected): go on to
+        the next round, or stop cleanly, resumable from the last complete round.
     """
 
     rounds: int = _setting("num-server-rounds", 5)
@@ -122,6 +135,7 @@ class FederationSettings:
     max_update_norm: float = _setting("max-update-norm", 10.0)
     trim_fraction: float = _setting("trim-fraction", 0.2)
     krum_byzantine: int = _setting("krum-byzantine", 1)
+    on_failed_round: FailedRoundPolicy = _setting("on-failed-round", FailedRoundPolicy.CONTINUE)
 
     def names_by_node(self) -> dict[int, str]:
         """:attr:`hospital_names` as a mapping from node id to name."""

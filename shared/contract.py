@@ -517,7 +517,8 @@ class _Parser:
                 unknown[0],
                 f"is not a contract field; known fields: {', '.join(sorted(_KNOWN))}",
             )
-        kind = self.enum("format", InputKind, InputKind.TABLE.value)
+        # Interaction files have no contract format yet: they are simulated only.
+        kind = self.enum("format", InputKind, InputKind.TABLE.value, choices=tuple(_TOP_LEVEL))
         misplaced = sorted(set(self.raw) - _TOP_LEVEL[kind])
         if misplaced:
             field = misplaced[0]

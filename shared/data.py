@@ -1,14 +1,14 @@
 """Examples as every party sees them: arrays, site-local splits and standardisation.
 
-An example's input is a table row, an image or a padded sequence (see
-:class:`InputKind`). A hospital standardises inputs with statistics of its *own
-training split* only, so nothing about its evaluation rows (or any other site)
-leaks into training.
+An example's input is a table row, an image, a padded sequence or a (patient,
+treatment) interaction (see :class:`InputKind`). A hospital standardises inputs
+with statistics of its *own training split* only, so nothing about its evaluation
+rows (or any other site) leaks into training.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
@@ -32,6 +32,12 @@ class InputKind(StrEnum):
     """``(channels, height, width)`` pixels in [0, 1]."""
     SEQUENCES = "sequences"
     """``(steps, features + 1)``: left-padded time steps, the last channel a 0/1 mask."""
+    INTERACTIONS = "interactions"
+    """``(2,)`` int64 (patient, treatment) indices; the label is the outcome (1: responded).
+
+    The patient index is local to its hospital (0 to ``patients - 1``), the
+    treatment index points into the federation's treatment list (the feature names).
+    """
 
 
 @dataclass(frozen=True)
@@ -41,37 +47,63 @@ class Examples:
     Attributes
     ----------
     features : np.ndarray
-        ``(n, *input_shape)`` float32.
+        ``(n, *input_shape)`` float32, or ``(n, 2)`` int64 indices for interactions.
     labels : np.ndarray
-        ``(n,)`` class indices or regression targets, or ``(n, 2)`` (time bin,
-        event) for survival.
+        ``(n,)`` class indices, regression targets or interaction outcomes, or
+        ``(n, 2)`` (time bin, event) for survival.
     feature_names : tuple[str, ...]
-        Names of the input's features (table columns, sequence channels, or the
-        image channels).
+        Names of the input's features (table columns, sequence channels, the
+        image channels, or the treatments an interaction's index points into).
     kind : InputKind
         What one input is.
+    patients : int
+        For interactions, how many patients the patient index ranges over (a
+        subset keeps the whole range); 0 otherwise.
     """
 
     features: np.ndarray
     labels: np.ndarray
     feature_names: tuple[str, ...]
     kind: InputKind = InputKind.TABLE
+    patients: int = 0
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one example's input."""
+        """Shape of one example's input, as model builders take it.
+
+        For interactions it is ``(patients, treatments)``: the ranges of the two
+        indices, which size the model's embedding tables.
+        """
+        if self.kind is InputKind.INTERACTIONS:
+            return (self.patients, len(self.feature_names))
         return tuple(int(size) for size in self.features.shape[1:])
+
+    @property
+    def shared_input_shape(self) -> tuple[int, ...]:
+        """The input shape a party holding none of these patients builds the model with.
+
+        Patient embeddings never leave their hospital
+        (:data:`shared.serialization.LOCAL_PREFIX`), so for interactions the
+        aggregator's model embeds a single placeholder patient; every other
+        input is shared whole.
+        """
+        if self.kind is InputKind.INTERACTIONS:
+            return (1, len(self.feature_names))
+        return self.input_shape
 
     def subset(self, rows: np.ndarray) -> Examples:
         """Return the examples at indices ``rows``."""
-        return Examples(self.features[rows], self.labels[rows], self.feature_names, self.kind)
+        return replace(self, features=self.features[rows], labels=self.labels[rows])
 
     def with_features(self, features: np.ndarray) -> Examples:
         """Return the same examples with ``features`` as their inputs."""
-        return Examples(features, self.labels, self.feature_names, self.kind)
+        return replace(self, features=features)
+
+
+_UNSCALED = frozenset({InputKind.IMAGES, InputKind.INTERACTIONS})
 
 
 @dataclass(frozen=True)
@@ -81,6 +113,7 @@ class Standardizer:
     Tables are scaled per column and sequences per channel over their real
     (unpadded) steps. Images are left as they are: their contract already fixes
     pixel values to [0, 1], and a per-site pixel shift would differ between sites.
+    Interactions are indices, never scaled.
     """
 
     mean: np.ndarray
@@ -93,7 +126,7 @@ class Standardizer:
         if data.kind is InputKind.SEQUENCES:
             mean, scale = fit_padded_standardizer(data.features)
             return cls(mean=mean, scale=scale, kind=data.kind)
-        if data.kind is InputKind.IMAGES:
+        if data.kind in _UNSCALED:
             return cls(mean=np.zeros(1), scale=np.ones(1), kind=data.kind)
         mean = data.features.mean(axis=0)
         scale = data.features.std(axis=0)
@@ -101,7 +134,9 @@ class Standardizer:
         return cls(mean=mean, scale=scale, kind=data.kind)
 
     def transform(self, data: Examples) -> Examples:
-        """Return ``data`` with standardised features (float32)."""
+        """Return ``data`` with standardised features (float32; interactions stay indices)."""
+        if self.kind is InputKind.INTERACTIONS:
+            return data
         if self.kind is InputKind.SEQUENCES:
             features = standardize_padded(data.features, self.mean, self.scale)
         elif self.kind is InputKind.IMAGES:
@@ -151,10 +186,33 @@ def split_rows(
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
+def split_interactions(data: Examples, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split interaction rows into (kept, held-out) by leave-one-out.
+
+    Each patient with at least two interactions, one of them a response, has one
+    of its responses (drawn by ``rng``) held out; every other interaction trains.
+    So no patient is left without training interactions, and each evaluated
+    patient has a response to rank.
+    """
+    patients, outcomes = data.features[:, 0], data.labels
+    held = []
+    for patient in np.unique(patients):
+        rows = np.flatnonzero(patients == patient)
+        responses = rows[outcomes[rows] == 1]
+        if len(rows) >= 2 and len(responses):
+            held.append(int(rng.choice(responses)))
+    held_rows = np.array(sorted(held), dtype=np.int64)
+    return np.setdiff1d(np.arange(len(data)), held_rows), held_rows
+
+
 def prepare_site(
     data: Examples, task: Task, *, eval_fraction: float, seed: int, site: str
 ) -> PreparedSite:
     """Split a hospital's rows into train/evaluation and standardise both with train statistics.
+
+    Interactions are split by :func:`split_interactions` (leave-one-out per
+    patient, so ``eval_fraction`` does not apply); other rows by
+    :func:`split_rows`.
 
     Raises
     ------
@@ -164,9 +222,12 @@ def prepare_site(
         federation it still teaches the shared model about its class.
     """
     rng = np.random.default_rng(seed)
-    train_rows, eval_rows = split_rows(
-        task.strata(data.labels), eval_fraction, rng, stratify=task.stratified
-    )
+    if data.kind is InputKind.INTERACTIONS:
+        train_rows, eval_rows = split_interactions(data, rng)
+    else:
+        train_rows, eval_rows = split_rows(
+            task.strata(data.labels), eval_fraction, rng, stratify=task.stratified
+        )
     if len(train_rows) < MIN_TRAIN_ROWS or len(eval_rows) < MIN_EVAL_ROWS:
         raise DataError(
             f"{site}: {len(data)} rows give {len(train_rows)} to train and {len(eval_rows)} to "

@@ -33,3 +33,10 @@ class PrivacyBudgetExceededError(FedcareError, RuntimeError):
 
 class InvalidUpdateError(FedcareError, ValueError):
     """A model update is non-finite, mis-shaped or outside the range it may take."""
+
+
+class RunStoppedError(FedcareError, RuntimeError):
+    """The run stopped after a failed round, as ``on-failed-round = "stop"`` asks.
+
+    Its message names the round, why it failed and how to resume.
+    """

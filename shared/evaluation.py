@@ -26,9 +26,35 @@ class Evaluation:
 
 
 def evaluate_model(
-    model: nn.Module, data: Examples, task: Task, device: torch.device
+    model: nn.Module,
+    data: Examples,
+    task: Task,
+    device: torch.device,
+    *,
+    known: Examples | None = None,
 ) -> Evaluation:
-    """Evaluate ``model`` on all of ``data``: mean loss and the task's metrics."""
+    """Evaluate ``model`` on all of ``data``: mean loss and the task's metrics.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model to score.
+    data : Examples
+        The evaluation rows.
+    task : Task
+        What the model learnt.
+    device : torch.device
+        Where to run it.
+    known : Examples | None
+        For recommendation, the interactions the model was trained on (the
+        training split): they are no candidates when ranking a patient's
+        treatments. Unused by every other task.
+
+    Raises
+    ------
+    ValueError
+        If a recommendation is evaluated without ``known``.
+    """
     model = model.to(device).eval()
     targets = task.targets(data.features, data.labels)
     loss_fn = task.loss_fn()
@@ -40,10 +66,46 @@ def evaluate_model(
             batch_targets = torch.as_tensor(targets[batch], dtype=task.label_dtype, device=device)
             weighted_loss += float(loss_fn(batch_outputs, batch_targets)) * len(batch_targets)
             outputs.append(batch_outputs)
-    scores = task.scores(torch.cat(outputs))
-    truth = data.features if task.kind is TaskKind.RECONSTRUCTION else data.labels
+    if task.kind is TaskKind.RECOMMENDATION:
+        if known is None:
+            raise ValueError("ranking treatments needs the known (training) interactions")
+        metrics = compute_metrics(
+            task, data.features[:, 1], candidate_scores(model, data, known, device)
+        )
+    else:
+        truth = data.features if task.kind is TaskKind.RECONSTRUCTION else data.labels
+        metrics = compute_metrics(task, np.asarray(truth), task.scores(torch.cat(outputs)))
     return Evaluation(
-        loss=weighted_loss / max(len(data), 1),
-        metrics=compute_metrics(task, np.asarray(truth), scores),
-        num_examples=len(data),
+        loss=weighted_loss / max(len(data), 1), metrics=metrics, num_examples=len(data)
     )
+
+
+def candidate_scores(
+    model: nn.Module, data: Examples, known: Examples, device: torch.device
+) -> np.ndarray:
+    """Score every treatment for the patient of each of ``data``'s interactions.
+
+    Returns
+    -------
+    np.ndarray
+        ``(len(data), treatments)`` response logits; ``-inf`` for the treatments
+        the patient has in ``known`` (already tried, so nothing to recommend),
+        except the row's own treatment, which is always a candidate.
+    """
+    treatments = len(data.feature_names)
+    patients = data.features[:, 0]
+    pairs = np.stack(
+        [np.repeat(patients, treatments), np.tile(np.arange(treatments), len(data))], axis=1
+    )
+    logits = np.empty(len(pairs), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(pairs), EVALUATION_BATCH):
+            batch = torch.from_numpy(pairs[start : start + EVALUATION_BATCH]).to(device)
+            logits[start : start + EVALUATION_BATCH] = model(batch).squeeze(-1).cpu().numpy()
+    logits = logits.reshape(len(data), treatments)
+    tried = np.zeros((max(data.patients, known.patients), treatments), dtype=bool)
+    tried[known.features[:, 0], known.features[:, 1]] = True
+    scores = np.where(tried[patients], -np.inf, logits)
+    rows = np.arange(len(data))
+    scores[rows, data.features[:, 1]] = logits[rows, data.features[:, 1]]
+    return scores

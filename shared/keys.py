@@ -67,3 +67,7 @@ class MetricName(StrEnum):
     C_INDEX = "c-index"
     RECONSTRUCTION_MSE = "reconstruction-mse"
     RECONSTRUCTION_MAE = "reconstruction-mae"
+    HIT_RATE = "hit-rate"
+    """Hit-rate@5: share of patients whose held-out response ranks in the top 5."""
+    NDCG = "ndcg"
+    """NDCG@5: normalised discounted cumulative gain of the held-out response in the top 5."""

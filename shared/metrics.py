@@ -3,7 +3,8 @@
 Binary diagnosis reports AUROC, accuracy, sensitivity, specificity, F1 and the
 Brier score at a 0.5 decision threshold; regression reports MAE, RMSE and R²;
 survival reports Harrell's C-index (lifelines); an autoencoder its reconstruction
-error. A metric that is undefined on the given data (AUROC with one class present,
+error; treatment recommendation the hit-rate@5 and NDCG@5 of a held-out response.
+A metric that is undefined on the given data (AUROC with one class present,
 sensitivity with no positives) is ``nan``, never a made-up number.
 """
 
@@ -19,6 +20,8 @@ from shared.keys import MetricName
 from shared.tasks import Task, TaskKind
 
 DECISION_THRESHOLD = 0.5
+RANKING_CUTOFF = 5
+"""k of hit-rate@k and NDCG@k: how many suggested treatments a clinician would read."""
 
 
 BINARY_METRICS = (
@@ -33,6 +36,7 @@ MULTICLASS_METRICS = (MetricName.AUROC, MetricName.ACCURACY, MetricName.F1)
 REGRESSION_METRICS = (MetricName.MAE, MetricName.RMSE, MetricName.R2)
 SURVIVAL_METRICS = (MetricName.C_INDEX,)
 RECONSTRUCTION_METRICS = (MetricName.RECONSTRUCTION_MSE, MetricName.RECONSTRUCTION_MAE)
+RECOMMENDATION_METRICS = (MetricName.HIT_RATE, MetricName.NDCG)
 
 LOWER_IS_BETTER = frozenset(
     {
@@ -51,6 +55,7 @@ _METRICS_BY_KIND = {
     TaskKind.REGRESSION: REGRESSION_METRICS,
     TaskKind.SURVIVAL: SURVIVAL_METRICS,
     TaskKind.RECONSTRUCTION: RECONSTRUCTION_METRICS,
+    TaskKind.RECOMMENDATION: RECOMMENDATION_METRICS,
 }
 
 
@@ -68,16 +73,22 @@ def compute_metrics(task: Task, y_true: np.ndarray, scores: np.ndarray) -> dict[
         The task the scores answer.
     y_true : np.ndarray
         True labels (0/1 for binary, class index for multiclass), regression
-        targets, (time bin, event) rows for survival, or the inputs themselves for
-        reconstruction.
+        targets, (time bin, event) rows for survival, the inputs themselves for
+        reconstruction, or for recommendation each evaluated patient's held-out
+        treatment index.
     scores : np.ndarray
-        :meth:`shared.tasks.Task.scores` output for the same rows.
+        :meth:`shared.tasks.Task.scores` output for the same rows; for
+        recommendation ``(n, treatments)`` scores of every treatment for each
+        patient, ``-inf`` for those that are no candidates
+        (:func:`shared.evaluation.candidate_scores`).
 
     Returns
     -------
     dict[str, float]
         Metric name to value, in :func:`metric_names` order.
     """
+    if task.kind is TaskKind.RECOMMENDATION:
+        return _recommendation(y_true.astype(int), scores)
     if not np.all(np.isfinite(scores)):
         # A diverged model has no score; say so rather than fail the whole report.
         return dict.fromkeys((name.value for name in metric_names(task)), math.nan)
@@ -153,6 +164,31 @@ def _reconstruction(inputs: np.ndarray, reconstructed: np.ndarray) -> dict[str, 
     return {
         MetricName.RECONSTRUCTION_MSE.value: float(np.mean(error**2)),
         MetricName.RECONSTRUCTION_MAE.value: float(np.mean(np.abs(error))),
+    }
+
+
+def held_out_ranks(scores: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+    """1-based rank of each row's held-out item among that row's candidates.
+
+    Candidates are the finite scores (``-inf`` marks a non-candidate). A tie counts
+    against the held-out item, so a model that scores everything alike ranks it
+    last rather than first.
+    """
+    target = scores[np.arange(len(held_out)), held_out]
+    return (scores >= target[:, None]).sum(axis=1)
+
+
+def _recommendation(held_out: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    if np.isnan(scores).any() or np.isposinf(scores).any():
+        return dict.fromkeys((name.value for name in RECOMMENDATION_METRICS), math.nan)
+    # From ranks rather than sklearn's ndcg_score: each patient has its own
+    # candidate set. With one relevant item the ideal DCG is 1, so NDCG@k is
+    # 1 / log2(rank + 1) within the cut-off.
+    ranks = held_out_ranks(scores, held_out)
+    hits = ranks <= RANKING_CUTOFF
+    return {
+        MetricName.HIT_RATE.value: float(hits.mean()),
+        MetricName.NDCG.value: float(np.where(hits, 1.0 / np.log2(ranks + 1.0), 0.0).mean()),
     }
 
 

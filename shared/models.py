@@ -4,7 +4,8 @@ DP-SGD needs per-sample gradients, so no network here mixes examples inside a
 batch: GroupNorm instead of BatchNorm, and Opacus' DP layers (``DPGRU``,
 ``DPLSTM``, ``DPMultiheadAttention``) instead of torch's fused ones. Every
 builder takes one example's input shape and the task's output width, so one
-name serves every task of its input kind.
+name serves every task of its input kind (for interactions the "shape" is the
+number of patients and of treatments, :attr:`shared.data.Examples.input_shape`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _GROUPS = 4
 _SEQUENCE_HIDDEN = 32
 _ATTENTION_HEADS = 4
 _POOLED_SIZE = 4
+_EMBEDDING = 16
 
 
 def _flat_width(input_shape: tuple[int, ...]) -> int:
@@ -215,6 +217,35 @@ class SequenceTransformer(nn.Module):
         return self.head(pooled)
 
 
+class NeuralCollaborativeFiltering(nn.Module):
+    """Neural collaborative filtering (He et al., WWW 2017) over (patient, treatment) pairs.
+
+    An MLP reads the element-wise product of the two embeddings (the
+    matrix-factorisation term) beside the embeddings themselves and returns one
+    response logit. The patient table is indexed by the hospital's own patient
+    numbering and named ``local_patients``: it never leaves the hospital
+    (:data:`shared.serialization.LOCAL_PREFIX`); the treatment embeddings and the
+    MLP are federated.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], output_dim: int) -> None:
+        super().__init__()
+        patients, treatments = input_shape
+        self.treatments = nn.Embedding(treatments, _EMBEDDING)
+        self.mlp = nn.Sequential(
+            nn.Linear(3 * _EMBEDDING, _MLP_HIDDEN), nn.Tanh(), nn.Linear(_MLP_HIDDEN, output_dim)
+        )
+        # Created last, so the shared layers' initial values do not depend on how
+        # many patients a site has.
+        self.local_patients = nn.Embedding(patients, _EMBEDDING)
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, output_dim)`` response logits of ``(n, 2)`` (patient, treatment) pairs."""
+        patient = self.local_patients(pairs[:, 0])
+        treatment = self.treatments(pairs[:, 1])
+        return self.mlp(torch.cat([patient * treatment, patient, treatment], dim=-1))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered model: how to build it and what it accepts.
@@ -239,13 +270,14 @@ class ModelSpec:
     grad_sample_mode: str = "hooks"
 
 
-_ANY_INPUT = frozenset(InputKind)
+# Indices are no values to weigh: interactions need embeddings.
+_DENSE_INPUTS = frozenset(InputKind) - {InputKind.INTERACTIONS}
 _IMAGES = frozenset({InputKind.IMAGES})
 _SEQUENCES = frozenset({InputKind.SEQUENCES})
 
 MODELS: dict[ModelName, ModelSpec] = {
-    ModelName.LOGREG: ModelSpec(_logreg, _ANY_INPUT),
-    ModelName.MLP: ModelSpec(_mlp, _ANY_INPUT),
+    ModelName.LOGREG: ModelSpec(_logreg, _DENSE_INPUTS),
+    ModelName.MLP: ModelSpec(_mlp, _DENSE_INPUTS),
     ModelName.CNN: ModelSpec(ImageClassifier, _IMAGES),
     ModelName.RESNET: ModelSpec(ResNetGN, _IMAGES),
     ModelName.AUTOENCODER: ModelSpec(ConvAutoencoder, _IMAGES, reconstructs=True),
@@ -256,6 +288,7 @@ MODELS: dict[ModelName, ModelSpec] = {
         lambda shape, out: RecurrentClassifier(shape, out, cell=DPLSTM), _SEQUENCES
     ),
     ModelName.TRANSFORMER: ModelSpec(SequenceTransformer, _SEQUENCES),
+    ModelName.NCF: ModelSpec(NeuralCollaborativeFiltering, frozenset({InputKind.INTERACTIONS})),
 }
 
 
@@ -291,7 +324,8 @@ def build_model(
     name : ModelName
         Registry name.
     input_shape : tuple[int, ...]
-        Shape of one example's input.
+        Shape of one example's input (for interactions: how many patients and
+        treatments there are, :attr:`shared.data.Examples.input_shape`).
     input_kind : InputKind
         What the input is (checked against the model).
     task : Task

@@ -21,6 +21,9 @@ class TaskKind(StrEnum):
     """Discrete-time survival: labels are (time bin, event), outputs one hazard logit per bin."""
     RECONSTRUCTION = "reconstruction"
     """Autoencoding: the input is its own target; labels are unused."""
+    RECOMMENDATION = "recommendation"
+    """Treatment recommendation: labels are 0/1 outcomes of (patient, treatment) pairs,
+    outputs one response logit; scored by where a held-out response ranks."""
 
 
 CLASSIFICATION = frozenset({TaskKind.BINARY, TaskKind.MULTICLASS})
@@ -91,7 +94,7 @@ class Task:
 
     def loss_fn(self) -> nn.Module:
         """Return the training loss (mean over the batch, as Opacus assumes)."""
-        if self.kind is TaskKind.BINARY:
+        if self.kind in (TaskKind.BINARY, TaskKind.RECOMMENDATION):
             return _SqueezedLoss(nn.BCEWithLogitsLoss())
         if self.kind is TaskKind.MULTICLASS:
             return nn.CrossEntropyLoss()
@@ -107,12 +110,13 @@ class Task:
         Returns
         -------
         np.ndarray
-            Probabilities ``(n,)`` for binary, ``(n, num_classes)`` for multiclass;
+            Probabilities ``(n,)`` for binary (and the response probability for
+            recommendation), ``(n, num_classes)`` for multiclass;
             predictions in the target's units for regression; a risk score ``(n,)``
             for survival (higher means earlier death); the reconstruction itself.
         """
         with torch.no_grad():
-            if self.kind is TaskKind.BINARY:
+            if self.kind in (TaskKind.BINARY, TaskKind.RECOMMENDATION):
                 return torch.sigmoid(outputs.squeeze(-1)).cpu().numpy()
             if self.kind is TaskKind.MULTICLASS:
                 return torch.softmax(outputs, dim=-1).cpu().numpy()

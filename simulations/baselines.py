@@ -20,6 +20,7 @@ import torch
 from client.training import train_plain, train_private
 from shared.config import RunConfig
 from shared.data import Examples, Standardizer
+from shared.errors import DataError
 from shared.evaluation import evaluate_model
 from shared.metrics import weighted_mean
 from shared.models import MODELS, build_model, model_task
@@ -57,14 +58,25 @@ class Baselines:
 def compute_baselines(
     config: RunConfig, federation: SimulatedFederation, device: torch.device
 ) -> Baselines:
-    """Train and score the pooled and local-only reference models."""
+    """Train and score the pooled and local-only reference models.
+
+    Raises
+    ------
+    DataError
+        If the federation has no held-out test set to score them on.
+    """
+    test = federation.test
+    if test is None:
+        raise DataError(
+            f"{config.data.dataset} has no held-out test set, so there are no baselines to score"
+        )
     per_hospital = {
-        hospital.name: _local_only(config, federation, hospital, device)
+        hospital.name: _local_only(config, federation, test, hospital, device)
         for hospital in federation.hospitals
     }
     local_only = weighted_mean(list(per_hospital.values()), [1.0] * len(per_hospital))
     return Baselines(
-        pooled=_pooled(config, federation, device),
+        pooled=_pooled(config, federation, test, device),
         local_only=local_only,
         local_only_per_hospital=per_hospital,
     )
@@ -78,26 +90,28 @@ def _task(config: RunConfig, federation: SimulatedFederation) -> Task:
     return model_task(config.training.model, federation.task)
 
 
-def _fresh_model(config: RunConfig, federation: SimulatedFederation) -> torch.nn.Module:
+def _fresh_model(
+    config: RunConfig, federation: SimulatedFederation, test: Examples
+) -> torch.nn.Module:
     return build_model(
         config.training.model,
-        input_shape=federation.test.input_shape,
-        input_kind=federation.test.kind,
+        input_shape=test.input_shape,
+        input_kind=test.kind,
         task=_task(config, federation),
         seed=config.data.seed,
     )
 
 
 def _pooled(
-    config: RunConfig, federation: SimulatedFederation, device: torch.device
+    config: RunConfig, federation: SimulatedFederation, test: Examples, device: torch.device
 ) -> dict[str, float]:
     raw = Examples(
         features=np.concatenate([h.raw_train.features for h in federation.hospitals]),
         labels=np.concatenate([h.raw_train.labels for h in federation.hospitals]),
-        feature_names=federation.test.feature_names,
-        kind=federation.test.kind,
+        feature_names=test.feature_names,
+        kind=test.kind,
     )
-    model = _fresh_model(config, federation)
+    model = _fresh_model(config, federation, test)
     train_plain(
         model,
         Standardizer.fit(raw).transform(raw),
@@ -108,16 +122,17 @@ def _pooled(
         seed=config.data.seed,
         device=device,
     )
-    return evaluate_model(model, federation.test, _task(config, federation), device).metrics
+    return evaluate_model(model, test, _task(config, federation), device).metrics
 
 
 def _local_only(
     config: RunConfig,
     federation: SimulatedFederation,
+    test: Examples,
     hospital: SimulatedHospital,
     device: torch.device,
 ) -> dict[str, float]:
-    model = _fresh_model(config, federation)
+    model = _fresh_model(config, federation, test)
     train = hospital.site.train
     training = config.training
     if config.privacy.enabled:
@@ -153,4 +168,4 @@ def _local_only(
             seed=config.data.seed,
             device=device,
         )
-    return evaluate_model(model, federation.test, _task(config, federation), device).metrics
+    return evaluate_model(model, test, _task(config, federation), device).metrics

@@ -4,7 +4,7 @@ never download anything.
 Real data: Breast Cancer Wisconsin and the diabetes progression study (scikit-learn),
 the NCCTG lung-cancer trial with its 18 institutions (lifelines). Synthetic data
 with real structure stands in where no medical set ships in a package: chest-film
-style images and ICU vitals sequences (:mod:`simulations.synthetic`).
+style images, ICU vitals sequences and treatment outcomes (:mod:`simulations.synthetic`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from shared.config import DatasetName
 from shared.data import Examples, InputKind
 from shared.sequences import to_padded
 from shared.tasks import Task, TaskKind
-from simulations.synthetic import VITAL_COLUMNS, make_images, make_vitals
+from simulations.synthetic import VITAL_COLUMNS, make_images, make_treatments, make_vitals
 
 SURVIVAL_BIN_EDGES_DAYS = (0.0, 90.0, 180.0, 270.0, 365.0, 540.0, 730.0)
 """Start of each time bin of the lung-cancer survival task; the last bin is open-ended."""
@@ -28,6 +28,8 @@ _IMAGE_COUNT = 900
 _IMAGE_CLASSES = ("normal", "nodule", "opacity")
 _VITALS_PATIENTS = 600
 _VITALS_HOURS = 24
+_TREATMENT_PATIENTS = 600
+_TREATMENT_COUNT = 20
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,12 @@ class BuiltinDataset:
         What the labels mean.
     sites : np.ndarray | None
         Per-example site (hospital) identifier for the ``natural`` partition.
+
+    Notes
+    -----
+    Interaction data numbers its patients ``0 .. data.patients - 1`` over the
+    whole dataset; a simulation deals out patients, not rows, and each hospital
+    numbers its own (:func:`simulations.federation.build_federation`).
     """
 
     data: Examples
@@ -137,12 +145,34 @@ def _synthetic_vitals() -> BuiltinDataset:
     return BuiltinDataset(data=data, task=Task(TaskKind.BINARY, positive_label="deterioration"))
 
 
+def _treatments() -> BuiltinDataset:
+    """600 synthetic patients, each given 8 of 20 treatments, with their outcomes.
+
+    Outcomes follow a low-rank patient-treatment affinity plus treatment popularity,
+    and prescribing favours likely responders (:func:`simulations.synthetic.make_treatments`).
+    """
+    frame = make_treatments(
+        _TREATMENT_PATIENTS, n_treatments=_TREATMENT_COUNT, seed=_SYNTHETIC_SEED
+    )
+    patient_ids, patients = np.unique(frame["patient_id"].to_numpy(), return_inverse=True)
+    treatment_names, treatments = np.unique(frame["treatment"].to_numpy(), return_inverse=True)
+    data = Examples(
+        features=np.stack([patients, treatments], axis=1).astype(np.int64),
+        labels=frame["outcome"].to_numpy(np.float32),
+        feature_names=tuple(str(name) for name in treatment_names),
+        kind=InputKind.INTERACTIONS,
+        patients=len(patient_ids),
+    )
+    return BuiltinDataset(data=data, task=Task(TaskKind.RECOMMENDATION, positive_label="response"))
+
+
 _LOADERS = {
     DatasetName.BREAST_CANCER: _breast_cancer,
     DatasetName.DIABETES: _diabetes,
     DatasetName.LUNG_SURVIVAL: _lung_survival,
     DatasetName.SYNTHETIC_IMAGES: _synthetic_images,
     DatasetName.SYNTHETIC_VITALS: _synthetic_vitals,
+    DatasetName.TREATMENTS: _treatments,
 }
 
 

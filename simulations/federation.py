@@ -4,6 +4,11 @@ Everything is a deterministic function of :class:`shared.config.DataSettings`, s
 aggregator (for its held-out evaluation) and each virtual hospital (for its own
 partition) rebuild exactly the same split independently, as real parties would
 each hold their own data.
+
+Interaction data (treatment recommendation) has no test set: a model scores a
+patient only through that patient's embedding, which stays at the patient's
+hospital, so the aggregator could score no held-out patient. Its hospitals'
+own evaluations are the federation's metrics.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.config import DataSettings, PartitionName
-from shared.data import Examples, SiteData, Standardizer, prepare_site, split_rows
+from shared.data import Examples, InputKind, SiteData, Standardizer, prepare_site, split_rows
 from shared.errors import DataError
 from shared.tasks import CLASSIFICATION, Task
 from simulations.datasets import BuiltinDataset, load_builtin
@@ -61,16 +66,25 @@ class SimulatedFederation:
     ----------
     task : Task
         The dataset's task.
-    test : Examples
+    test : Examples | None
         Rows no hospital trains on, standardised with their own statistics as an
-        unseen hospital would standardise its patients.
+        unseen hospital would standardise its patients; ``None`` for interaction
+        data (see the module docstring).
     hospitals : tuple[SimulatedHospital, ...]
         One entry per hospital, in partition-id order.
     """
 
     task: Task
-    test: Examples
+    test: Examples | None
     hospitals: tuple[SimulatedHospital, ...]
+
+    @property
+    def schema(self) -> Examples:
+        """Examples showing the data's kind, features and shape: what the aggregator knows.
+
+        The test set when there is one, else a hospital's training split.
+        """
+        return self.test if self.test is not None else self.hospitals[0].site.train
 
 
 def build_federation(settings: DataSettings) -> SimulatedFederation:
@@ -86,6 +100,8 @@ def build_federation(settings: DataSettings) -> SimulatedFederation:
     test_seed, partition_seed, *site_seeds = np.random.SeedSequence(settings.seed).spawn(
         2 + settings.hospitals
     )
+    if dataset.data.kind is InputKind.INTERACTIONS:
+        return _patient_federation(settings, dataset, partition_seed, site_seeds)
     pool_rows, test_rows = split_rows(
         dataset.task.strata(dataset.data.labels),
         settings.test_fraction,
@@ -102,6 +118,46 @@ def build_federation(settings: DataSettings) -> SimulatedFederation:
     test = dataset.data.subset(test_rows)
     return SimulatedFederation(
         task=dataset.task, test=Standardizer.fit(test).transform(test), hospitals=hospitals
+    )
+
+
+def _patient_federation(
+    settings: DataSettings,
+    dataset: BuiltinDataset,
+    partition_seed: np.random.SeedSequence,
+    site_seeds: list[np.random.SeedSequence],
+) -> SimulatedFederation:
+    """Deal out patients, with all their interactions, and number each hospital's own."""
+    data = dataset.data
+    groups = _patient_groups(settings, dataset, np.random.default_rng(partition_seed))
+    hospitals = []
+    for pid, (group, site_seed) in enumerate(zip(groups, site_seeds, strict=True)):
+        patients = np.sort(group)
+        rows = np.flatnonzero(np.isin(data.features[:, 0], patients))
+        local = np.stack(
+            [np.searchsorted(patients, data.features[rows, 0]), data.features[rows, 1]], axis=1
+        )
+        own = Examples(
+            local, data.labels[rows], data.feature_names, data.kind, patients=len(patients)
+        )
+        hospitals.append(_hospital(pid, own, dataset.task, settings, site_seed))
+    return SimulatedFederation(task=dataset.task, test=None, hospitals=tuple(hospitals))
+
+
+def _patient_groups(
+    settings: DataSettings, dataset: BuiltinDataset, rng: np.random.Generator
+) -> list[np.ndarray]:
+    count, patients = settings.hospitals, dataset.data.patients
+    if settings.partition is PartitionName.IID:
+        return partition_iid(patients, count, rng)
+    if settings.partition is PartitionName.QUANTITY:
+        # The floor counts patients here, each with several interactions.
+        return partition_quantity(
+            patients, count, settings.dirichlet_alpha, rng, min_size=MIN_HOSPITAL_ROWS
+        )
+    raise DataError(
+        f"partition '{settings.partition}' does not apply to {settings.dataset}, which deals "
+        "out patients with all their interactions; use iid or quantity"
     )
 
 

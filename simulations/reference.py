@@ -17,28 +17,42 @@ logger = logging.getLogger(__name__)
 def simulated_reference(config: RunConfig) -> DataReference:
     """Build the test set and train the pooled and local-only baselines for ``config``.
 
+    Data without a test set (interactions: patient embeddings stay at the
+    hospitals) gets neither; the report then takes its final metrics from the
+    hospitals' own evaluations.
+
     Raises
     ------
     shared.errors.DataError
         If the data settings cannot give every hospital enough rows.
     """
     federation = build_federation(config.data)
+    test = federation.test
     logger.info(
-        "simulated federation: %s hospitals (%s), %s held-out test rows",
+        "simulated federation: %s hospitals (%s), %s",
         len(federation.hospitals),
         ", ".join(
             f"{h.name}: {len(h.site.train)} train / {len(h.site.evaluation)} eval"
             for h in federation.hospitals
         ),
-        len(federation.test),
+        f"{len(test)} held-out test rows" if test is not None else "no held-out test set",
     )
-    logger.info("training the pooled and local-only baselines")
-    baselines = compute_baselines(config, federation, resolve_device(config.training.device))
+    baselines: dict[str, dict[str, float]] = {}
+    if test is None:
+        logger.info(
+            "no pooled or local-only baselines: without a test set the hospitals' own "
+            "evaluations score the federated model"
+        )
+    else:
+        logger.info("training the pooled and local-only baselines")
+        device = resolve_device(config.training.device)
+        baselines = compute_baselines(config, federation, device).rows()
+    schema = federation.schema
     return DataReference(
         task=model_task(config.training.model, federation.task),
-        feature_names=federation.test.feature_names,
-        input_shape=federation.test.input_shape,
-        input_kind=federation.test.kind,
-        test=federation.test,
-        baselines=baselines.rows(),
+        feature_names=schema.feature_names,
+        input_shape=schema.shared_input_shape,
+        input_kind=schema.kind,
+        test=test,
+        baselines=baselines,
     )

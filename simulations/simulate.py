@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from server.report import SUMMARY
 from server.run_directory import check_run_path, default_run_path
@@ -55,10 +56,13 @@ def simulate(config: RunConfig) -> dict[str, Any]:
         check_run_path(run_path)
     build_federation(config.data)
     logger.info("simulating %s hospitals; run folder %s", config.data.hospitals, run_path)
-    run_simulation(
-        server_app=make_server_app(config),
-        client_app=client_app,
-        num_supernodes=config.data.hospitals,
-        backend_config=backend_config(config),  # type: ignore[arg-type]
-    )
+    # One BLAS thread in this process: its server thread once hung spinning in a BLAS
+    # call beside Ray and torch; the heavy work runs in torch and the Ray actors anyway.
+    with threadpool_limits(limits=1, user_api="blas"):
+        run_simulation(
+            server_app=make_server_app(config),
+            client_app=client_app,
+            num_supernodes=config.data.hospitals,
+            backend_config=backend_config(config),  # type: ignore[arg-type]
+        )
     return json.loads((run_path / SUMMARY).read_text(encoding="utf-8"))

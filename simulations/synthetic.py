@@ -137,7 +137,9 @@ def _background(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     """Smooth tissue-like texture: a coarse random field upsampled, darker at the edges."""
     coarse = rng.normal(0.0, 0.07, (n, TEXTURE_NODES, TEXTURE_NODES)).astype(np.float32)
     weights = _interpolation_matrix(size, TEXTURE_NODES)
-    texture = np.einsum("ij,njk,lk->nil", weights, coarse, weights, optimize=True)
+    # optimize=False keeps einsum off BLAS: BLAS thread pools have hung when called from
+    # the simulation's server thread in a process that also runs Ray and torch.
+    texture = np.einsum("ij,njk,lk->nil", weights, coarse, weights, optimize=False)
     y, x = _grid(size)
     vignette = 1 - 0.35 * ((y - 0.5) ** 2 + (x - 0.5) ** 2) / 0.5
     return _uniform(rng, 0.18, 0.3, n) * vignette + texture

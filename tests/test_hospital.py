@@ -70,7 +70,9 @@ def test_non_finite_or_out_of_range_updates_are_never_released(config: RunConfig
 
 
 def test_evaluation_reports_metrics_and_epsilon_without_nan(config: RunConfig, site: Site) -> None:
-    loss, rows, metrics = evaluate_round(_initial(config, site), config, site, [(1.0, 0.25, 8)])
+    loss, rows, metrics = evaluate_round(
+        _initial(config, site), config, site, [(1.0, 0.25, 8)], run_id="r"
+    )
     assert rows == len(site.data.evaluation)
     assert metrics["hospital"] == site.name and metrics["epsilon"] > 0
     assert {"auroc", "accuracy", "sensitivity", "specificity", "f1", "brier", "loss"} <= set(

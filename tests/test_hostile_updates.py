@@ -56,34 +56,34 @@ def _client_fn(context: Context) -> Client:
 hostile_app = ClientApp(client_fn=_client_fn)
 
 
-@pytest.mark.parametrize("aggregation", ["median"])
-def test_robust_mode_rejects_hostile_updates_and_completes(
-    aggregation: str, tmp_path: Path
-) -> None:
+def _simulate_with_attackers(out: Path, **settings: object) -> dict:
     from flwr.simulation import run_simulation
 
     from server.server_app import make_server_app
     from simulations.simulate import backend_config
 
-    out = tmp_path / "run"
     config = RunConfig.from_flat(
         {
-            "hospitals": 5,
             "partition": "iid",
             "num-server-rounds": 2,
             "secure-aggregation": False,
-            "aggregation": aggregation,
             "device": "cpu",
             "out-dir": str(out),
+            **settings,  # type: ignore[dict-item]
         }
     )
     run_simulation(
         server_app=make_server_app(config),
         client_app=hostile_app,
-        num_supernodes=5,
+        num_supernodes=config.data.hospitals,
         backend_config=backend_config(config),  # type: ignore[arg-type]
     )
-    summary = json.loads((out / "summary.json").read_text())
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_robust_mode_rejects_hostile_updates_and_completes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = _simulate_with_attackers(out, hospitals=5, aggregation="median")
     assert summary["status"] == "completed"
     assert summary["rounds"]["aggregated"] == [1, 2]
     rounds = json.loads((out / "metrics.json").read_text())["rounds"]
@@ -97,3 +97,17 @@ def test_robust_mode_rejects_hostile_updates_and_completes(
     assert final["auroc"] > initial["auroc"]
     audit = (out / "audit.jsonl").read_text()
     assert audit.count('"update-rejected"') == 6
+
+
+def test_a_round_with_no_usable_update_stops_the_run_when_asked(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = _simulate_with_attackers(out, hospitals=3, **{"on-failed-round": "stop"})
+    assert summary["status"] == "stopped"
+    assert summary["rounds"]["aggregated"] == []
+    assert any("on-failed-round=stop" in error for error in summary["errors"]), summary["errors"]
+    rounds = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert rounds[1]["asked"] and "no hospital returned a usable update" in "\n".join(
+        rounds[1]["failures"]
+    )
+    assert not (out / "resume.json").exists()

@@ -435,3 +435,14 @@ def test_a_folder_is_not_a_file(tmp_path: Path) -> None:
 def test_inconsistent_spec(changes: dict[str, object], field: str) -> None:
     with pytest.raises(SequenceSpecError, match=field):
         _spec(**changes)
+
+
+def test_a_file_without_header_is_refused_without_echoing_its_first_row(tmp_path: Path) -> None:
+    frame = _good_rows()
+    frame.loc[0, "heart_rate"] = CANARY_VALUE
+    path = tmp_path / "vitals.csv"
+    frame.to_csv(path, index=False, header=False)
+    message = str(_error(path))
+    assert "no-header" in message
+    assert "(a header), spelled as in the spec" in message
+    _assert_private(message)

@@ -25,7 +25,12 @@ from shared.serialization import (
 )
 from shared.tasks import Task, TaskKind
 
-INPUT_SHAPES = {InputKind.TABLE: (7,), InputKind.IMAGES: (1, 28, 28), InputKind.SEQUENCES: (12, 5)}
+INPUT_SHAPES = {
+    InputKind.TABLE: (7,),
+    InputKind.IMAGES: (1, 28, 28),
+    InputKind.SEQUENCES: (12, 5),
+    InputKind.INTERACTIONS: (30, 20),
+}
 
 
 def _build(name: ModelName, *, seed: int) -> torch.nn.Module:

@@ -1,0 +1,136 @@
+"""Faults in a real deployment on 127.0.0.1: a hospital that hangs, and an aggregator
+killed with SIGKILL mid-run and resumed.
+
+Every process is real (CA, SuperLink with TLS and node authentication, three
+SuperNodes); each test starts its own run against the shared federation, and the
+fixture stops every process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.ledger import PrivacyLedger
+from client.session import LEDGER_FILE
+from simulations.local_deployment import (
+    LocalFederation,
+    Processes,
+    fedcare,
+    port_open,
+    start_local_federation,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOMY_CAP = 50.0
+"""Every hospital may take part in every run of this module."""
+
+
+def _roomy(name: str, site: dict) -> None:
+    site["privacy"]["max-epsilon"] = ROOMY_CAP
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    root = tmp_path_factory.mktemp("faults")
+    processes = Processes(root / "logs")
+    try:
+        yield start_local_federation(root, processes, customize_site=_roomy)
+    finally:
+        processes.stop_all()
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def _signal_group(federation: LocalFederation, name: str, signum: int) -> None:
+    federation.processes._signal(name, signum)  # noqa: SLF001 - the harness' own helper
+
+
+def test_a_hanging_hospital_is_left_behind_at_the_deadline(federation: LocalFederation) -> None:
+    def replies_sent() -> int:
+        return federation.processes.log("hospital-3").count("Sending: train message")
+
+    before = replies_sent()
+    run, out = federation.start_run("run-hang", rounds=2, timeout=30)
+    wait_for(
+        lambda: replies_sent() >= before + 2,
+        timeout=180,
+        what="hospital-3 to finish SecAgg+ key sharing",
+    )
+    # SIGSTOP: the process is alive, its connection open, and it never answers.
+    _signal_group(federation, "hospital-3", signal.SIGSTOP)
+    try:
+        assert run.wait(timeout=600) == 0, federation.processes.log("run-hang")[-3000:]
+    finally:
+        _signal_group(federation, "hospital-3", signal.SIGCONT)
+    summary = _summary(out)
+    assert summary["status"] == "completed"
+    assert summary["rounds"]["aggregated"] == [1, 2]
+    rounds = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert any("hospital-3" in line for line in rounds[1]["failures"]), rounds[1]["failures"]
+    assert sorted(rounds[-1]["hospitals"]) == ["hospital-1", "hospital-2"]
+
+
+def _restart_aggregator(federation: LocalFederation) -> None:
+    federation.processes.start(
+        "aggregator-restarted",
+        fedcare(
+            "aggregator",
+            "start",
+            "--state",
+            str(federation.state),
+            "--tls",
+            str(federation.ca / "server"),
+            "--port",
+            str(federation.port),
+        ),
+    )
+    wait_for(lambda: port_open(federation.port), timeout=60, what="the aggregator to listen")
+
+
+def test_the_aggregator_killed_mid_run_resumes_from_its_last_round(
+    federation: LocalFederation,
+) -> None:
+    run, out = federation.start_run("run-crash", rounds=3, timeout=60)
+    wait_for(lambda: (out / "resume.json").is_file(), timeout=300, what="round 1 to complete")
+    federation.processes.kill("aggregator")
+    federation.processes.kill("run-crash")
+    run.wait(timeout=60)
+    point = json.loads((out / "resume.json").read_text())
+    assert point["completed_round"] >= 1 and (out / point["checkpoint"]).is_file()
+    assert not (out / "summary.json").exists()
+
+    _restart_aggregator(federation)
+    resume = fedcare("run", "--state", str(federation.state), "--resume", str(out))
+    code = federation.processes.run("run-resumed", resume, timeout=600)
+    assert code == 0, federation.processes.log("run-resumed")[-3000:]
+    summary = _summary(out)
+    assert summary["status"] == "completed"
+    rounds = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    assert all(r["aggregated"] or r["failures"] for r in rounds[1:])
+    assert '"run-resumed"' in (out / "audit.jsonl").read_text()
+    ledger_run = json.loads((out / "config.json").read_text())["ledger-run"]
+    for name in ("hospital-1", "hospital-2", "hospital-3"):
+        state = federation.root / name / "state"
+        with PrivacyLedger(state / LEDGER_FILE) as ledger:
+            booked = {
+                entry.server_round
+                for dataset in ledger.datasets()
+                for entry in ledger.history(dataset.dataset_id)
+                if entry.run_id == ledger_run
+            }
+        trained = {
+            r["round"] for r in rounds if "epsilon" in r["hospitals"].get(name, {}).get("train", {})
+        }
+        assert trained <= booked, (name, trained, booked)
+    assert os.stat(out / "resume.json").st_size > 0
