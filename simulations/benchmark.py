@@ -8,9 +8,13 @@ Prints, side by side in one run:
   both), in Flower's simulation engine, with the ratio;
 * per model family (a built-in dataset and a model that reads it), the time of one
   plain SGD step and of one DP-SGD step in each of Opacus' grad-sample modes
-  (``hooks``, ``functorch``, ``ew``, ``ghost``), each mode checked against per-example
-  clipped gradients, and the peak memory of plain and private training, each
-  configuration in a fresh process so that peaks do not mix.
+  (``hooks``, ``functorch``, ``ew``, ``ghost``) on the same batches of 32, the peak
+  memory plain and private training add, each configuration in a fresh process so
+  that peaks do not mix, and for each mode whether its clipped update matches
+  per-example clipping and whether it survives an empty Poisson batch. A mode
+  replaces ``hooks`` in the registry only if it passes both (an empty batch may
+  break it only as it breaks plain SGD) and is at least 10% faster
+  (:func:`recommended_mode`).
 
 Run ``python -m simulations.benchmark`` (or ``make benchmark``), or only the family
 section with ``python -m simulations.benchmark --families``; results are kept in
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
 import statistics
 import sys
@@ -143,6 +148,7 @@ def step_times(model_name: ModelName, repeats: int) -> tuple[float, float]:
             batch_size=training.batch_size,
             history=(),
             device=device,
+            grad_sample_mode=MODELS[model_name].grad_sample_mode,
         ).steps
 
     return _time_per_step(plain, repeats), _time_per_step(private, repeats)
@@ -189,6 +195,8 @@ class FamilyJob:
         Untimed steps first (the leading batches).
     device : str
         ``cpu`` or ``cuda``.
+    threads : int
+        torch's intra-op threads on the CPU.
     """
 
     model: ModelName
@@ -199,6 +207,7 @@ class FamilyJob:
     mode: str | None
     warmup: int
     device: str
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -210,24 +219,32 @@ class Measurement:
     params : int
         Trainable parameters of the model.
     ms_per_step : float | None
-        Median milliseconds per optimiser step; ``None`` if it failed.
+        Milliseconds of the fastest timed optimiser step; ``None`` if training failed.
     peak_mib : float | None
-        Peak memory added by training (MiB): the process' peak RSS on the CPU, the
-        peak allocated GPU memory on CUDA, over what the model and data held before
-        the first step.
+        Peak memory training added (MiB) over what the process held with the model
+        built and the data loaded: the process' peak RSS on the CPU
+        (``getrusage``), the peak allocated memory on CUDA.
     failure : str | None
-        Why the mode cannot be used: the exception's type (``detail`` has its
-        message), ``wrong-grads`` when its clipped update differs from per-example
-        clipping, or ``empty-batch:<type>`` when an empty Poisson batch breaks it.
+        Why the mode cannot train: the exception's type, or ``wrong-grads`` when
+        its noiseless clipped update differs from per-example clipping.
+    empty_batch : str | None
+        ``"<type>: <message>"`` of the exception a step on an empty batch (Poisson
+        sampling draws them) raises; ``None`` if it works or was not reached.
     detail : str
-        The failure's message, shortened; empty when it works.
+        The messages behind ``failure`` and ``empty_batch``.
     """
 
     params: int
     ms_per_step: float | None
     peak_mib: float | None
     failure: str | None = None
+    empty_batch: str | None = None
     detail: str = ""
+
+    @property
+    def works(self) -> bool:
+        """Whether it trained and its clipped gradients are right."""
+        return self.failure is None and self.ms_per_step is not None
 
 
 @dataclass(frozen=True)
@@ -240,35 +257,48 @@ class FamilyResult:
     plain: Measurement
     modes: dict[str, Measurement]
 
-    def working(self, modes: frozenset[str] = frozenset(GRAD_SAMPLE_MODES)) -> dict[str, float]:
-        """Milliseconds per step of the modes among ``modes`` that work."""
-        return {
-            mode: m.ms_per_step
-            for mode, m in self.modes.items()
-            if mode in modes and m.failure is None and m.ms_per_step is not None
-        }
-
     @property
     def best_mode(self) -> str | None:
-        """The fastest working mode, or ``None`` if none works."""
-        working = self.working()
+        """The fastest mode whose clipped gradients are right, or ``None`` if none."""
+        working = {mode: m.ms_per_step for mode, m in self.modes.items() if m.works}
         return min(working, key=working.__getitem__) if working else None
 
-    @property
-    def recommended_mode(self) -> str:
-        """The registry's mode: ``hooks``, unless a mode that works with fedcare's
-        unchanged training loop (plain ``optimizer.step()``) is at least
-        :data:`MIN_SPEEDUP` faster and passes the gradient and empty-batch checks.
+    def ratio_to_hooks(self, mode: str) -> float | None:
+        """Return the ratio of ``mode``'s time per step to ``hooks``', or ``None``.
+
+        ``None`` unless both work and an empty batch breaks ``mode`` no more than
+        it breaks plain SGD (a model that cannot take an empty batch at all is
+        not the mode's fault).
         """
-        working = self.working(PLAIN_STEP_MODES)
-        if "hooks" not in working:
-            return min(working, key=working.__getitem__) if working else "hooks"
-        fastest = min(working, key=working.__getitem__)
-        return fastest if working[fastest] <= (1 - MIN_SPEEDUP) * working["hooks"] else "hooks"
+        candidate, hooks = self.modes[mode], self.modes["hooks"]
+        if not (candidate.works and hooks.works):
+            return None
+        if candidate.empty_batch not in (None, self.plain.empty_batch):
+            return None
+        return candidate.ms_per_step / hooks.ms_per_step
+
+
+def recommended_mode(
+    results: list[FamilyResult], model: ModelName, modes: frozenset[str] = PLAIN_STEP_MODES
+) -> str:
+    """Return the grad-sample mode for ``model``'s registry entry.
+
+    ``hooks``, unless a mode among ``modes`` works on every measured pair of
+    ``model`` (right clipped gradients, empty batches no worse than plain SGD) and
+    is at least :data:`MIN_SPEEDUP` faster than ``hooks`` on each; then the one
+    with the best worst-case ratio.
+    """
+    pairs = [result for result in results if result.model is model]
+    worst: dict[str, float] = {}
+    for mode in modes - {"hooks"}:
+        ratios = [result.ratio_to_hooks(mode) for result in pairs]
+        if pairs and None not in ratios and max(ratios) <= 1 - MIN_SPEEDUP:
+            worst[mode] = max(ratios)
+    return min(worst, key=worst.__getitem__) if worst else "hooks"
 
 
 def _peak_rss_mib() -> float:
-    """This process' peak resident set size so far, in MiB."""
+    """Return this process' peak resident set size so far, in MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / _MIB if sys.platform == "darwin" else peak / 1024
@@ -288,8 +318,8 @@ def _trainer(
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     criterion = job.task.loss_fn()
     if job.mode is not None:
-        # make_private needs a loader to derive the sampling rate; steps below draw
-        # their own fixed batches, so every configuration sees the same examples.
+        # make_private derives the sampling rate from a loader; the steps draw the
+        # job's fixed batches instead, so every configuration sees the same examples.
         flat_x = torch.from_numpy(job.features.reshape(-1, *job.features.shape[2:]))
         flat_y = torch.as_tensor(job.targets.reshape(-1, *job.targets.shape[2:]))
         loader = torch.utils.data.DataLoader(
@@ -337,10 +367,13 @@ def _tensors(job: FamilyJob, device: torch.device) -> tuple[torch.Tensor, torch.
     return features, targets
 
 
-def _time_and_peak(job: FamilyJob, device: torch.device) -> tuple[int, float, float]:
-    """Trainable parameters, median ms per timed step, and peak MiB added by training."""
+def _time_and_peak(job: FamilyJob, device: torch.device) -> tuple[float, float]:
+    """Return the fastest timed step's ms and the peak MiB training added.
+
+    The fastest step, not the median, as :mod:`timeit` advises: on a shared machine
+    slower steps measure other processes more than this one.
+    """
     model = _fresh_model(job, device)
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     features, targets = _tensors(job, device)
     _, step = _trainer(
         model,
@@ -365,7 +398,7 @@ def _time_and_peak(job: FamilyJob, device: torch.device) -> tuple[int, float, fl
         peak = torch.cuda.max_memory_allocated(device) / _MIB
     else:
         peak = _peak_rss_mib()
-    return params, statistics.median(timings) * 1e3, peak - baseline
+    return min(timings) * 1e3, peak - baseline
 
 
 def _flat_parameters(model: nn.Module) -> torch.Tensor:
@@ -373,9 +406,13 @@ def _flat_parameters(model: nn.Module) -> torch.Tensor:
 
 
 def _reference_update(
-    model: nn.Module, task: Task, features: torch.Tensor, targets: torch.Tensor, batch: int
+    model: nn.Module, task: Task, features: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
-    """DP-SGD's noiseless step of learning rate 1, one example at a time, as Opacus clips."""
+    """Compute DP-SGD's noiseless update at learning rate 1, one example at a time.
+
+    Each example's gradient is clipped as Opacus clips (flat, by
+    ``min(1, C / (norm + 1e-6))``); their sum is divided by the batch size.
+    """
     loss_fn = task.loss_fn()
     params = [p for p in model.parameters() if p.requires_grad]
     total = torch.zeros_like(_flat_parameters(model))
@@ -385,76 +422,110 @@ def _reference_update(
         grad = torch.cat(
             [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params]
         )
-        factor = (FAMILY_MAX_GRAD_NORM / (grad.norm() + 1e-6)).clamp(max=1.0)
-        total += factor * grad
-    return -total / batch
+        total += (FAMILY_MAX_GRAD_NORM / (grad.norm() + 1e-6)).clamp(max=1.0) * grad
+    return -total / len(features)
 
 
-def _check(job: FamilyJob, device: torch.device) -> tuple[str, str] | None:
-    """Compare the mode's noiseless update with per-example clipping, then take a step
-    on an empty batch (Poisson sampling draws them); return (failure, detail) or None.
-    """
+def _wrong_grads(job: FamilyJob, device: torch.device) -> str | None:
+    """Why the mode's noiseless update is not per-example clipping's, or ``None`` if it is."""
     features, targets = _tensors(job, device)
-    first_x, first_y = features[0], targets[0]
-    reference = _reference_update(
-        _fresh_model(job, device), job.task, first_x, first_y, FAMILY_BATCH_SIZE
-    )
+    reference = _reference_update(_fresh_model(job, device), job.task, features[0], targets[0])
     model = _fresh_model(job, device)
     before = _flat_parameters(model)
     model, step = _trainer(model, job, noise_multiplier=0.0, learning_rate=1.0)
-    step(first_x, first_y)
+    step(features[0], targets[0])
     error = float((_flat_parameters(model) - before - reference).norm() / reference.norm())
-    if not error <= CHECK_TOLERANCE:
-        return "wrong-grads", f"relative error {error:.2g} against per-example clipping"
+    if error <= CHECK_TOLERANCE:
+        return None
+    return f"relative error {error:.2g} against per-example clipping"
+
+
+def _empty_batch_failure(job: FamilyJob, device: torch.device) -> Exception | None:
+    """Return the exception a step on an empty batch raises, or ``None`` if it works."""
+    features, targets = _tensors(job, device)
+    _, step = _trainer(
+        _fresh_model(job, device), job, noise_multiplier=1.0, learning_rate=FAMILY_LEARNING_RATE
+    )
     try:
-        step(first_x[:0], first_y[:0])
-    except Exception as exc:  # noqa: BLE001 - any failure disqualifies the mode
-        return f"empty-batch:{type(exc).__name__}", str(exc)
-    if not torch.isfinite(_flat_parameters(model)).all():
-        return "empty-batch:non-finite", "an empty batch left non-finite weights"
+        step(features[0][:0], targets[0][:0])
+    except Exception as exc:  # any exception disqualifies; it is reported, not raised
+        return exc
     return None
 
 
 def measure(job: FamilyJob) -> Measurement:
-    """Time ``job``'s steps and its peak memory, then check a private mode's gradients.
+    """Time ``job``'s steps and their peak memory, then check gradients and empty batches.
 
     Meant to run in a fresh process (:func:`measure_in_fresh_process`): the CPU's
     peak RSS is a process-wide high-water mark.
     """
     # Opacus' notices (secure RNG off, full backward hooks) would flood the output.
     warnings.simplefilter("ignore")
+    torch.set_num_threads(job.threads)
     torch.manual_seed(0)
     device = torch.device(job.device)
+    params = sum(p.numel() for p in _fresh_model(job, device).parameters() if p.requires_grad)
     try:
-        params, ms_per_step, peak = _time_and_peak(job, device)
-    except Exception as exc:  # noqa: BLE001 - a mode that fails is reported, not raised
-        params = sum(p.numel() for p in _fresh_model(job, device).parameters())
-        return Measurement(params, None, None, type(exc).__name__, str(exc))
-    if job.mode is None:
-        return Measurement(params, ms_per_step, peak)
+        ms_per_step, peak = _time_and_peak(job, device)
+    except Exception as exc:  # a mode that cannot train is reported, not raised
+        failure = type(exc).__name__
+        return Measurement(params, None, None, failure, detail=f"{failure}: {exc}")
     try:
-        failed = _check(job, device)
-    except Exception as exc:  # noqa: BLE001
-        failed = (f"check:{type(exc).__name__}", str(exc))
-    if failed is None:
-        return Measurement(params, ms_per_step, peak)
-    return Measurement(params, ms_per_step, peak, *failed)
+        # On the CPU whatever the device: TF32 convolutions on a GPU would blur the check.
+        wrong = _wrong_grads(job, torch.device("cpu")) if job.mode is not None else None
+    except Exception as exc:  # reported as a wrong mode, not raised
+        wrong = f"the check raised {type(exc).__name__}: {exc}"
+    empty = _empty_batch_failure(job, device)
+    empty_batch = f"{type(empty).__name__}: {empty}" if empty else None
+    details = (
+        f"wrong-grads: {wrong}" if wrong else "",
+        f"empty batch: {empty_batch}" if empty_batch else "",
+    )
+    return Measurement(
+        params,
+        ms_per_step,
+        peak,
+        failure="wrong-grads" if wrong else None,
+        empty_batch=empty_batch,
+        detail="; ".join(text for text in details if text),
+    )
+
+
+def _fresh_process_context() -> multiprocessing.context.BaseContext:
+    """Return a forkserver that has imported torch and Opacus but never trained, else spawn.
+
+    Not plain spawn where forkserver exists: a spawned child's ``ru_maxrss``
+    starts at the *parent's* peak (Linux hands the pre-exec high-water mark on
+    through exec), which hides any smaller peak of the child; a child forked from
+    a server that never trained starts at its own size. The server also spares
+    each child importing torch again.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "opacus", "shared.models", "rich.table"])
+    return context
 
 
 def measure_in_fresh_process(job: FamilyJob) -> Measurement:
-    """Run :func:`measure` in a newly spawned Python process, so peaks do not mix."""
-    context = multiprocessing.get_context("spawn")
+    """Run :func:`measure` in a new process of its own, so that peaks do not mix."""
     try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=1, mp_context=_fresh_process_context()) as pool:
             return pool.submit(measure, job).result()
     except BrokenProcessPool as exc:
-        return Measurement(0, None, None, "process-died", str(exc))
+        return Measurement(0, None, None, "process-died", detail=f"process-died: {exc}")
 
 
 def _family_jobs(
-    dataset: DatasetName, model: ModelName, *, warmup: int, steps: int, device: torch.device
+    dataset: DatasetName,
+    model: ModelName,
+    *,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+    threads: int,
 ) -> tuple[str, list[FamilyJob]]:
-    """The family's label and one job per configuration (plain first), on shared batches."""
+    """Return the family's label and its jobs, plain first, all on the same batches."""
     from simulations.datasets import load_builtin
 
     builtin = load_builtin(dataset)
@@ -467,19 +538,21 @@ def _family_jobs(
     features = data.features[rows]
     targets = task.targets(data.features, data.labels)[rows]
     jobs = [
-        FamilyJob(model, task, data.kind, features, targets, mode, warmup, device.type)
+        FamilyJob(model, task, data.kind, features, targets, mode, warmup, device.type, threads)
         for mode in (None, *GRAD_SAMPLE_MODES)
     ]
     return f"{data.kind} {task.kind}", jobs
 
 
 def family_results(
-    *, warmup: int, steps: int, device: torch.device, console: Console
+    *, warmup: int, steps: int, device: torch.device, threads: int, console: Console
 ) -> list[FamilyResult]:
     """Measure every pair of :data:`FAMILY_PAIRS`, each configuration in a fresh process."""
     results = []
     for dataset, model in FAMILY_PAIRS:
-        family, jobs = _family_jobs(dataset, model, warmup=warmup, steps=steps, device=device)
+        family, jobs = _family_jobs(
+            dataset, model, warmup=warmup, steps=steps, device=device, threads=threads
+        )
         measured = []
         for job in jobs:
             with console.status(f"{dataset} / {model}: {job.mode or 'plain SGD'}"):
@@ -490,75 +563,105 @@ def family_results(
     return results
 
 
-def _mode_cell(measurement: Measurement) -> str:
-    if measurement.failure is None:
-        return f"{measurement.ms_per_step:.2f}"
-    if measurement.ms_per_step is None:
-        return measurement.failure
-    return f"({measurement.ms_per_step:.2f}) {measurement.failure}"
+def _ms(measurement: Measurement) -> str:
+    text = f"{measurement.ms_per_step:.2f}" if measurement.ms_per_step is not None else "-"
+    return f"{text} (e)" if measurement.empty_batch else text
 
 
-def family_table(results: list[FamilyResult], *, steps: int, warmup: int, device: str) -> Table:
-    """One row per (dataset, model): plain and DP-SGD time per step, every mode, peaks."""
-    table = Table(
-        title=(
-            f"DP-SGD vs plain SGD per model family, ms per step (median of {steps} after "
-            f"{warmup} warm-up, batch {FAMILY_BATCH_SIZE}, {device}, "
-            f"{torch.get_num_threads()} threads); peak MiB added by training"
-        )
-    )
-    columns = ("family", "dataset", "model", "params", "plain", "best DP mode", "DP", "DP / plain")
-    for column in (*columns, *GRAD_SAMPLE_MODES, "peak plain", "peak DP", "registry"):
-        table.add_column(column, justify="left" if column in columns[:3] else "right")
+def _mib(measurement: Measurement | None) -> str:
+    if measurement is None or measurement.peak_mib is None:
+        return "-"
+    return f"{measurement.peak_mib:.1f}"
+
+
+def family_table(results: list[FamilyResult], *, title: str) -> Table:
+    """One row per (dataset, model): plain SGD, the fastest DP-SGD mode, and their peaks."""
+    table = Table(title=title)
+    columns = ("family", "model", "params", "plain ms", "best DP mode", "DP ms", "DP / plain")
+    for column in (*columns, "peak plain MiB", "peak DP MiB", "registry"):
+        table.add_column(column, justify="left" if column in columns[:2] else "right")
     for result in results:
         best = result.best_mode
+        private = result.modes[best] if best else None
         plain = result.plain
-        best_measure = result.modes[best] if best else None
+        ratio = (
+            f"{private.ms_per_step / plain.ms_per_step:.2f}x"
+            if private and plain.ms_per_step
+            else "-"
+        )
         table.add_row(
             result.family,
-            str(result.dataset),
             str(result.model),
             f"{plain.params:,}",
-            f"{plain.ms_per_step:.2f}" if plain.ms_per_step is not None else str(plain.failure),
+            _ms(plain),
             best or "none",
-            f"{best_measure.ms_per_step:.2f}" if best_measure else "-",
-            (
-                f"{best_measure.ms_per_step / plain.ms_per_step:.2f}x"
-                if best_measure and plain.ms_per_step
-                else "-"
-            ),
-            *(_mode_cell(result.modes[mode]) for mode in GRAD_SAMPLE_MODES),
-            f"{plain.peak_mib:.1f}" if plain.peak_mib is not None else "-",
-            f"{best_measure.peak_mib:.1f}" if best_measure else "-",
-            result.recommended_mode,
+            _ms(private) if private else "-",
+            ratio,
+            _mib(plain),
+            _mib(private),
+            recommended_mode(results, result.model),
         )
     return table
 
 
-def print_family_section(
-    console: Console, *, warmup: int, steps: int, device: torch.device
-) -> None:
-    """Measure and print the family section, with why each failing mode failed."""
-    results = family_results(warmup=warmup, steps=steps, device=device, console=console)
-    console.print(family_table(results, steps=steps, warmup=warmup, device=device.type))
+def modes_table(results: list[FamilyResult], *, title: str) -> Table:
+    """One row per (dataset, model): every grad-sample mode's ms per step and peak MiB."""
+    table = Table(title=title)
+    table.add_column("dataset")
+    table.add_column("model")
+    for mode in GRAD_SAMPLE_MODES:
+        table.add_column(mode, justify="right")
     for result in results:
-        for mode, measurement in result.modes.items():
-            if measurement.failure is not None:
+        cells = []
+        for mode in GRAD_SAMPLE_MODES:
+            measurement = result.modes[mode]
+            if measurement.ms_per_step is None:
+                cells.append(str(measurement.failure))
+            elif measurement.failure:
+                cells.append(f"{measurement.ms_per_step:.2f}, {measurement.failure}")
+            else:
+                cells.append(f"{_ms(measurement)}, {_mib(measurement)} MiB")
+        table.add_row(str(result.dataset), str(result.model), *cells)
+    return table
+
+
+def print_family_section(
+    console: Console, *, warmup: int, steps: int, device: torch.device, threads: int
+) -> None:
+    """Measure and print the family section, why each mode failed, and the registry's modes."""
+    load_before = os.getloadavg()[0]
+    results = family_results(
+        warmup=warmup, steps=steps, device=device, threads=threads, console=console
+    )
+    setting = (
+        f"fastest of {steps} steps after {warmup} warm-up, batch {FAMILY_BATCH_SIZE}, "
+        f"{device.type}, {threads} thread{'s' if threads > 1 else ''}, load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
+    console.print(family_table(results, title=f"DP-SGD vs plain SGD per family ({setting})"))
+    console.print(modes_table(results, title=f"Opacus grad-sample modes, ms per step ({setting})"))
+    console.print(
+        "(e): a step on an empty batch raises; wrong-grads: the noiseless clipped update "
+        f"differs from per-example clipping by more than {CHECK_TOLERANCE:g} (relative).",
+        markup=False,
+    )
+    for result in results:
+        for mode, measurement in {"plain": result.plain, **result.modes}.items():
+            if measurement.detail:
                 console.print(
-                    f"{result.model} {mode}: {measurement.failure}: {measurement.detail[:160]}",
+                    f"{result.dataset} / {result.model} {mode}: {measurement.detail[:200]}",
                     markup=False,
                 )
-    for result in results:
-        spec_mode = MODELS[result.model].grad_sample_mode
+    for model in dict.fromkeys(result.model for result in results):
         console.print(
-            f'ModelName.{result.model.name}: "{result.recommended_mode}" '
-            f'(registry has "{spec_mode}")',
+            f'ModelName.{model.name}: "{recommended_mode(results, model)}"  '
+            f'(registry now "{MODELS[model].grad_sample_mode}")',
             markup=False,
         )
 
 
 def print_step_and_round_sections(console: Console, *, repeats: int, rounds: int) -> None:
-    """The default scenario's DP/plain step times and SecAgg+ round times."""
+    """Measure and print the default scenario's DP/plain step and SecAgg+ round times."""
     default_kind = InputKind.TABLE
     steps = Table(title=f"DP-SGD vs plain SGD, seconds per step (median of {repeats})")
     for column in ("model", "plain", "DP-SGD", "DP / plain"):
@@ -605,8 +708,15 @@ def main() -> None:
         default=DeviceName.AUTO.value,
         help="where the family section trains (auto: CUDA when present)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per family config (one: steps stay comparable on a shared machine)",
+    )
     args = parser.parse_args()
-    console = Console()
+    # Wide enough for the family tables even when the output is not a terminal.
+    console = Console(width=max(Console().width, 140))
     if not args.families:
         print_step_and_round_sections(console, repeats=args.repeats, rounds=args.rounds)
     print_family_section(
@@ -614,6 +724,7 @@ def main() -> None:
         warmup=args.warmup,
         steps=args.steps,
         device=resolve_device(DeviceName(args.device)),
+        threads=args.threads,
     )
 
 
