@@ -74,10 +74,15 @@ def test_a_hanging_hospital_is_left_behind_at_the_deadline(federation: LocalFede
         _signal_group(federation, "hospital-3", signal.SIGCONT)
     summary = _summary(out)
     assert summary["status"] == "completed"
-    assert summary["rounds"]["aggregated"] == [1, 2]
-    rounds = json.loads((out / "metrics.json").read_text())["rounds"]
-    assert any("hospital-3" in line for line in rounds[1]["failures"]), rounds[1]["failures"]
-    assert sorted(rounds[-1]["hospitals"]) == ["hospital-1", "hospital-2"]
+    # A deployment has no held-out test set, so there is no round-0 record.
+    first, last = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert first["asked"] == ["hospital-1", "hospital-2", "hospital-3"]
+    assert sorted(first["hospitals"]) == ["hospital-1", "hospital-2"]
+    # Where SecAgg+ was when the hospital froze decides whether round 1 could finish
+    # without it; either way the round says what happened, and the next one goes on.
+    assert first["aggregated"] or "secure aggregation halted" in first["failures"][0]
+    assert any("hospital-3" in line for line in first["failures"]), first["failures"]
+    assert last["aggregated"] and sorted(last["hospitals"]) == ["hospital-1", "hospital-2"]
 
 
 def _restart_aggregator(federation: LocalFederation) -> None:
@@ -116,8 +121,8 @@ def test_the_aggregator_killed_mid_run_resumes_from_its_last_round(
     summary = _summary(out)
     assert summary["status"] == "completed"
     rounds = json.loads((out / "metrics.json").read_text())["rounds"]
-    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
-    assert all(r["aggregated"] or r["failures"] for r in rounds[1:])
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert all(r["aggregated"] or r["failures"] for r in rounds)
     assert '"run-resumed"' in (out / "audit.jsonl").read_text()
     ledger_run = json.loads((out / "config.json").read_text())["ledger-run"]
     for name in ("hospital-1", "hospital-2", "hospital-3"):
