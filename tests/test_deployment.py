@@ -5,7 +5,8 @@ ClientApps), every port ephemeral, and every process is stopped by the fixture.
 The tests run in order and share the federation, as a real one would:
 
 1. a run with DP-SGD and SecAgg+ completes and writes its report;
-2. hospital-3 is killed mid-round: the round completes without it, the run goes on;
+2. hospital-3 is killed mid-round: the round completes without it (or, by SecAgg+ stage,
+   halts cleanly), and the run goes on;
 3. hospital-3 restarts; its durable ledger remembers its spent budget, so it refuses
    the next run's training, while strangers (unregistered key, plaintext, another CA)
    are turned away; the run completes with the other two;
@@ -105,7 +106,9 @@ def test_a_hospital_killed_mid_round_drops_out_and_the_run_goes_on(
         return federation.processes.log("hospital-3").count("Sending: train message")
 
     before = replies_sent()
-    run, out = federation.start_run("run-dropout", rounds=2, timeout=30)
+    # The deadline leaves room for the two others to start their ClientApp processes
+    # and train: a round that is late for everyone halts SecAgg+ for everyone.
+    run, out = federation.start_run("run-dropout", rounds=2, timeout=60)
     # Two replies sent: SecAgg+'s key set-up and key sharing; it dies before sending its update.
     wait_for(
         lambda: replies_sent() >= before + 2,
@@ -116,10 +119,12 @@ def test_a_hospital_killed_mid_round_drops_out_and_the_run_goes_on(
     assert run.wait(timeout=600) == 0, federation.processes.log("run-dropout")[-3000:]
     summary = _summary(out)
     assert summary["status"] == "completed"
-    assert summary["rounds"]["aggregated"] == [1, 2]
     assert any("hospital-3" in warning for warning in summary["warnings"]), summary["warnings"]
-    rounds = json.loads((out / "metrics.json").read_text())["rounds"]
-    assert sorted(rounds[-1]["hospitals"]) == ["hospital-1", "hospital-2"]
+    first, last = json.loads((out / "metrics.json").read_text())["rounds"]
+    # Where SecAgg+ was when the hospital died decides whether round 1 could finish
+    # without it; either way the round says what happened, and the run goes on.
+    assert first["aggregated"] or "secure aggregation halted" in "\n".join(first["failures"])
+    assert last["aggregated"] and sorted(last["hospitals"]) == ["hospital-1", "hospital-2"]
 
 
 def _rogue(federation: LocalFederation, *flags: str) -> list[str]:

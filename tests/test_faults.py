@@ -27,7 +27,7 @@ from simulations.local_deployment import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOMY_CAP = 50.0
 """Every hospital may take part in every run of this module."""
@@ -60,7 +60,7 @@ def test_a_hanging_hospital_is_left_behind_at_the_deadline(federation: LocalFede
         return federation.processes.log("hospital-3").count("Sending: train message")
 
     before = replies_sent()
-    run, out = federation.start_run("run-hang", rounds=2, timeout=30)
+    run, out = federation.start_run("run-hang", rounds=2, timeout=60)
     wait_for(
         lambda: replies_sent() >= before + 2,
         timeout=180,
