@@ -14,6 +14,7 @@ own evaluations are the federation's metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -87,8 +88,13 @@ class SimulatedFederation:
         return self.test if self.test is not None else self.hospitals[0].site.train
 
 
+@lru_cache(maxsize=4)
 def build_federation(settings: DataSettings) -> SimulatedFederation:
     """Split the built-in dataset into a test set and one partition per hospital.
+
+    Cached per process: a virtual hospital asks for its partition on every
+    message, and generating the synthetic films or vitals each time would put
+    that work on every round's path. The arrays are shared; nobody mutates them.
 
     Raises
     ------

@@ -152,6 +152,25 @@ class LocalFederation:
         """Hospital ``name``'s ``site.toml``."""
         return self.root / name / "site.toml"
 
+    def start_aggregator(self, name: str) -> None:
+        """Start (or restart, on the same state and port) the aggregator as process ``name``."""
+        command = fedcare(
+            "aggregator",
+            "start",
+            "--state",
+            str(self.state),
+            "--tls",
+            str(self.ca / "server"),
+            "--port",
+            str(self.port),
+        )
+        self.processes.start(name, command)
+        wait_for(lambda: port_open(self.port), timeout=60, what="the aggregator to listen")
+
+    def train_replies(self, hospital: str) -> int:
+        """How many training replies ``hospital`` has logged (SecAgg+ sends several a round)."""
+        return self.processes.log(hospital).count("Sending: train message")
+
     def start_hospital(self, name: str) -> None:
         """Start (or restart) hospital ``name``."""
         self.processes.start(name, fedcare("hospital", "start", "--config", str(self.site(name))))
@@ -205,20 +224,7 @@ def start_local_federation(
         "ca-server",
         fedcare("ca", "server", "--dir", str(federation.ca), "--host", "127.0.0.1"),
     )
-    processes.start(
-        "aggregator",
-        fedcare(
-            "aggregator",
-            "start",
-            "--state",
-            str(federation.state),
-            "--tls",
-            str(federation.ca / "server"),
-            "--port",
-            str(port),
-        ),
-    )
-    wait_for(lambda: port_open(port), timeout=60, what="the aggregator to listen")
+    federation.start_aggregator("aggregator")
     for name, data in sorted(files.hospitals.items()):
         add = fedcare(
             "ca",

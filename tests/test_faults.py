@@ -22,7 +22,6 @@ from simulations.local_deployment import (
     LocalFederation,
     Processes,
     fedcare,
-    port_open,
     start_local_federation,
     wait_for,
 )
@@ -56,13 +55,10 @@ def _signal_group(federation: LocalFederation, name: str, signum: int) -> None:
 
 
 def test_a_hanging_hospital_is_left_behind_at_the_deadline(federation: LocalFederation) -> None:
-    def replies_sent() -> int:
-        return federation.processes.log("hospital-3").count("Sending: train message")
-
-    before = replies_sent()
+    before = federation.train_replies("hospital-3")
     run, out = federation.start_run("run-hang", rounds=2, timeout=60)
     wait_for(
-        lambda: replies_sent() >= before + 2,
+        lambda: federation.train_replies("hospital-3") >= before + 2,
         timeout=180,
         what="hospital-3 to finish SecAgg+ key sharing",
     )
@@ -85,23 +81,6 @@ def test_a_hanging_hospital_is_left_behind_at_the_deadline(federation: LocalFede
     assert last["aggregated"] and sorted(last["hospitals"]) == ["hospital-1", "hospital-2"]
 
 
-def _restart_aggregator(federation: LocalFederation) -> None:
-    federation.processes.start(
-        "aggregator-restarted",
-        fedcare(
-            "aggregator",
-            "start",
-            "--state",
-            str(federation.state),
-            "--tls",
-            str(federation.ca / "server"),
-            "--port",
-            str(federation.port),
-        ),
-    )
-    wait_for(lambda: port_open(federation.port), timeout=60, what="the aggregator to listen")
-
-
 def test_the_aggregator_killed_mid_run_resumes_from_its_last_round(
     federation: LocalFederation,
 ) -> None:
@@ -114,7 +93,7 @@ def test_the_aggregator_killed_mid_run_resumes_from_its_last_round(
     assert point["completed_round"] >= 1 and (out / point["checkpoint"]).is_file()
     assert not (out / "summary.json").exists()
 
-    _restart_aggregator(federation)
+    federation.start_aggregator("aggregator-restarted")
     resume = fedcare("run", "--state", str(federation.state), "--resume", str(out))
     code = federation.processes.run("run-resumed", resume, timeout=600)
     assert code == 0, federation.processes.log("run-resumed")[-3000:]
