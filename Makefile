@@ -34,7 +34,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "$(MARKS)" $(ARGS)
 
 benchmark: $(STAMP)
-	$(VENV)/bin/python -m simulations.benchmark $(ARGS)
+	$(VENV)/bin/python -m fedcare.simulations.benchmark $(ARGS)
 
 benchmark-deployment: $(STAMP)
-	$(VENV)/bin/python -m simulations.deployment_benchmark $(ARGS)
+	$(VENV)/bin/python -m fedcare.simulations.deployment_benchmark $(ARGS)

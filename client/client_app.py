@@ -13,9 +13,9 @@ from flwr.app import Context
 from flwr.client import Client, NumPyClient
 from flwr.clientapp import ClientApp
 
-from client.egress import egress_guard_mod
-from client.privacy_state import load_plan, store_plan
-from client.secure_aggregation import secure_aggregation_mod
+from fedcare.client.egress import egress_guard_mod
+from fedcare.client.privacy_state import load_plan, store_plan
+from fedcare.client.secure_aggregation import secure_aggregation_mod
 
 
 class HospitalClient(NumPyClient):
@@ -32,7 +32,7 @@ class HospitalClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:  # type: ignore[type-arg]
         """Train one round; return the delta, the row count and aggregate scalars."""
-        from client.session import HospitalSession
+        from fedcare.client.session import HospitalSession
 
         session = HospitalSession(self._context.node_config, config, str(self._context.run_id))
         update = session.train(parameters, load_plan(self._context))
@@ -42,7 +42,7 @@ class HospitalClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:  # type: ignore[type-arg]
         """Score the global model on this hospital's held-out split."""
-        from client.session import HospitalSession
+        from fedcare.client.session import HospitalSession
 
         return HospitalSession(
             self._context.node_config, config, str(self._context.run_id)

@@ -30,8 +30,8 @@ from flwr.app.message_type import MessageType
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
-from shared.errors import FedcareError
-from shared.keys import MetricName, NodeConfigKey, ReplyKey
+from fedcare.shared.errors import FedcareError
+from fedcare.shared.keys import MetricName, NodeConfigKey, ReplyKey
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.errors import DataError
+from fedcare.shared.errors import DataError
 
 MISSING_TOKENS = frozenset({"", "na", "nan", "null"})
 """Cell texts (trimmed, any case) that mean "no value"."""

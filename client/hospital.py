@@ -20,19 +20,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from client.ledger import PrivacyLedger
-from client.local_parameters import load_local_parameters, save_local_parameters
-from client.policy import check_policy
-from client.site import Site
-from client.training import TrainOutcome, train_plain, train_private
-from shared.config import FlatValue, RunConfig
-from shared.device import resolve_device
-from shared.errors import InvalidUpdateError, PrivacyBudgetExceededError
-from shared.evaluation import evaluate_model
-from shared.keys import InstructionKey, ReplyKey
-from shared.models import MODELS, build_model
-from shared.privacy import DpSgdPlan, HistoryEntry, epsilon_spent, plan_dp_sgd
-from shared.serialization import get_weights, set_weights
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.local_parameters import load_local_parameters, save_local_parameters
+from fedcare.client.policy import check_policy
+from fedcare.client.site import Site
+from fedcare.client.training import TrainOutcome, train_plain, train_private
+from fedcare.shared.config import FlatValue, RunConfig
+from fedcare.shared.device import resolve_device
+from fedcare.shared.errors import InvalidUpdateError, PrivacyBudgetExceededError
+from fedcare.shared.evaluation import evaluate_model
+from fedcare.shared.keys import InstructionKey, ReplyKey
+from fedcare.shared.models import MODELS, build_model
+from fedcare.shared.privacy import DpSgdPlan, HistoryEntry, epsilon_spent, plan_dp_sgd
+from fedcare.shared.serialization import get_weights, set_weights
 
 ReplyMetrics = dict[str, bool | int | float | str]
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shared.errors import DataError
+from fedcare.shared.errors import DataError
 
 SPLITS = ("train", "val", "test")
 """MedMNIST's splits, in the order their images are appended."""

@@ -63,8 +63,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.errors import FedcareError, PrivacyBudgetExceededError
-from shared.privacy import ACCOUNTANT, HistoryEntry, epsilon_spent
+from fedcare.shared.errors import FedcareError, PrivacyBudgetExceededError
+from fedcare.shared.privacy import ACCOUNTANT, HistoryEntry, epsilon_spent
 
 SCHEMA_VERSION = 1
 """The ledger schema this module writes; a newer one is refused, never read."""

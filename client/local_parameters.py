@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
-from shared.serialization import (
+from fedcare.shared.serialization import (
     get_local_weights,
     is_local,
     load_safetensors,

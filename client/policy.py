@@ -8,9 +8,9 @@ limit and how the run would have to change.
 
 from __future__ import annotations
 
-from client.site_settings import SitePrivacy
-from shared.config import RunConfig
-from shared.errors import PrivacyBudgetExceededError
+from fedcare.client.site_settings import SitePrivacy
+from fedcare.shared.config import RunConfig
+from fedcare.shared.errors import PrivacyBudgetExceededError
 
 
 class PolicyRefusal(PrivacyBudgetExceededError):

@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from client.image_files import load_image_file
-from client.ledger import PrivacyLedger
-from client.sequence_files import load_sequence_file
-from client.site_settings import SiteSettings
-from client.site_table import load_site_table
-from shared.contract import DataContract
-from shared.credentials import certificate_status, check_certificate, load_bundle, probe_tls
-from shared.data import Examples, InputKind
-from shared.errors import FedcareError
-from shared.tasks import TaskKind
+from fedcare.client.image_files import load_image_file
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.sequence_files import load_sequence_file
+from fedcare.client.site_settings import SiteSettings
+from fedcare.client.site_table import load_site_table
+from fedcare.shared.contract import DataContract
+from fedcare.shared.credentials import certificate_status, check_certificate, load_bundle, probe_tls
+from fedcare.shared.data import Examples, InputKind
+from fedcare.shared.errors import FedcareError
+from fedcare.shared.tasks import TaskKind
 
 LEDGER_FILE = "privacy-ledger.db"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from flwr.app import ConfigRecord, Context
 
-from shared.keys import StateKey
-from shared.privacy import DpSgdPlan
+from fedcare.shared.keys import StateKey
+from fedcare.shared.privacy import DpSgdPlan
 
 _PLAN_FIELDS = (
     "noise_multiplier",

@@ -17,8 +17,8 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
-from shared.config import SecureAggregationSettings, setting_key
-from shared.keys import NodeConfigKey
+from fedcare.shared.config import SecureAggregationSettings, setting_key
+from fedcare.shared.keys import NodeConfigKey
 
 PLAINTEXT_REFUSED = 1001
 """Error code of a refused plaintext training request."""

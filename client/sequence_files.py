@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from client import file_reading
-from client.file_reading import MISSING_TOKENS as MISSING_TOKENS  # public here too
-from client.file_reading import Column, FileCheckError, Kind, Layout, Problem, Rule, Table
-from shared.errors import DataError
-from shared.sequences import to_padded
+from fedcare.client import file_reading
+from fedcare.client.file_reading import MISSING_TOKENS as MISSING_TOKENS  # public here too
+from fedcare.client.file_reading import Column, FileCheckError, Kind, Layout, Problem, Rule, Table
+from fedcare.shared.errors import DataError
+from fedcare.shared.sequences import to_padded
 
 _UNSUPPORTED_HINT = (
     "fedcare reads sequences from .csv, .parquet and .pq files, not '{suffix}'; export one row "

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from client.hospital import RoundUpdate, evaluate_round, parse_instruction, run_history, train_round
-from client.ledger import PrivacyLedger
-from client.site import load_site, site_records
-from shared.audit import AuditEvent, AuditLog, canonical_json
-from shared.config import FlatValue
-from shared.errors import FedcareError
-from shared.keys import InstructionKey, ReplyKey
-from shared.privacy import DpSgdPlan
+from fedcare.client.hospital import RoundUpdate, evaluate_round, parse_instruction, run_history, train_round
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.site import load_site, site_records
+from fedcare.shared.audit import AuditEvent, AuditLog, canonical_json
+from fedcare.shared.config import FlatValue
+from fedcare.shared.errors import FedcareError
+from fedcare.shared.keys import InstructionKey, ReplyKey
+from fedcare.shared.privacy import DpSgdPlan
 
 LEDGER_FILE = "privacy-ledger.db"
 AUDIT_FILE = "audit.jsonl"

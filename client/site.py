@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.site_settings import SiteNode, SitePrivacy
-from shared.config import RunConfig
-from shared.data import SiteData, prepare_site
-from shared.errors import DataError
-from shared.keys import NodeConfigKey
-from shared.tasks import Task
+from fedcare.client.site_settings import SiteNode, SitePrivacy
+from fedcare.shared.config import RunConfig
+from fedcare.shared.data import SiteData, prepare_site
+from fedcare.shared.errors import DataError
+from fedcare.shared.keys import NodeConfigKey
+from fedcare.shared.tasks import Task
 
 SIMULATED_STATE_DIR = "hospitals"
 
@@ -84,7 +84,7 @@ def site_records(node_config: Mapping[str, object], config: RunConfig) -> tuple[
         node = SiteNode.from_node_config(node_config)
         return node.name, node.state
     if NodeConfigKey.PARTITION_ID in node_config:
-        from simulations.federation import hospital_name
+        from fedcare.simulations.federation import hospital_name
 
         name = hospital_name(int(str(node_config[NodeConfigKey.PARTITION_ID])))
         return name, simulated_state(config, name)
@@ -93,9 +93,9 @@ def site_records(node_config: Mapping[str, object], config: RunConfig) -> tuple[
 
 def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
     # Imported here: only real hospitals read files (pandas, pyarrow, Pillow).
-    from shared.contract import DataContract
-    from shared.data import Examples, InputKind
-    from shared.models import model_task
+    from fedcare.shared.contract import DataContract
+    from fedcare.shared.data import Examples, InputKind
+    from fedcare.shared.models import model_task
 
     contract = DataContract.load(node.contract)
     if not config.data.contract:
@@ -112,20 +112,20 @@ def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
     # The contract's format picks the reader; each checks the data against the contract.
     kind = contract.input_kind()
     if kind is InputKind.IMAGES:
-        from client.image_files import load_image_file
+        from fedcare.client.image_files import load_image_file
 
         inputs, classes = load_image_file(node.data, contract.image_spec())
         labels = contract.labels_from_indices(classes)
         data = Examples(inputs, labels, contract.feature_names(), kind)
     elif kind is InputKind.SEQUENCES:
-        from client.sequence_files import load_sequence_file
+        from fedcare.client.sequence_files import load_sequence_file
 
         inputs, classes = load_sequence_file(node.data, contract.sequence_spec())
         contract.check_sequence_values(inputs, str(node.data))
         labels = contract.labels_from_indices(classes)
         data = Examples(inputs, labels, contract.feature_names(), kind)
     else:
-        from client.site_table import load_site_table
+        from fedcare.client.site_table import load_site_table
 
         data = load_site_table(node.data, contract)
     prepared = prepare_site(
@@ -147,8 +147,8 @@ def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
 
 def _simulated_site(index: int, config: RunConfig) -> Site:
     # Imported here: only simulated hospitals need the simulation package.
-    from shared.models import model_task
-    from simulations.federation import build_federation
+    from fedcare.shared.models import model_task
+    from fedcare.simulations.federation import build_federation
 
     federation = build_federation(config.data)
     if not 0 <= index < len(federation.hospitals):

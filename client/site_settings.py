@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.config import DeviceName, FlatValue
-from shared.errors import ConfigError
-from shared.keys import NodeConfigKey
+from fedcare.shared.config import DeviceName, FlatValue
+from fedcare.shared.errors import ConfigError
+from fedcare.shared.keys import NodeConfigKey
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from client import file_reading
-from client.file_reading import MISSING_TOKENS as MISSING_TOKENS  # public here too
-from client.file_reading import Column, FileCheckError, Kind, Layout, Rule, Table
-from shared.contract import DataContract, Feature, FeatureType, MissingPolicy
-from shared.data import Examples
-from shared.tasks import TaskKind
+from fedcare.client import file_reading
+from fedcare.client.file_reading import MISSING_TOKENS as MISSING_TOKENS  # public here too
+from fedcare.client.file_reading import Column, FileCheckError, Kind, Layout, Rule, Table
+from fedcare.shared.contract import DataContract, Feature, FeatureType, MissingPolicy
+from fedcare.shared.data import Examples
+from fedcare.shared.tasks import TaskKind
 
 _UNSUPPORTED_HINT = (
     "fedcare reads .csv, .parquet and .pq files, not '{suffix}'; export the data as CSV "

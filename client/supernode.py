@@ -10,7 +10,7 @@ from pathlib import Path
 
 import tomli_w
 
-from client.site_settings import SiteSettings
+from fedcare.client.site_settings import SiteSettings
 
 NODE_CONFIG_FILE = "node-config.toml"
 CA_CERTIFICATE = "ca.crt"

@@ -16,11 +16,11 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from client.augmentation import shift_images
-from shared.data import Examples, InputKind
-from shared.errors import FedcareError
-from shared.privacy import ACCOUNTANT, DpSgdPlan, HistoryEntry
-from shared.tasks import Task, TaskKind
+from fedcare.client.augmentation import shift_images
+from fedcare.shared.data import Examples, InputKind
+from fedcare.shared.errors import FedcareError
+from fedcare.shared.privacy import ACCOUNTANT, DpSgdPlan, HistoryEntry
+from fedcare.shared.tasks import Task, TaskKind
 
 
 @dataclass(frozen=True)

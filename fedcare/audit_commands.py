@@ -13,8 +13,8 @@ import typer
 from rich.markup import escape
 
 from fedcare.console import console, fail
-from shared.audit import AuditHeadError, AuditVerification, parse_head, verify_audit_log
-from shared.errors import FedcareError
+from fedcare.shared.audit import AuditHeadError, AuditVerification, parse_head, verify_audit_log
+from fedcare.shared.errors import FedcareError
 
 audit_app = typer.Typer(
     help="Check a tamper-evident audit log (hash-chained JSON lines).",

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedcare.console import console, errors, fail
-from server.certificate_authority import (
+from fedcare.server.certificate_authority import (
     SERVER_CERTIFICATE,
     SERVER_DIR,
     SERVER_KEY,
@@ -22,15 +22,15 @@ from server.certificate_authority import (
     HospitalRecord,
     init_ca,
 )
-from server.superlink import CONNECTION
-from shared.credentials import (
+from fedcare.server.superlink import CONNECTION
+from fedcare.shared.credentials import (
     CA_CERTIFICATE,
     CredentialError,
     HospitalBundle,
     split_address,
     verify_server_certificate,
 )
-from shared.errors import FedcareError
+from fedcare.shared.errors import FedcareError
 
 ca_app = typer.Typer(help="Issue and revoke the federation's credentials.", no_args_is_help=True)
 

@@ -32,9 +32,9 @@ from fedcare.options import (
     resumed_run_config,
 )
 from fedcare.tables import print_summary
-from shared.config import RunConfig
-from shared.errors import FedcareError
-from simulations.scenarios import DEFAULT_SCENARIO, SCENARIOS, scenario_overrides
+from fedcare.shared.config import RunConfig
+from fedcare.shared.errors import FedcareError
+from fedcare.simulations.scenarios import DEFAULT_SCENARIO, SCENARIOS, scenario_overrides
 
 app = typer.Typer(
     name="fedcare",
@@ -101,7 +101,7 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
             flat |= shared | {k: v for k, v in simulation_only.items() if v is not None}
             config = RunConfig.from_flat(flat)
         # Imported here: the simulation stack is heavy and --help should be instant.
-        from simulations.simulate import simulate as run_simulation
+        from fedcare.simulations.simulate import simulate as run_simulation
 
         summary = run_simulation(config)
     except FedcareError as error:
@@ -124,7 +124,7 @@ def demo_data(
     seed: Annotated[int | None, typer.Option(help="Seed of the split.")] = None,
 ) -> None:
     """Write demo hospital files: a CSV and site.toml per hospital, and the data contract."""
-    from simulations.hospital_files import write_demo_hospitals, write_demo_sites
+    from fedcare.simulations.hospital_files import write_demo_hospitals, write_demo_sites
 
     overrides = {k: v for k, v in {"hospitals": hospitals, "seed": seed}.items() if v is not None}
     try:

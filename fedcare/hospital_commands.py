@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from client.site_settings import SiteSettings
-from client.supernode import SUPEREXEC_POLL_SECONDS, prepare_state, supernode_command
+from fedcare.client.site_settings import SiteSettings
+from fedcare.client.supernode import SUPEREXEC_POLL_SECONDS, prepare_state, supernode_command
 from fedcare.audit_commands import audit_app
 from fedcare.console import console, fail
-from shared.errors import ConfigError, FedcareError
-from shared.flower_process import flower_environment, flower_executable, run_foreground
+from fedcare.shared.errors import ConfigError, FedcareError
+from fedcare.shared.flower_process import flower_environment, flower_executable, run_foreground
 
 hospital_app = typer.Typer(
     help="Run a hospital: train on local data, under the hospital's own privacy limits.",
@@ -60,7 +60,7 @@ def start(config: SiteConfig = Path("site.toml")) -> None:
 @hospital_app.command()
 def check(config: SiteConfig = Path("site.toml")) -> None:
     """Preflight: credentials, certificates, aggregator over TLS, data vs contract, budget left."""
-    from client.preflight import Status, run_preflight
+    from fedcare.client.preflight import Status, run_preflight
 
     try:
         settings = SiteSettings.load(config)
@@ -84,8 +84,8 @@ def check(config: SiteConfig = Path("site.toml")) -> None:
 @hospital_app.command()
 def budget(config: SiteConfig = Path("site.toml")) -> None:
     """Privacy budget per dataset: spent, cap, remaining, and every release recorded."""
-    from client.ledger import PrivacyLedger
-    from client.session import ledger_path
+    from fedcare.client.ledger import PrivacyLedger
+    from fedcare.client.session import ledger_path
 
     try:
         settings = SiteSettings.load(config)

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from shared.config import FlatValue, ModelName, RunConfig
-from shared.errors import ConfigError, FedcareError
+from fedcare.shared.config import FlatValue, ModelName, RunConfig
+from fedcare.shared.errors import ConfigError, FedcareError
 
 Hospitals = Annotated[int | None, typer.Option(help="Number of hospitals taking part.")]
 Rounds = Annotated[int | None, typer.Option(help="Federated rounds.")]
@@ -94,6 +94,6 @@ def resumed_run_config(
             "--resume continues a run with its own settings; drop the other options "
             f"({', '.join(overrides) or 'given'}), or start a new run to change them",
         )
-    from server.resume import resume_config  # heavy (torch): only when resuming
+    from fedcare.server.resume import resume_config  # heavy (torch): only when resuming
 
     return resume_config(run_path)

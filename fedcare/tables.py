@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from fedcare.console import console
-from server.report import METRICS_JSON
+from fedcare.server.report import METRICS_JSON
 
 _ROW_LABELS = {
     "pooled": "pooled (central, no DP)",

@@ -16,20 +16,20 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid
 
-from server.checkpoint import CheckpointWriter
-from server.reference import DataReference
-from server.report import AUDIT_FILE, CONFIG_JSON, write_report
-from server.resume import ProgressWriter, load_resume_point, restored_record, resume_weights
-from server.run_directory import RunDirectory
-from server.run_record import RunRecord
-from server.secure_aggregation import run_rounds
-from server.strategy import FedCareStrategy, TestEvaluator
-from shared.audit import AuditEvent, AuditLog
-from shared.config import RunConfig
-from shared.errors import ConfigError, RunStoppedError
-from shared.evaluation import Evaluation, evaluate_model
-from shared.models import build_model
-from shared.serialization import ModelLayout, get_weights, load_matching_weights, set_weights
+from fedcare.server.checkpoint import CheckpointWriter
+from fedcare.server.reference import DataReference
+from fedcare.server.report import AUDIT_FILE, CONFIG_JSON, write_report
+from fedcare.server.resume import ProgressWriter, load_resume_point, restored_record, resume_weights
+from fedcare.server.run_directory import RunDirectory
+from fedcare.server.run_record import RunRecord
+from fedcare.server.secure_aggregation import run_rounds
+from fedcare.server.strategy import FedCareStrategy, TestEvaluator
+from fedcare.shared.audit import AuditEvent, AuditLog
+from fedcare.shared.config import RunConfig
+from fedcare.shared.errors import ConfigError, RunStoppedError
+from fedcare.shared.evaluation import Evaluation, evaluate_model
+from fedcare.shared.models import build_model
+from fedcare.shared.serialization import ModelLayout, get_weights, load_matching_weights, set_weights
 
 logger = logging.getLogger(__name__)
 

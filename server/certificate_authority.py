@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from shared.credentials import (
+from fedcare.shared.credentials import (
     BUNDLE_FILE,
     CA_CERTIFICATE,
     NODE_KEY,

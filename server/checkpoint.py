@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from server.run_directory import RunDirectory
-from shared.serialization import ModelLayout, save_safetensors
+from fedcare.server.run_directory import RunDirectory
+from fedcare.shared.serialization import ModelLayout, save_safetensors
 
 ROUND_METADATA_KEY = "fedcare-round"
 FINAL_MODEL = "model.safetensors"

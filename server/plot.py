@@ -12,8 +12,8 @@ matplotlib.use("Agg")  # headless: aggregators run without a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from server.run_record import RunRecord  # noqa: E402
-from shared.keys import ReplyKey  # noqa: E402
+from fedcare.server.run_record import RunRecord  # noqa: E402
+from fedcare.shared.keys import ReplyKey  # noqa: E402
 
 _BASELINE_STYLES = {"pooled": ":", "local_only": "--"}
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.config import ModelName
-from shared.contract import DataContract
-from shared.data import Examples, InputKind
-from shared.models import model_task
-from shared.tasks import Task
+from fedcare.shared.config import ModelName
+from fedcare.shared.contract import DataContract
+from fedcare.shared.data import Examples, InputKind
+from fedcare.shared.models import model_task
+from fedcare.shared.tasks import Task
 
 
 @dataclass(frozen=True)

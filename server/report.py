@@ -13,15 +13,15 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
-from server.plot import plot_run
-from server.reference import DataReference
-from server.run_directory import RunDirectory
-from server.run_record import RoundRecord, RunRecord
-from shared.audit import format_head
-from shared.config import RunConfig
-from shared.keys import ReplyKey
-from shared.metrics import metric_names
-from shared.privacy import ACCOUNTANT
+from fedcare.server.plot import plot_run
+from fedcare.server.reference import DataReference
+from fedcare.server.run_directory import RunDirectory
+from fedcare.server.run_record import RoundRecord, RunRecord
+from fedcare.shared.audit import format_head
+from fedcare.shared.config import RunConfig
+from fedcare.shared.keys import ReplyKey
+from fedcare.shared.metrics import metric_names
+from fedcare.shared.privacy import ACCOUNTANT
 
 SUMMARY = "summary.json"
 METRICS_JSON = "metrics.json"

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from server.report import CONFIG_JSON, METRICS_JSON
-from server.run_directory import RunDirectory
-from server.run_record import RunRecord
-from shared.config import RunConfig
-from shared.errors import ConfigError
-from shared.serialization import ModelLayout, load_safetensors
+from fedcare.server.report import CONFIG_JSON, METRICS_JSON
+from fedcare.server.run_directory import RunDirectory
+from fedcare.server.run_record import RunRecord
+from fedcare.shared.config import RunConfig
+from fedcare.shared.errors import ConfigError
+from fedcare.shared.serialization import ModelLayout, load_safetensors
 
 RESUME_FILE = "resume.json"
 

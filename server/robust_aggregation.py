@@ -26,7 +26,7 @@ from flwr.server.strategy.aggregate import (
     aggregate_trimmed_avg,
 )
 
-from shared.errors import FedcareError
+from fedcare.shared.errors import FedcareError
 
 Update = tuple[list[np.ndarray], int]
 """One hospital's update arrays and its number of training rows."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConfigError
+from fedcare.shared.errors import ConfigError
 
 RUNS_DIR = "runs"
 CHECKPOINTS = "checkpoints"

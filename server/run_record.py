@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shared.keys import ReplyKey
+from fedcare.shared.keys import ReplyKey
 
 
 @dataclass

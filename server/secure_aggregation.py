@@ -16,7 +16,7 @@ from flwr.server.strategy import Strategy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
-from shared.config import FederationSettings, SecureAggregationSettings
+from fedcare.shared.config import FederationSettings, SecureAggregationSettings
 
 REPLY_POLL_SECONDS = 0.2
 """How often the aggregator asks for replies. Flower's HTTP grid waits 3 s between

@@ -11,10 +11,10 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from server.aggregator import run_aggregator
-from server.reference import DataReference, contract_reference
-from server.run_directory import RunDirectory, default_run_path
-from shared.config import RunConfig
+from fedcare.server.aggregator import run_aggregator
+from fedcare.server.reference import DataReference, contract_reference
+from fedcare.server.run_directory import RunDirectory, default_run_path
+from fedcare.shared.config import RunConfig
 
 
 def reference_for(config: RunConfig) -> DataReference:
@@ -22,7 +22,7 @@ def reference_for(config: RunConfig) -> DataReference:
     if not config.data.simulated:
         return contract_reference(config.data.contract, config.training.model)
     # Imported here: only a simulation trains baselines (and imports the simulation package).
-    from simulations.reference import simulated_reference
+    from fedcare.simulations.reference import simulated_reference
 
     return simulated_reference(config)
 

@@ -35,18 +35,18 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
-from server.checkpoint import CheckpointWriter
-from server.resume import ProgressWriter
-from server.robust_aggregation import AggregationError, RobustMethod, aggregate_updates
-from server.run_record import RoundRecord, RunRecord
-from server.update_validation import UpdateBounds, screen_replies
-from shared.audit import AuditEvent, AuditLog
-from shared.config import FailedRoundPolicy, RunConfig
-from shared.errors import InvalidUpdateError, RunStoppedError
-from shared.evaluation import Evaluation
-from shared.keys import InstructionKey, ReplyKey
-from shared.metrics import weighted_mean
-from shared.serialization import ModelLayout
+from fedcare.server.checkpoint import CheckpointWriter
+from fedcare.server.resume import ProgressWriter
+from fedcare.server.robust_aggregation import AggregationError, RobustMethod, aggregate_updates
+from fedcare.server.run_record import RoundRecord, RunRecord
+from fedcare.server.update_validation import UpdateBounds, screen_replies
+from fedcare.shared.audit import AuditEvent, AuditLog
+from fedcare.shared.config import FailedRoundPolicy, RunConfig
+from fedcare.shared.errors import InvalidUpdateError, RunStoppedError
+from fedcare.shared.evaluation import Evaluation
+from fedcare.shared.keys import InstructionKey, ReplyKey
+from fedcare.shared.metrics import weighted_mean
+from fedcare.shared.serialization import ModelLayout
 
 logger = logging.getLogger(__name__)
 

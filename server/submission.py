@@ -13,8 +13,8 @@ from typing import Any
 
 import tomli_w
 
-from server.superlink import CONNECTION
-from shared.config import RunConfig
+from fedcare.server.superlink import CONNECTION
+from fedcare.shared.config import RunConfig
 
 APP_NAME = "fedcare-run"
 
@@ -35,8 +35,8 @@ def app_pyproject(config: RunConfig, version: str) -> dict[str, Any]:
                 "app": {
                     "publisher": "fedcare",
                     "components": {
-                        "serverapp": "server.server_app:app",
-                        "clientapp": "client.client_app:app",
+                        "serverapp": "fedcare.server.server_app:app",
+                        "clientapp": "fedcare.client.client_app:app",
                     },
                     "config": config.to_flat(),
                 }

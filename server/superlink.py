@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import ConfigError
+from fedcare.shared.errors import ConfigError
 
 CONNECTION = "fedcare"
 """Name of the operator's connection in ``flwr-home/config.toml``."""

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.errors import FedcareError
-from shared.serialization import ModelLayout
+from fedcare.shared.errors import FedcareError
+from fedcare.shared.serialization import ModelLayout
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeAlias
 
-from shared.errors import FedcareError
+from fedcare.shared.errors import FedcareError
 
 JsonValue: TypeAlias = "None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]"
 

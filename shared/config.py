@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from shared.errors import ConfigError
+from fedcare.shared.errors import ConfigError
 
 FlatValue = bool | int | float | str
 """A value of Flower's run config (its ``UserConfigValue``)."""

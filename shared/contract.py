@@ -94,13 +94,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.data import InputKind
-from shared.errors import DataError
-from shared.tasks import Task, TaskKind
+from fedcare.shared.data import InputKind
+from fedcare.shared.errors import DataError
+from fedcare.shared.tasks import Task, TaskKind
 
 if TYPE_CHECKING:
-    from client.image_files import ImageSpec
-    from client.sequence_files import SequenceSpec
+    from fedcare.client.image_files import ImageSpec
+    from fedcare.client.sequence_files import SequenceSpec
 
 
 class ContractError(DataError):
@@ -330,7 +330,7 @@ class DataContract:
             If the contract does not describe images.
         """
         # Imported here: the aggregator never reads images, and the reader needs Pillow.
-        from client.image_files import ImageSpec, ImageSpecError
+        from fedcare.client.image_files import ImageSpec, ImageSpecError
 
         layout = self._layout("images", self.images)
         try:
@@ -354,7 +354,7 @@ class DataContract:
             If the contract does not describe sequences.
         """
         # Imported here: the aggregator never reads sequence files (pandas, pyarrow).
-        from client.sequence_files import SequenceSpec, SequenceSpecError
+        from fedcare.client.sequence_files import SequenceSpec, SequenceSpecError
 
         layout = self._layout("sequences", self.sequences)
         try:

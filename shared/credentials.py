@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from shared.errors import FedcareError
+from fedcare.shared.errors import FedcareError
 
 CA_CERTIFICATE = "ca.crt"
 NODE_KEY = "node.key"

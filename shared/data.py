@@ -13,9 +13,9 @@ from enum import StrEnum
 
 import numpy as np
 
-from shared.errors import DataError
-from shared.sequences import fit_padded_standardizer, standardize_padded
-from shared.tasks import Task
+from fedcare.shared.errors import DataError
+from fedcare.shared.sequences import fit_padded_standardizer, standardize_padded
+from fedcare.shared.tasks import Task
 
 MIN_TRAIN_ROWS = 10
 """Fewest training rows a hospital may train on: below this DP-SGD noise swamps any signal."""

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared.data import Examples
-from shared.metrics import compute_metrics
-from shared.tasks import Task, TaskKind
+from fedcare.shared.data import Examples
+from fedcare.shared.metrics import compute_metrics
+from fedcare.shared.tasks import Task, TaskKind
 
 EVALUATION_BATCH = 256
 """Examples per forward pass: bounds memory for images and sequences."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from shared.errors import FedcareError
+from fedcare.shared.errors import FedcareError
 
 FLOWER_ENVIRONMENT = {
     # Otherwise `flwr run` installs the app's dependencies (a multi-GB CUDA torch) per run.

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
-from shared.keys import MetricName
-from shared.tasks import Task, TaskKind
+from fedcare.shared.keys import MetricName
+from fedcare.shared.tasks import Task, TaskKind
 
 DECISION_THRESHOLD = 0.5
 RANKING_CUTOFF = 5

@@ -17,10 +17,10 @@ import torch
 from opacus.layers import DPGRU, DPLSTM, DPMultiheadAttention
 from torch import nn
 
-from shared.config import ModelName
-from shared.data import InputKind
-from shared.errors import ConfigError
-from shared.tasks import Task, TaskKind
+from fedcare.shared.config import ModelName
+from fedcare.shared.data import InputKind
+from fedcare.shared.errors import ConfigError
+from fedcare.shared.tasks import Task, TaskKind
 
 ModelBuilder = Callable[[tuple[int, ...], int], nn.Module]
 

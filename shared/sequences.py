@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from shared.errors import DataError
+from fedcare.shared.errors import DataError
 
 MASK_CHANNEL = -1
 """Index of the mask channel in padded inputs: the last one (1.0 real step, 0.0 padding)."""

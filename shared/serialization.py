@@ -19,7 +19,7 @@ import torch
 from safetensors.numpy import load_file, save
 from torch import nn
 
-from shared.errors import InvalidUpdateError
+from fedcare.shared.errors import InvalidUpdateError
 
 LOCAL_PREFIX = "local_"
 """Start of the name of a parameter that never leaves the site it was trained at."""

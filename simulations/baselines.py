@@ -17,16 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from client.training import train_plain, train_private
-from shared.config import RunConfig
-from shared.data import Examples, Standardizer
-from shared.errors import DataError
-from shared.evaluation import evaluate_model
-from shared.metrics import weighted_mean
-from shared.models import MODELS, build_model, model_task
-from shared.privacy import plan_dp_sgd
-from shared.tasks import Task
-from simulations.federation import SimulatedFederation, SimulatedHospital
+from fedcare.client.training import train_plain, train_private
+from fedcare.shared.config import RunConfig
+from fedcare.shared.data import Examples, Standardizer
+from fedcare.shared.errors import DataError
+from fedcare.shared.evaluation import evaluate_model
+from fedcare.shared.metrics import weighted_mean
+from fedcare.shared.models import MODELS, build_model, model_task
+from fedcare.shared.privacy import plan_dp_sgd
+from fedcare.shared.tasks import Task
+from fedcare.simulations.federation import SimulatedFederation, SimulatedHospital
 
 POOLED = "pooled"
 LOCAL_ONLY = "local_only"

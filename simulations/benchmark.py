@@ -45,12 +45,12 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from shared.config import DatasetName, DeviceName, ModelName, RunConfig
-from shared.data import InputKind, Standardizer
-from shared.device import resolve_device
-from shared.models import MODELS, build_model, model_task
-from shared.privacy import plan_dp_sgd
-from shared.tasks import Task
+from fedcare.shared.config import DatasetName, DeviceName, ModelName, RunConfig
+from fedcare.shared.data import InputKind, Standardizer
+from fedcare.shared.device import resolve_device
+from fedcare.shared.models import MODELS, build_model, model_task
+from fedcare.shared.privacy import plan_dp_sgd
+from fedcare.shared.tasks import Task
 
 EPOCHS_PER_TIMING = 20
 
@@ -101,8 +101,8 @@ def _time_per_step(train: Callable[[], int], repeats: int) -> float:
 
 def step_times(model_name: ModelName, repeats: int) -> tuple[float, float]:
     """Seconds per plain SGD step and per DP-SGD step on the largest default hospital."""
-    from client.training import train_plain, train_private
-    from simulations.federation import build_federation
+    from fedcare.client.training import train_plain, train_private
+    from fedcare.simulations.federation import build_federation
 
     config = RunConfig.from_flat({"model": model_name.value, "device": "cpu"})
     federation = build_federation(config.data)
@@ -156,8 +156,8 @@ def step_times(model_name: ModelName, repeats: int) -> tuple[float, float]:
 
 def round_seconds(secure_aggregation: bool, rounds: int) -> float:
     """Mean round time of the default simulated federation."""
-    from server.report import METRICS_JSON
-    from simulations.simulate import simulate
+    from fedcare.server.report import METRICS_JSON
+    from fedcare.simulations.simulate import simulate
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
@@ -503,7 +503,7 @@ def _fresh_process_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "opacus", "shared.models", "rich.table"])
+    context.set_forkserver_preload(["torch", "opacus", "fedcare.shared.models", "rich.table"])
     return context
 
 
@@ -526,7 +526,7 @@ def _family_jobs(
     threads: int,
 ) -> tuple[str, list[FamilyJob]]:
     """Return the family's label and its jobs, plain first, all on the same batches."""
-    from simulations.datasets import load_builtin
+    from fedcare.simulations.datasets import load_builtin
 
     builtin = load_builtin(dataset)
     data = Standardizer.fit(builtin.data).transform(builtin.data)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.config import DatasetName
-from shared.data import Examples, InputKind
-from shared.sequences import to_padded
-from shared.tasks import Task, TaskKind
-from simulations.synthetic import VITAL_COLUMNS, make_images, make_treatments, make_vitals
+from fedcare.shared.config import DatasetName
+from fedcare.shared.data import Examples, InputKind
+from fedcare.shared.sequences import to_padded
+from fedcare.shared.tasks import Task, TaskKind
+from fedcare.simulations.synthetic import VITAL_COLUMNS, make_images, make_treatments, make_vitals
 
 SURVIVAL_BIN_EDGES_DAYS = (0.0, 90.0, 180.0, 270.0, 365.0, 540.0, 730.0)
 """Start of each time bin of the lung-cancer survival task; the last bin is open-ended."""

@@ -18,8 +18,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from server.report import METRICS_JSON
-from simulations.local_deployment import Processes, start_local_federation
+from fedcare.server.report import METRICS_JSON
+from fedcare.simulations.local_deployment import Processes, start_local_federation
 
 
 def deployed_round_seconds(root: Path, *, secure_aggregation: bool, rounds: int) -> float:

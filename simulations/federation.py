@@ -18,12 +18,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from shared.config import DataSettings, PartitionName
-from shared.data import Examples, InputKind, SiteData, Standardizer, prepare_site, split_rows
-from shared.errors import DataError
-from shared.tasks import CLASSIFICATION, Task
-from simulations.datasets import BuiltinDataset, load_builtin
-from simulations.partitioners import (
+from fedcare.shared.config import DataSettings, PartitionName
+from fedcare.shared.data import Examples, InputKind, SiteData, Standardizer, prepare_site, split_rows
+from fedcare.shared.errors import DataError
+from fedcare.shared.tasks import CLASSIFICATION, Task
+from fedcare.simulations.datasets import BuiltinDataset, load_builtin
+from fedcare.simulations.partitioners import (
     partition_dirichlet,
     partition_iid,
     partition_natural,

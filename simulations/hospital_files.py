@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import tomli_w
 
-from shared.config import DataSettings
-from simulations.datasets import load_builtin
-from simulations.federation import MIN_HOSPITAL_ROWS, hospital_name
-from simulations.partitioners import partition_dirichlet
+from fedcare.shared.config import DataSettings
+from fedcare.simulations.datasets import load_builtin
+from fedcare.simulations.federation import MIN_HOSPITAL_ROWS, hospital_name
+from fedcare.simulations.partitioners import partition_dirichlet
 
 LABEL = "diagnosis"
 ID_COLUMN = "patient_id"

@@ -20,8 +20,8 @@ from typing import Any
 
 import tomli_w
 
-from shared.config import DataSettings
-from simulations.hospital_files import DemoFiles, site_toml, write_demo_hospitals
+from fedcare.shared.config import DataSettings
+from fedcare.simulations.hospital_files import DemoFiles, site_toml, write_demo_hospitals
 
 ROOT = Path(__file__).resolve().parents[1]
 """Working directory of every process started (the checkout, or the install prefix)."""

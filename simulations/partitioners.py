@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from shared.errors import DataError
+from fedcare.shared.errors import DataError
 
 MAX_DRAWS = 200
 

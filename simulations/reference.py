@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from server.reference import DataReference
-from shared.config import RunConfig
-from shared.device import resolve_device
-from shared.models import model_task
-from simulations.baselines import compute_baselines
-from simulations.federation import build_federation
+from fedcare.server.reference import DataReference
+from fedcare.shared.config import RunConfig
+from fedcare.shared.device import resolve_device
+from fedcare.shared.models import model_task
+from fedcare.simulations.baselines import compute_baselines
+from fedcare.simulations.federation import build_federation
 
 logger = logging.getLogger(__name__)
 

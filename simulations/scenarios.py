@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.config import FlatValue
-from shared.errors import ConfigError
+from fedcare.shared.config import FlatValue
+from fedcare.shared.errors import ConfigError
 
 DEFAULT_SCENARIO = "breast-cancer"
 

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from threadpoolctl import threadpool_limits
 
-from server.report import SUMMARY
-from server.run_directory import check_run_path, default_run_path
-from shared.config import DeviceName, RunConfig
-from simulations.federation import build_federation
+from fedcare.server.report import SUMMARY
+from fedcare.server.run_directory import check_run_path, default_run_path
+from fedcare.shared.config import DeviceName, RunConfig
+from fedcare.simulations.federation import build_federation
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def simulate(config: RunConfig) -> dict[str, Any]:
     # Imported here: Flower's simulation stack (Ray) is heavy to import.
     from flwr.simulation import run_simulation
 
-    from client.client_app import app as client_app
-    from server.server_app import make_server_app
+    from fedcare.client.client_app import app as client_app
+    from fedcare.server.server_app import make_server_app
 
     if not config.output.out_dir:
         config = config.with_out_dir(str(default_run_path()))

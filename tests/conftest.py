@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from client.ledger import PrivacyLedger
-from client.site import Site
-from shared.config import DataSettings, RunConfig
-from simulations.federation import build_federation
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.site import Site
+from fedcare.shared.config import DataSettings, RunConfig
+from fedcare.simulations.federation import build_federation
 
 
 @pytest.fixture(scope="session")

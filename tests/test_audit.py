@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedcare.audit_commands import audit_app
-from shared.audit import (
+from fedcare.shared.audit import (
     GENESIS_HASH,
     AuditEntry,
     AuditEntryError,
@@ -28,7 +28,7 @@ from shared.audit import (
     parse_head,
     verify_audit_log,
 )
-from shared.errors import FedcareError
+from fedcare.shared.errors import FedcareError
 
 runner = CliRunner()
 

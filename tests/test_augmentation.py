@@ -2,7 +2,7 @@
 
 import torch
 
-from client.augmentation import shift_images
+from fedcare.client.augmentation import shift_images
 
 
 def test_each_image_moves_by_at_most_the_bound_and_keeps_its_content() -> None:

@@ -23,9 +23,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
 
 from fedcare.ca_commands import ca_app
-from server import certificate_authority
-from server.certificate_authority import CertificateAuthority, init_ca
-from shared.credentials import (
+from fedcare.server import certificate_authority
+from fedcare.server.certificate_authority import CertificateAuthority, init_ca
+from fedcare.shared.credentials import (
     CredentialError,
     check_certificate,
     load_bundle,

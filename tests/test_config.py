@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import RunConfig, config_keys
-from shared.errors import ConfigError
+from fedcare.shared.config import RunConfig, config_keys
+from fedcare.shared.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

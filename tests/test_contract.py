@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from client.site_table import DataValidationError, Problem, Rule, load_site_table
-from shared.contract import ContractError, DataContract
-from shared.tasks import Task, TaskKind
+from fedcare.client.site_table import DataValidationError, Problem, Rule, load_site_table
+from fedcare.shared.contract import ContractError, DataContract
+from fedcare.shared.tasks import Task, TaskKind
 
 FILE = "site.csv"
 NUMBER_CANARY = "987654"

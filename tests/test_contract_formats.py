@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from client.preflight import Status, _data
-from client.site import load_site
-from client.site_settings import SiteNode, SitePrivacy
-from server.reference import contract_reference
-from shared.config import DeviceName, ModelName, RunConfig
-from shared.contract import ContractError, DataContract
-from shared.data import InputKind
-from shared.errors import DataError
-from shared.models import build_model
-from shared.tasks import TaskKind
-from simulations.synthetic import make_images, make_vitals
+from fedcare.client.preflight import Status, _data
+from fedcare.client.site import load_site
+from fedcare.client.site_settings import SiteNode, SitePrivacy
+from fedcare.server.reference import contract_reference
+from fedcare.shared.config import DeviceName, ModelName, RunConfig
+from fedcare.shared.contract import ContractError, DataContract
+from fedcare.shared.data import InputKind
+from fedcare.shared.errors import DataError
+from fedcare.shared.models import build_model
+from fedcare.shared.tasks import TaskKind
+from fedcare.simulations.synthetic import make_images, make_vitals
 
 IMAGE_CONTRACT = """
 name = "chest-films"

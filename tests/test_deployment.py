@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simulations.hospital_files import ID_COLUMN, DemoFiles
-from simulations.local_deployment import (
+from fedcare.simulations.hospital_files import ID_COLUMN, DemoFiles
+from fedcare.simulations.local_deployment import (
     LocalFederation,
     Processes,
     fedcare,
@@ -125,7 +125,7 @@ def test_a_hospital_killed_mid_round_drops_out_and_the_run_goes_on(
 
 
 def _rogue(federation: LocalFederation, *flags: str) -> list[str]:
-    from shared.flower_process import flower_executable
+    from fedcare.shared.flower_process import flower_executable
 
     return [
         flower_executable("flower-supernode"),
@@ -144,8 +144,8 @@ def _rogue(federation: LocalFederation, *flags: str) -> list[str]:
 
 
 def _start_strangers(federation: LocalFederation) -> dict[str, object]:
-    from server.certificate_authority import init_ca
-    from shared.flower_process import flower_environment
+    from fedcare.server.certificate_authority import init_ca
+    from fedcare.shared.flower_process import flower_environment
 
     root = federation.root
     add = fedcare(

@@ -17,11 +17,11 @@ from flwr.client import Client, NumPyClient
 from flwr.clientapp import ClientApp
 from flwr.common import Context
 
-from client.client_app import HospitalClient
-from client.egress import egress_guard_mod
-from client.secure_aggregation import secure_aggregation_mod
-from shared.config import RunConfig
-from shared.keys import NodeConfigKey
+from fedcare.client.client_app import HospitalClient
+from fedcare.client.egress import egress_guard_mod
+from fedcare.client.secure_aggregation import secure_aggregation_mod
+from fedcare.shared.config import RunConfig
+from fedcare.shared.keys import NodeConfigKey
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +51,8 @@ crashing_app = ClientApp(client_fn=_client_fn, mods=[egress_guard_mod, secure_ag
 def _simulate(out: Path, hospitals: int) -> dict:
     from flwr.simulation import run_simulation
 
-    from server.server_app import make_server_app
-    from simulations.simulate import backend_config
+    from fedcare.server.server_app import make_server_app
+    from fedcare.simulations.simulate import backend_config
 
     config = RunConfig.from_flat(
         {

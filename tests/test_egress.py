@@ -7,8 +7,8 @@ from flwr.app.message_type import MessageType
 from flwr.common import Code, EvaluateRes, FitIns, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
 
-from client.egress import EGRESS_BLOCKED, INTERNAL_ERROR, REFUSED, egress_guard_mod
-from shared.errors import PrivacyBudgetExceededError
+from fedcare.client.egress import EGRESS_BLOCKED, INTERNAL_ERROR, REFUSED, egress_guard_mod
+from fedcare.shared.errors import PrivacyBudgetExceededError
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 

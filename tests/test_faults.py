@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from client.ledger import PrivacyLedger
-from client.session import LEDGER_FILE
-from simulations.local_deployment import (
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.session import LEDGER_FILE
+from fedcare.simulations.local_deployment import (
     LocalFederation,
     Processes,
     fedcare,

@@ -3,18 +3,18 @@
 import numpy as np
 import pytest
 
-from client.hospital import (
+from fedcare.client.hospital import (
     check_update,
     evaluate_round,
     fresh_model,
     parse_instruction,
     train_round,
 )
-from client.ledger import PrivacyLedger
-from client.site import Site, load_site
-from shared.config import RunConfig
-from shared.errors import DataError, InvalidUpdateError
-from shared.serialization import ModelLayout, get_weights
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.site import Site, load_site
+from fedcare.shared.config import RunConfig
+from fedcare.shared.errors import DataError, InvalidUpdateError
+from fedcare.shared.serialization import ModelLayout, get_weights
 
 
 def _initial(config: RunConfig, site: Site) -> list[np.ndarray]:

@@ -16,9 +16,9 @@ import pytest
 from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import Context
 
-from client.client_app import HospitalClient
-from shared.config import RunConfig
-from shared.keys import NodeConfigKey
+from fedcare.client.client_app import HospitalClient
+from fedcare.shared.config import RunConfig
+from fedcare.shared.keys import NodeConfigKey
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,8 @@ hostile_app = ClientApp(client_fn=_client_fn)
 def _simulate_with_attackers(out: Path, **settings: object) -> dict:
     from flwr.simulation import run_simulation
 
-    from server.server_app import make_server_app
-    from simulations.simulate import backend_config
+    from fedcare.server.server_app import make_server_app
+    from fedcare.simulations.simulate import backend_config
 
     config = RunConfig.from_flat(
         {

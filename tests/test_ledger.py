@@ -19,7 +19,7 @@ import pytest
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from opacus.accountants.rdp import RDPAccountant
 
-from client.ledger import (
+from fedcare.client.ledger import (
     InvalidReleaseError,
     LedgerCorruptError,
     LedgerError,
@@ -28,8 +28,8 @@ from client.ledger import (
     ReleaseStatus,
     UnknownReservationError,
 )
-from shared.errors import PrivacyBudgetExceededError
-from shared.privacy import HistoryEntry
+from fedcare.shared.errors import PrivacyBudgetExceededError
+from fedcare.shared.privacy import HistoryEntry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DELTA = 1e-5
@@ -234,8 +234,8 @@ import os
 import sys
 from pathlib import Path
 
-from client.ledger import PrivacyLedger
-from shared.privacy import epsilon_spent
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.shared.privacy import epsilon_spent
 
 epsilon_spent([(1.0, 0.01, 1)], delta=1e-5)
 

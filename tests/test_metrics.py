@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from shared.metrics import compute_metrics, weighted_mean
-from shared.tasks import Task, TaskKind
+from fedcare.shared.metrics import compute_metrics, weighted_mean
+from fedcare.shared.tasks import Task, TaskKind
 
 BINARY = Task(TaskKind.BINARY)
 

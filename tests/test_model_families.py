@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import RunConfig
-from shared.metrics import LOWER_IS_BETTER
-from simulations.scenarios import scenario_overrides
+from fedcare.shared.config import RunConfig
+from fedcare.shared.metrics import LOWER_IS_BETTER
+from fedcare.simulations.scenarios import scenario_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ FAMILIES = {
 def test_family_learns_privately_in_two_rounds(
     scenario: str, headline: str, tmp_path: Path
 ) -> None:
-    from simulations.simulate import simulate
+    from fedcare.simulations.simulate import simulate
 
     config = RunConfig.from_flat(
         {

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from shared.errors import DataError
-from simulations.partitioners import (
+from fedcare.shared.errors import DataError
+from fedcare.simulations.partitioners import (
     partition_dirichlet,
     partition_iid,
     partition_natural,

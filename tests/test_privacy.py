@@ -5,13 +5,13 @@ import pytest
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from opacus.accountants.rdp import RDPAccountant
 
-from client.hospital import check_budget, fresh_model, privacy_plan, train_round
-from client.ledger import PrivacyLedger
-from client.site import Site
-from shared.config import RunConfig
-from shared.errors import PrivacyBudgetExceededError
-from shared.privacy import epsilon_spent, plan_dp_sgd, steps_per_epoch
-from shared.serialization import get_weights
+from fedcare.client.hospital import check_budget, fresh_model, privacy_plan, train_round
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.site import Site
+from fedcare.shared.config import RunConfig
+from fedcare.shared.errors import PrivacyBudgetExceededError
+from fedcare.shared.privacy import epsilon_spent, plan_dp_sgd, steps_per_epoch
+from fedcare.shared.serialization import get_weights
 
 
 def independent_epsilon(noise: float, rate: float, steps: int, delta: float) -> float:
@@ -129,7 +129,7 @@ def test_a_second_run_is_refused_once_the_dataset_budget_is_spent(
 def test_the_plan_survives_the_node_context_between_rounds() -> None:
     from flwr.app import Context, RecordDict
 
-    from client.privacy_state import load_plan, store_plan
+    from fedcare.client.privacy_state import load_plan, store_plan
 
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     assert load_plan(context) is None

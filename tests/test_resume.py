@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
-from client.ledger import PrivacyLedger
-from client.session import LEDGER_FILE
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.session import LEDGER_FILE
 
 pytestmark = pytest.mark.integration
 

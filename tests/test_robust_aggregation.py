@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from server.robust_aggregation import (
+from fedcare.server.robust_aggregation import (
     AggregationError,
     RobustMethod,
     aggregate_updates,
     minimum_updates,
 )
-from shared.errors import FedcareError
+from fedcare.shared.errors import FedcareError
 
 
 def _f32(*values: object) -> np.ndarray:

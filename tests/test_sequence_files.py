@@ -10,15 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from client.sequence_files import (
+from fedcare.client.sequence_files import (
     Rule,
     SequenceFileError,
     SequenceSpec,
     SequenceSpecError,
     load_sequence_file,
 )
-from shared.errors import DataError
-from shared.sequences import (
+from fedcare.shared.errors import DataError
+from fedcare.shared.sequences import (
     MASK_CHANNEL,
     fit_padded_standardizer,
     standardize_padded,

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from server.run_directory import RunDirectory
-from shared.config import ModelName
-from shared.data import InputKind
-from shared.errors import InvalidUpdateError
-from shared.models import MODELS, build_model
-from shared.serialization import (
+from fedcare.server.run_directory import RunDirectory
+from fedcare.shared.config import ModelName
+from fedcare.shared.data import InputKind
+from fedcare.shared.errors import InvalidUpdateError
+from fedcare.shared.models import MODELS, build_model
+from fedcare.shared.serialization import (
     ModelLayout,
     get_weights,
     load_matching_weights,
@@ -23,7 +23,7 @@ from shared.serialization import (
     save_safetensors,
     set_weights,
 )
-from shared.tasks import Task, TaskKind
+from fedcare.shared.tasks import Task, TaskKind
 
 INPUT_SHAPES = {
     InputKind.TABLE: (7,),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
-from shared.config import RunConfig
+from fedcare.shared.config import RunConfig
 from tests.test_privacy import independent_epsilon
 
 pytestmark = pytest.mark.integration
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, dict, Path]:
-    from simulations.simulate import simulate
+    from fedcare.simulations.simulate import simulate
 
     out = tmp_path_factory.mktemp("sim") / "run"
     config = RunConfig.from_flat({"num-server-rounds": 2, "device": "cpu", "out-dir": str(out)})

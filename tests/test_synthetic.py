@@ -11,7 +11,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from simulations.synthetic import VITAL_COLUMNS, make_images, make_treatments, make_vitals
+from fedcare.simulations.synthetic import VITAL_COLUMNS, make_images, make_treatments, make_vitals
 
 # Plausible adult ICU ranges; the generator clips inside them.
 VITAL_RANGES = {

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from client.hospital import fresh_model
-from client.local_parameters import LOCAL_DIR
-from client.site import Site, simulated_state
-from shared.config import RunConfig
-from shared.evaluation import evaluate_model
-from shared.metrics import RANKING_CUTOFF, weighted_mean
-from shared.serialization import LOCAL_PREFIX, load_safetensors
-from simulations.federation import build_federation
-from simulations.scenarios import scenario_overrides
+from fedcare.client.hospital import fresh_model
+from fedcare.client.local_parameters import LOCAL_DIR
+from fedcare.client.site import Site, simulated_state
+from fedcare.shared.config import RunConfig
+from fedcare.shared.evaluation import evaluate_model
+from fedcare.shared.metrics import RANKING_CUTOFF, weighted_mean
+from fedcare.shared.serialization import LOCAL_PREFIX, load_safetensors
+from fedcare.simulations.federation import build_federation
+from fedcare.simulations.scenarios import scenario_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def _initial_and_chance(config: RunConfig) -> tuple[float, float]:
 
 
 def test_treatments_learn_privately_and_patient_embeddings_stay_home(tmp_path: Path) -> None:
-    from simulations.simulate import simulate
+    from fedcare.simulations.simulate import simulate
 
     out = tmp_path / "run"
     config = RunConfig.from_flat(

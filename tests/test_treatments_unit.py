@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from client.hospital import evaluate_round, fresh_model, train_round
-from client.ledger import PrivacyLedger
-from client.local_parameters import local_parameters_path
-from client.site import Site
-from shared.config import ModelName, PartitionName, RunConfig
-from shared.contract import ContractError, DataContract
-from shared.data import Examples, InputKind, Standardizer, prepare_site, split_interactions
-from shared.errors import ConfigError, DataError
-from shared.evaluation import candidate_scores, evaluate_model
-from shared.metrics import compute_metrics, held_out_ranks, metric_names
-from shared.models import build_model, check_model_input
-from shared.serialization import (
+from fedcare.client.hospital import evaluate_round, fresh_model, train_round
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.local_parameters import local_parameters_path
+from fedcare.client.site import Site
+from fedcare.shared.config import ModelName, PartitionName, RunConfig
+from fedcare.shared.contract import ContractError, DataContract
+from fedcare.shared.data import Examples, InputKind, Standardizer, prepare_site, split_interactions
+from fedcare.shared.errors import ConfigError, DataError
+from fedcare.shared.evaluation import candidate_scores, evaluate_model
+from fedcare.shared.metrics import compute_metrics, held_out_ranks, metric_names
+from fedcare.shared.models import build_model, check_model_input
+from fedcare.shared.serialization import (
     LOCAL_PREFIX,
     ModelLayout,
     get_local_weights,
@@ -29,9 +29,9 @@ from shared.serialization import (
     save_safetensors,
     set_weights,
 )
-from shared.tasks import Task, TaskKind
-from simulations.federation import SimulatedFederation, build_federation
-from simulations.scenarios import scenario_overrides
+from fedcare.shared.tasks import Task, TaskKind
+from fedcare.simulations.federation import SimulatedFederation, build_federation
+from fedcare.simulations.scenarios import scenario_overrides
 
 RECOMMENDATION = Task(TaskKind.RECOMMENDATION)
 TREATMENTS = tuple(f"T{i:02d}" for i in range(1, 9))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from server.update_validation import (
+from fedcare.server.update_validation import (
     Rejection,
     UpdateBounds,
     UpdateBoundsError,
@@ -15,7 +15,7 @@ from server.update_validation import (
     update_norm,
     update_problems,
 )
-from shared.serialization import ModelLayout, get_weights
+from fedcare.shared.serialization import ModelLayout, get_weights
 
 CANARY = 987654.321
 """Planted in hostile updates; no problem message or log line may repeat it."""
@@ -199,7 +199,7 @@ def test_screen_replies_keeps_good_ones_in_order(caplog: pytest.LogCaptureFixtur
         ("echo", _update(0.3), 0),
         ("foxtrot", _update(0.4), 40),
     ]
-    with caplog.at_level(logging.WARNING, logger="server.update_validation"):
+    with caplog.at_level(logging.WARNING, logger="fedcare.server.update_validation"):
         accepted, rejected = screen_replies(replies, BOUNDS)
     assert [name for name, _, _ in accepted] == ["alpha", "charlie", "foxtrot"]
     assert accepted[1][1] is replies[2][1]
