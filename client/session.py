@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fedcare.client.hospital import RoundUpdate, evaluate_round, parse_instruction, run_history, train_round
+from fedcare.client.hospital import (
+    RoundUpdate,
+    evaluate_round,
+    parse_instruction,
+    run_history,
+    train_round,
+)
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.site import load_site, site_records
 from fedcare.shared.audit import AuditEvent, AuditLog, canonical_json

@@ -28,14 +28,20 @@ from fedcare.options import (
     parse_set,
     resumed_run_config,
 )
-from fedcare.tables import print_summary
 from fedcare.server.report import SUMMARY
 from fedcare.server.run_directory import check_run_path, default_run_path
 from fedcare.server.submission import flwr_run_command, write_app
-from fedcare.server.superlink import CONNECTION, AggregatorSettings, HospitalRegistry, ServerTls, flwr_home
+from fedcare.server.superlink import (
+    CONNECTION,
+    AggregatorSettings,
+    HospitalRegistry,
+    ServerTls,
+    flwr_home,
+)
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.shared.flower_process import flower_environment, flower_executable, run_foreground
+from fedcare.tables import print_summary
 
 aggregator_app = typer.Typer(
     help="Run the central aggregator: Flower's SuperLink with TLS and hospital authentication.",

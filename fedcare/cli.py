@@ -31,10 +31,10 @@ from fedcare.options import (
     parse_set,
     resumed_run_config,
 )
-from fedcare.tables import print_summary
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import FedcareError
 from fedcare.simulations.scenarios import DEFAULT_SCENARIO, SCENARIOS, scenario_overrides
+from fedcare.tables import print_summary
 
 app = typer.Typer(
     name="fedcare",

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from fedcare.audit_commands import audit_app
 from fedcare.client.site_settings import SiteSettings
 from fedcare.client.supernode import SUPEREXEC_POLL_SECONDS, prepare_state, supernode_command
-from fedcare.audit_commands import audit_app
 from fedcare.console import console, fail
 from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.shared.flower_process import flower_environment, flower_executable, run_foreground

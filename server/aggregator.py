@@ -29,7 +29,12 @@ from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import ConfigError, RunStoppedError
 from fedcare.shared.evaluation import Evaluation, evaluate_model
 from fedcare.shared.models import build_model
-from fedcare.shared.serialization import ModelLayout, get_weights, load_matching_weights, set_weights
+from fedcare.shared.serialization import (
+    ModelLayout,
+    get_weights,
+    load_matching_weights,
+    set_weights,
+)
 
 logger = logging.getLogger(__name__)
 

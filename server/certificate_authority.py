@@ -47,12 +47,14 @@ from fedcare.shared.credentials import (
     CredentialError,
     HospitalBundle,
     certificate_fingerprint,
-    is_exposed,
-    make_private_directory,
     normalize_host,
     openssh_public_key,
     public_key_fingerprint,
     split_address,
+)
+from fedcare.shared.private_files import (
+    is_exposed,
+    make_private_directory,
     write_private,
     write_public,
 )

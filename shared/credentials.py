@@ -25,9 +25,7 @@ import base64
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 import re
-import secrets
 import socket
 import ssl
 import tomllib
@@ -43,6 +41,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fedcare.shared.errors import FedcareError
+from fedcare.shared.private_files import is_exposed
 
 CA_CERTIFICATE = "ca.crt"
 NODE_KEY = "node.key"
@@ -58,66 +57,6 @@ _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 class CredentialError(FedcareError):
     """A certificate or key is missing, invalid, mismatched, expired or exposed."""
-
-
-# --- writing -------------------------------------------------------------------
-
-
-def _write(path: Path, content: bytes, mode: int) -> None:
-    """Write atomically, creating the file with ``mode`` from the start (never wider).
-
-    The content goes to a uniquely named sibling first and is renamed over
-    ``path``, so a reader sees the old file or the new one, never half of one.
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _sync_directory(path.parent)
-
-
-def _sync_directory(folder: Path) -> None:
-    # Makes the rename itself durable; some filesystems cannot open a folder.
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def write_private(path: Path, content: bytes) -> None:
-    """Write a secret readable by its owner only (created 0600, atomically)."""
-    _write(path, content, 0o600)
-
-
-def write_public(path: Path, content: bytes) -> None:
-    """Write a non-secret file (created 0644, atomically)."""
-    _write(path, content, 0o644)
-
-
-def make_private_directory(path: Path) -> None:
-    """Create ``path`` and any missing parents owner-only (0700); keep what exists."""
-    # Path.mkdir(parents=True) would create the parents with the default mode.
-    for folder in [*reversed(path.parents), path]:
-        if not folder.exists():
-            folder.mkdir(mode=0o700, exist_ok=True)
-
-
-def is_exposed(path: Path) -> bool:
-    """Whether ``path`` is readable, writable or executable by group or others."""
-    return bool(path.stat().st_mode & 0o077)
 
 
 # --- fingerprints and addresses ------------------------------------------------

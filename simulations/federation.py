@@ -19,7 +19,14 @@ from functools import lru_cache
 import numpy as np
 
 from fedcare.shared.config import DataSettings, PartitionName
-from fedcare.shared.data import Examples, InputKind, SiteData, Standardizer, prepare_site, split_rows
+from fedcare.shared.data import (
+    Examples,
+    InputKind,
+    SiteData,
+    Standardizer,
+    prepare_site,
+    split_rows,
+)
 from fedcare.shared.errors import DataError
 from fedcare.shared.tasks import CLASSIFICATION, Task
 from fedcare.simulations.datasets import BuiltinDataset, load_builtin

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fedcare.client.image_files import ImageFileError, ImageSpec, ImageSpecError, Rule, load_image_file
+from fedcare.client.image_files import (
+    ImageFileError,
+    ImageSpec,
+    ImageSpecError,
+    Rule,
+    load_image_file,
+)
 
 CANARY_VALUE = 987654.321
 CANARY_ID = "CANARY-ID"
