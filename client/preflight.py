@@ -9,13 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
-from fedcare.client.image_files import load_image_file
 from fedcare.client.ledger import PrivacyLedger
-from fedcare.client.sequence_files import load_sequence_file
+from fedcare.client.readers import read_site_data
 from fedcare.client.site_settings import SiteSettings
-from fedcare.client.site_table import load_site_table
 from fedcare.shared.contract import DataContract
 from fedcare.shared.credentials import certificate_status, check_certificate, load_bundle, probe_tls
 from fedcare.shared.data import Examples, InputKind
@@ -82,7 +79,7 @@ def _aggregator(settings: SiteSettings) -> Check:
 
 def _data(settings: SiteSettings) -> Check:
     contract = DataContract.load(settings.node.contract)
-    data = _load(settings.node.data, contract)
+    data = read_site_data(settings.node.data, contract)
     counts = f"{_count(len(data), _UNITS[contract.input_kind()])}, {_shape(contract)}"
     if contract.task_kind is not TaskKind.REGRESSION:
         per_class = zip(contract.classes, _per_class(contract, data), strict=True)
@@ -93,19 +90,6 @@ def _data(settings: SiteSettings) -> Check:
 
 
 _UNITS = {InputKind.TABLE: "row", InputKind.IMAGES: "image", InputKind.SEQUENCES: "patient"}
-
-
-def _load(path: Path, contract: DataContract) -> Examples:
-    """Read the hospital's data with the reader its contract's format names, as it trains on it."""
-    kind = contract.input_kind()
-    if kind is InputKind.IMAGES:
-        inputs, classes = load_image_file(path, contract.image_spec())
-    elif kind is InputKind.SEQUENCES:
-        inputs, classes = load_sequence_file(path, contract.sequence_spec())
-        contract.check_sequence_values(inputs, str(path))
-    else:
-        return load_site_table(path, contract)
-    return Examples(inputs, contract.labels_from_indices(classes), contract.feature_names(), kind)
 
 
 def _count(count: int, unit: str) -> str:

@@ -93,8 +93,8 @@ def site_records(node_config: Mapping[str, object], config: RunConfig) -> tuple[
 
 def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
     # Imported here: only real hospitals read files (pandas, pyarrow, Pillow).
+    from fedcare.client.readers import read_site_data
     from fedcare.shared.contract import DataContract
-    from fedcare.shared.data import Examples, InputKind
     from fedcare.shared.models import model_task
 
     contract = DataContract.load(node.contract)
@@ -109,25 +109,7 @@ def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
             f"({contract.fingerprint()[:12]} here, {expected.fingerprint()[:12]} in the run); "
             "both sides must use the federation's contract"
         )
-    # The contract's format picks the reader; each checks the data against the contract.
-    kind = contract.input_kind()
-    if kind is InputKind.IMAGES:
-        from fedcare.client.image_files import load_image_file
-
-        inputs, classes = load_image_file(node.data, contract.image_spec())
-        labels = contract.labels_from_indices(classes)
-        data = Examples(inputs, labels, contract.feature_names(), kind)
-    elif kind is InputKind.SEQUENCES:
-        from fedcare.client.sequence_files import load_sequence_file
-
-        inputs, classes = load_sequence_file(node.data, contract.sequence_spec())
-        contract.check_sequence_values(inputs, str(node.data))
-        labels = contract.labels_from_indices(classes)
-        data = Examples(inputs, labels, contract.feature_names(), kind)
-    else:
-        from fedcare.client.site_table import load_site_table
-
-        data = load_site_table(node.data, contract)
+    data = read_site_data(node.data, contract)
     prepared = prepare_site(
         data,
         contract.task(),

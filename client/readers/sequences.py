@@ -4,7 +4,7 @@ A sequence file has one row per patient per time step: a patient id column, an
 integer time step column, the feature columns and the patient's label repeated
 on each of its rows. It is checked in three stages, each only once the one
 before has passed, because a later stage means nothing on a file that failed an
-earlier one (as in :mod:`client.site_table`):
+earlier one (as in :mod:`client.readers.table`):
 
 1. the file: it exists, is ``.csv``, ``.parquet`` or ``.pq``, is not empty and
    can be parsed (CSV: UTF-8, comma-separated, with data rows);
@@ -13,7 +13,10 @@ earlier one (as in :mod:`client.site_table`):
    not negative and not repeated within a patient; one label per patient, and
    one of the spec's classes;
 3. counts: every patient has enough steps, and there are enough patients in all
-   and of every class.
+   and of every class;
+4. values (:func:`read_sequences`, which holds the file to the whole contract):
+   the steps kept are whole numbers where a feature is ``int``, and within its
+   ``min`` and ``max``.
 
 Within a stage every problem is collected and all are raised together in one
 :class:`SequenceFileError`. Its message names the file, the column, the rule and
@@ -22,7 +25,7 @@ patient id: hospital data is confidential and error messages travel into logs.
 The patient id groups rows and is then dropped; it never reaches the model.
 
 Cells are trimmed of surrounding spaces; an empty cell or ``NA``, ``NaN`` or
-``null`` (any case) is missing, as in :mod:`client.site_table`. Labels are
+``null`` (any case) is missing, as in :mod:`client.readers.table`. Labels are
 compared exactly (case-sensitive) with the spec's class strings; integer
 Parquet labels match them as decimal text (``0`` matches ``"0"``).
 """
@@ -30,110 +33,31 @@ Parquet labels match them as decimal text (``0`` matches ``"0"``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fedcare.client import file_reading
-from fedcare.client.file_reading import MISSING_TOKENS as MISSING_TOKENS  # public here too
-from fedcare.client.file_reading import Column, FileCheckError, Kind, Layout, Problem, Rule, Table
-from fedcare.shared.errors import DataError
+from fedcare.client.readers.column_checks import (
+    PANDAS_INDEX_HINT,
+    duplicate_and_missing_columns,
+    feature_value_problems,
+    header_absent,
+    number_problems,
+    unknown_class_problems,
+    unknown_column,
+)
+from fedcare.client.readers.columns import Column, Kind, Layout, Table
+from fedcare.client.readers.file_formats import read_table
+from fedcare.client.readers.problems import FileCheckError, Problem, Rule, plural, problem_if
+from fedcare.shared.contract import DataContract, SequenceSpec
+from fedcare.shared.data import Examples, InputKind
 from fedcare.shared.sequences import to_padded
 
 _UNSUPPORTED_HINT = (
     "fedcare reads sequences from .csv, .parquet and .pq files, not '{suffix}'; export one row "
     "per patient per time step as CSV (UTF-8, comma-separated) or Parquet"
 )
-
-
-class SequenceSpecError(DataError):
-    """A :class:`SequenceSpec` is inconsistent; the message names the field and the fix."""
-
-
-@dataclass(frozen=True)
-class SequenceSpec:
-    """What a hospital's sequence file must look like, agreed by the federation.
-
-    Attributes
-    ----------
-    id_column : str
-        Column identifying the patient (grouping only, never a feature).
-    time_column : str
-        Column of whole, non-negative time step numbers, unique within a patient.
-    label : str
-        Column of the patient's label, the same on each of its rows.
-    features : tuple[str, ...]
-        Numeric input columns, in channel order.
-    classes : tuple[str, ...]
-        Label values as written in the file; a class's index is its position.
-    max_length : int
-        Steps kept per patient (the most recent); shorter sequences are padded.
-    min_length : int
-        Fewest steps a patient may have.
-    min_patients : int
-        Fewest patients the file may hold.
-    min_patients_per_class : int
-        Fewest patients of each class.
-    """
-
-    id_column: str
-    time_column: str
-    label: str
-    features: tuple[str, ...]
-    classes: tuple[str, ...]
-    max_length: int
-    min_length: int = 1
-    min_patients: int = 20
-    min_patients_per_class: int = 1
-
-    def __post_init__(self) -> None:
-        _check_names(self)
-        _check_classes(self.classes)
-        _check_counts(self)
-
-    def columns(self) -> tuple[str, ...]:
-        """Every column the file must have: id, time, features, then the label."""
-        return (self.id_column, self.time_column, *self.features, self.label)
-
-
-def _check_names(spec: SequenceSpec) -> None:
-    if not isinstance(spec.features, tuple) or not spec.features:
-        raise SequenceSpecError("field 'features': list at least one feature column, as a tuple")
-    names = spec.columns()
-    if any(not isinstance(name, str) or not name.strip() for name in names):
-        raise SequenceSpecError(
-            "fields 'id_column', 'time_column', 'label', 'features': every column name must be "
-            "a non-empty string"
-        )
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise SequenceSpecError(
-            f"column names {', '.join(repeated)} are given more than one role; the id, time, "
-            "label and feature columns must all differ"
-        )
-
-
-def _check_classes(classes: tuple[str, ...]) -> None:
-    if not isinstance(classes, tuple) or len(classes) < 2:
-        raise SequenceSpecError("field 'classes': list at least two label values, as a tuple")
-    if any(not isinstance(name, str) or not name for name in classes):
-        raise SequenceSpecError("field 'classes': every class must be a non-empty string")
-    if len(set(classes)) != len(classes):
-        raise SequenceSpecError("field 'classes': every class must be listed once")
-
-
-def _check_counts(spec: SequenceSpec) -> None:
-    minimums = {
-        "max_length": (spec.max_length, 1),
-        "min_length": (spec.min_length, 1),
-        "min_patients": (spec.min_patients, 1),
-        "min_patients_per_class": (spec.min_patients_per_class, 0),
-    }
-    for field, (value, lowest) in minimums.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-            raise SequenceSpecError(f"field '{field}': must be a whole number >= {lowest}")
 
 
 class SequenceFileError(FileCheckError[Problem]):
@@ -169,7 +93,7 @@ def load_sequence_file(path: Path, spec: SequenceSpec) -> tuple[np.ndarray, np.n
         Listing every problem of the failing stage (see the module docstring); no
         patient is loaded.
     """
-    table = file_reading.read_table(path, _layout(spec), SequenceFileError)
+    table = read_table(path, _layout(spec), SequenceFileError)
     problems = [*table.problems, *_header_problems(table)]
     problems += _cell_problems(table, spec)
     problems += _patient_problems(table, spec)
@@ -185,6 +109,69 @@ def load_sequence_file(path: Path, spec: SequenceSpec) -> tuple[np.ndarray, np.n
         max_length=spec.max_length,
     )
     return inputs, labels.astype(np.int64)
+
+
+def read_sequences(path: Path, contract: DataContract) -> Examples:
+    """Read a hospital's sequence file and hold it to a sequences contract.
+
+    Parameters
+    ----------
+    path : Path
+        The hospital's long-format ``.csv``, ``.parquet`` or ``.pq`` file.
+    contract : DataContract
+        The federation's contract, of format ``sequences``.
+
+    Returns
+    -------
+    examples : Examples
+        Padded sequences (:func:`load_sequence_file`) with the labels the
+        contract's task trains on (:meth:`shared.contract.DataContract.labels_from_indices`).
+
+    Raises
+    ------
+    SequenceFileError
+        Listing every problem of the failing stage (see the module docstring).
+    ContractError
+        If the contract does not describe sequences.
+    """
+    inputs, classes = load_sequence_file(path, contract.sequence_spec())
+    check_sequence_values(inputs, contract, str(path))
+    labels = contract.labels_from_indices(classes)
+    return Examples(inputs, labels, contract.feature_names(), InputKind.SEQUENCES)
+
+
+def check_sequence_values(inputs: np.ndarray, contract: DataContract, file: str) -> None:
+    """Hold padded sequences' real steps to the features' ``int`` type and ``min``/``max``.
+
+    The file's cells are already finite numbers (stage 2); only the steps kept
+    (each patient's last ``max_length``) are judged: they are all the model sees.
+
+    Parameters
+    ----------
+    inputs : np.ndarray
+        ``(patients, max_length, features + 1)`` as :func:`load_sequence_file`
+        returns them.
+    contract : DataContract
+        The sequences contract whose features they hold.
+    file : str
+        The file they came from, for the message.
+
+    Raises
+    ------
+    SequenceFileError
+        Naming the file, each failing column, the rule and how many time steps
+        fail it; never a value.
+    """
+    real = inputs[..., -1] > 0
+    _raise_if_any(
+        [
+            problem
+            for channel, feature in enumerate(contract.features)
+            for problem in feature_value_problems(
+                file, feature, inputs[..., channel], real, unit="time step"
+            )
+        ]
+    )
 
 
 def _raise_if_any(problems: Sequence[Problem]) -> None:
@@ -215,10 +202,10 @@ def _layout(spec: SequenceSpec) -> Layout:
 
 def _header_problems(table: Table) -> list[Problem]:
     header = table.header
-    if absent := file_reading.header_absent(table):
+    if absent := header_absent(table):
         return absent
-    return file_reading.duplicate_and_missing_columns(table) + [
-        file_reading.unknown_column(table, position, name, _unknown_hint(position, name))
+    return duplicate_and_missing_columns(table) + [
+        unknown_column(table, position, name, _unknown_hint(position, name))
         for position, name in enumerate(header)
         # Each unknown name once: a repeated one is a duplicate-column too.
         if name not in table.layout.columns and name not in header[:position]
@@ -228,7 +215,7 @@ def _header_problems(table: Table) -> list[Problem]:
 def _unknown_hint(position: int, name: str) -> str:
     # pandas writes its index as an unnamed first column (CSV) or as __index_level_0__.
     if name.startswith("__index_level_") or (position == 0 and not name):
-        return file_reading.PANDAS_INDEX_HINT
+        return PANDAS_INDEX_HINT
     return (
         "the spec does not list it, and an unknown column could carry identifiers into "
         "training; remove it from the file, or ask the federation to add it to the spec's "
@@ -240,7 +227,7 @@ def _cell_problems(table: Table, spec: SequenceSpec) -> list[Problem]:
     file = table.file
     problems: list[Problem] = []
     for name, column in table.columns.items():
-        problems += file_reading.problem_if(
+        problems += problem_if(
             file,
             name,
             Rule.MISSING_VALUE,
@@ -251,10 +238,10 @@ def _cell_problems(table: Table, spec: SequenceSpec) -> list[Problem]:
     for name in spec.features:
         if name in table.columns:
             column = table.columns[name]
-            problems += file_reading.number_problems(file, name, column, ~column.missing)
+            problems += number_problems(file, name, column, ~column.missing)
     label = table.columns.get(spec.label)
     if label is not None:
-        problems += file_reading.unknown_class_problems(
+        problems += unknown_class_problems(
             file, spec.label, label, ~label.missing, spec.classes, agreement="spec"
         )
     return problems
@@ -274,7 +261,7 @@ def _patient_problems(table: Table, spec: SequenceSpec) -> list[Problem]:
     if label is not None:
         present = ~ids.missing & ~label.missing
         per_patient = pd.Series(label.values[present]).groupby(ids.values[present]).nunique()
-        problems += file_reading.problem_if(
+        problems += problem_if(
             file,
             spec.label,
             Rule.INCONSISTENT_LABEL,
@@ -314,7 +301,7 @@ def _time_problems(file: str, name: str, ids: Column, times: Column) -> list[Pro
     return [
         problem
         for rule, failing, hint in checks
-        for problem in file_reading.problem_if(
+        for problem in problem_if(
             file, name, rule, _patients_with(patients, failing), hint, unit="patient"
         )
     ]
@@ -341,7 +328,7 @@ def _frame(table: Table, spec: SequenceSpec) -> pd.DataFrame:
 def _count_problems(frame: pd.DataFrame, spec: SequenceSpec, file: str) -> list[Problem]:
     per_patient = frame.groupby(spec.id_column, sort=False)
     steps = per_patient.size().to_numpy()
-    problems = file_reading.problem_if(
+    problems = problem_if(
         file,
         spec.time_column,
         Rule.TOO_SHORT,
@@ -357,7 +344,7 @@ def _count_problems(frame: pd.DataFrame, spec: SequenceSpec, file: str) -> list[
                 None,
                 Rule.TOO_FEW_PATIENTS,
                 None,
-                f"{file_reading.plural(len(steps), 'patient')} in the file; the spec needs at "
+                f"{plural(len(steps), 'patient')} in the file; the spec needs at "
                 f"least {spec.min_patients}",
             )
         )
@@ -371,7 +358,7 @@ def _count_problems(frame: pd.DataFrame, spec: SequenceSpec, file: str) -> list[
                     spec.label,
                     Rule.TOO_FEW_PATIENTS_IN_CLASS,
                     None,
-                    f"class '{name}' has {file_reading.plural(count, 'patient')}; the spec needs "
+                    f"class '{name}' has {plural(count, 'patient')}; the spec needs "
                     f"at least {spec.min_patients_per_class} of every class",
                 )
             )

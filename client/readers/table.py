@@ -32,9 +32,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedcare.client import file_reading
-from fedcare.client.file_reading import MISSING_TOKENS as MISSING_TOKENS  # public here too
-from fedcare.client.file_reading import Column, FileCheckError, Kind, Layout, Rule, Table
+from fedcare.client.readers.column_checks import (
+    PANDAS_INDEX_HINT,
+    duplicate_and_missing_columns,
+    feature_value_problems,
+    finite_numbers,
+    header_absent,
+    number_problems,
+    unknown_class_problems,
+    unknown_column,
+)
+from fedcare.client.readers.columns import Column, Kind, Layout, Table
+from fedcare.client.readers.file_formats import read_table
+from fedcare.client.readers.problems import FileCheckError, Rule, plural, problem_if
+from fedcare.client.readers.problems import Problem as FileProblem
 from fedcare.shared.contract import DataContract, Feature, FeatureType, MissingPolicy
 from fedcare.shared.data import Examples
 from fedcare.shared.tasks import TaskKind
@@ -49,13 +60,13 @@ _UNSUPPORTED_HINT = (
 class Problem:
     """One way a hospital table breaks its contract; carries no value from the data.
 
-    :class:`client.file_reading.Problem` as a table reports it: its counts are
+    :class:`client.readers.problems.Problem` as a table reports it: its counts are
     rows, so it has ``rows_failing`` where that has ``failing`` and ``unit``.
 
     Attributes
     ----------
     file, column, rule, hint
-        As in :class:`client.file_reading.Problem`.
+        As in :class:`client.readers.problems.Problem`.
     rows_failing : int | None
         How many rows (for ``not-utf8``: lines) fail the rule; ``None`` when the
         rule is not about individual rows.
@@ -68,9 +79,7 @@ class Problem:
     hint: str
 
     def __str__(self) -> str:
-        return str(
-            file_reading.Problem(self.file, self.column, self.rule, self.rows_failing, self.hint)
-        )
+        return str(FileProblem(self.file, self.column, self.rule, self.rows_failing, self.hint))
 
 
 class DataValidationError(FileCheckError[Problem]):
@@ -104,7 +113,7 @@ def load_site_table(path: Path, contract: DataContract) -> Examples:
     DataValidationError
         Listing every problem of the failing stage (see the module docstring).
     """
-    table = file_reading.read_table(path, _layout(contract), _error)
+    table = read_table(path, _layout(contract), _error)
     problems = [*table.problems, *_header_problems(table)]
     kept = _kept_rows(table, contract)
     problems += _cell_problems(table, contract, kept)
@@ -113,15 +122,15 @@ def load_site_table(path: Path, contract: DataContract) -> Examples:
     return _encode(table, contract, kept)
 
 
-def _as_table_problem(problem: file_reading.Problem) -> Problem:
+def _as_table_problem(problem: FileProblem) -> Problem:
     return Problem(problem.file, problem.column, problem.rule, problem.failing, problem.hint)
 
 
-def _error(problems: Sequence[file_reading.Problem]) -> DataValidationError:
+def _error(problems: Sequence[FileProblem]) -> DataValidationError:
     return DataValidationError([_as_table_problem(problem) for problem in problems])
 
 
-def _raise_if_any(problems: Sequence[file_reading.Problem]) -> None:
+def _raise_if_any(problems: Sequence[FileProblem]) -> None:
     if problems:
         raise _error(problems)
 
@@ -156,12 +165,12 @@ def _kinds(contract: DataContract) -> dict[str, Kind]:
 # --- checking
 
 
-def _header_problems(table: Table) -> list[file_reading.Problem]:
+def _header_problems(table: Table) -> list[FileProblem]:
     expected = table.layout.columns
-    if absent := file_reading.header_absent(table):
+    if absent := header_absent(table):
         return absent
-    return file_reading.duplicate_and_missing_columns(table) + [
-        file_reading.unknown_column(table, position, name, _unknown_hint(name))
+    return duplicate_and_missing_columns(table) + [
+        unknown_column(table, position, name, _unknown_hint(name))
         for position, name in enumerate(table.header)
         if name not in expected
     ]
@@ -169,7 +178,7 @@ def _header_problems(table: Table) -> list[file_reading.Problem]:
 
 def _unknown_hint(name: str) -> str:
     if name.startswith("__index_level_"):
-        return file_reading.PANDAS_INDEX_HINT
+        return PANDAS_INDEX_HINT
     return (
         "the contract does not list it, and an unknown column could carry identifiers into "
         "training; add it to the contract's id_columns if it identifies patients or sites, "
@@ -186,11 +195,9 @@ def _kept_rows(table: Table, contract: DataContract) -> np.ndarray:
     return kept
 
 
-def _cell_problems(
-    table: Table, contract: DataContract, kept: np.ndarray
-) -> list[file_reading.Problem]:
+def _cell_problems(table: Table, contract: DataContract, kept: np.ndarray) -> list[FileProblem]:
     file = table.file
-    problems: list[file_reading.Problem] = []
+    problems: list[FileProblem] = []
     for spec in contract.features:
         column = table.columns.get(spec.name)
         if column is not None:
@@ -205,10 +212,10 @@ def _cell_problems(
 
 def _missing_problems(
     file: str, name: str, column: Column, policy: MissingPolicy
-) -> list[file_reading.Problem]:
+) -> list[FileProblem]:
     if policy is MissingPolicy.DROP_ROWS:
         return []
-    return file_reading.problem_if(
+    return problem_if(
         file,
         name,
         Rule.MISSING_VALUE,
@@ -220,11 +227,11 @@ def _missing_problems(
 
 def _feature_problems(
     file: str, spec: Feature, column: Column, kept: np.ndarray
-) -> list[file_reading.Problem]:
+) -> list[FileProblem]:
     usable = kept & ~column.missing
     if spec.type is FeatureType.CATEGORY:
         allowed = pd.Series(column.values).isin(spec.categories).to_numpy(dtype=bool)
-        return file_reading.problem_if(
+        return problem_if(
             file,
             spec.name,
             Rule.UNKNOWN_CATEGORY,
@@ -232,70 +239,24 @@ def _feature_problems(
             f"values must be one of {', '.join(spec.categories)} (exact spelling and case); "
             "recode those cells",
         )
-    return _number_problems(
-        file,
-        spec.name,
-        column,
-        usable,
-        integer=spec.type is FeatureType.INT,
-        low=spec.minimum,
-        high=spec.maximum,
-    )
-
-
-def _number_problems(
-    file: str,
-    name: str,
-    column: Column,
-    usable: np.ndarray,
-    *,
-    integer: bool,
-    low: float | None = None,
-    high: float | None = None,
-) -> list[file_reading.Problem]:
-    values = column.values
-    finite = file_reading.finite_numbers(column, usable)
-    checks = [
-        (
-            Rule.NOT_AN_INTEGER,
-            finite & (values != np.round(values)) if integer else None,
-            "the contract declares whole numbers; round or recode those cells",
-        ),
-        (
-            Rule.BELOW_MIN,
-            finite & (values < low) if low is not None else None,
-            f"values must be >= {low} (the contract's min); correct them, or widen the range in "
-            "the contract if they are genuine",
-        ),
-        (
-            Rule.ABOVE_MAX,
-            finite & (values > high) if high is not None else None,
-            f"values must be <= {high} (the contract's max); correct them, or widen the range in "
-            "the contract if they are genuine",
-        ),
-    ]
-    return file_reading.number_problems(file, name, column, usable) + [
-        problem
-        for rule, failing, hint in checks
-        if failing is not None
-        for problem in file_reading.problem_if(file, name, rule, failing, hint)
+    return [
+        *number_problems(file, spec.name, column, usable),
+        *feature_value_problems(file, spec, column.values, finite_numbers(column, usable)),
     ]
 
 
 def _label_problems(
     file: str, contract: DataContract, label: Column, kept: np.ndarray
-) -> list[file_reading.Problem]:
+) -> list[FileProblem]:
     usable = kept & ~label.missing
     if contract.task_kind is TaskKind.REGRESSION:
-        return _number_problems(file, contract.label, label, usable, integer=False)
-    return file_reading.unknown_class_problems(
+        return number_problems(file, contract.label, label, usable)
+    return unknown_class_problems(
         file, contract.label, label, usable, contract.classes, agreement="contract"
     )
 
 
-def _row_problems(
-    table: Table, contract: DataContract, kept: np.ndarray
-) -> list[file_reading.Problem]:
+def _row_problems(table: Table, contract: DataContract, kept: np.ndarray) -> list[FileProblem]:
     file = table.file
     usable = int(np.count_nonzero(kept))
     problems = []
@@ -303,12 +264,12 @@ def _row_problems(
         dropped = table.n_rows - usable
         why = f" ({dropped} dropped for missing values)" if dropped else ""
         problems.append(
-            file_reading.Problem(
+            FileProblem(
                 file,
                 None,
                 Rule.TOO_FEW_ROWS,
                 None,
-                f"{file_reading.plural(usable, 'row')} usable{why}; the contract needs at least "
+                f"{plural(usable, 'row')} usable{why}; the contract needs at least "
                 f"{contract.min_rows}",
             )
         )
@@ -318,9 +279,7 @@ def _row_problems(
     return problems
 
 
-def _class_problems(
-    file: str, contract: DataContract, labels: np.ndarray
-) -> list[file_reading.Problem]:
+def _class_problems(file: str, contract: DataContract, labels: np.ndarray) -> list[FileProblem]:
     counts = {name: int(np.count_nonzero(labels == name)) for name in contract.classes}
     if sum(1 for count in counts.values() if count) == 1:
         hint = (
@@ -328,14 +287,14 @@ def _class_problems(
             f"{contract.min_rows_per_class} or more rows of each class "
             f"({', '.join(contract.classes)})"
         )
-        return [file_reading.Problem(file, contract.label, Rule.SINGLE_CLASS, None, hint)]
+        return [FileProblem(file, contract.label, Rule.SINGLE_CLASS, None, hint)]
     return [
-        file_reading.Problem(
+        FileProblem(
             file,
             contract.label,
             Rule.TOO_FEW_ROWS_IN_CLASS,
             None,
-            f"class '{name}' has {file_reading.plural(count, 'row')}; the contract needs at least "
+            f"class '{name}' has {plural(count, 'row')}; the contract needs at least "
             f"{contract.min_rows_per_class} of every class",
         )
         for name, count in counts.items()
@@ -362,7 +321,8 @@ def _encode(table: Table, contract: DataContract, kept: np.ndarray) -> Examples:
 
 def _encode_labels(contract: DataContract, values: np.ndarray) -> np.ndarray:
     if contract.task_kind is TaskKind.BINARY:
-        return (values == contract.positive_class).astype(np.float32)
+        is_positive: np.ndarray = values == contract.positive_class
+        return is_positive.astype(np.float32)
     if contract.task_kind is TaskKind.MULTICLASS:
         index = {name: position for position, name in enumerate(contract.classes)}
         return np.fromiter((index[value] for value in values), dtype=np.int64, count=len(values))

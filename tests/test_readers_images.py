@@ -1,4 +1,4 @@
-"""Hospital images (client.image_files): MedMNIST-style .npz files and class folders."""
+"""Hospital images (client.readers.images): MedMNIST-style .npz files and class folders."""
 
 from __future__ import annotations
 
@@ -8,33 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fedcare.client.image_files import (
-    ImageFileError,
-    ImageSpec,
-    ImageSpecError,
-    Rule,
-    load_image_file,
-)
+from fedcare.client.readers.image_problems import ImageFileError, Rule
+from fedcare.client.readers.images import load_image_file
+from fedcare.shared.contract import ImageSpec
+from tests.contracts import IMAGE_CLASSES as CLASSES
+from tests.contracts import IMAGE_HEIGHT as H
+from tests.contracts import IMAGE_WIDTH as W
+from tests.contracts import image_spec as _spec
 
 CANARY_VALUE = 987654.321
 CANARY_ID = "CANARY-ID"
 CANARY_TEXTS = ("987654", "CANARY")
-
-H, W = 10, 12
-CLASSES = ("benign", "malignant", "normal")
-
-
-def _spec(**changes: object) -> ImageSpec:
-    fields: dict[str, object] = {
-        "channels": 1,
-        "height": H,
-        "width": W,
-        "classes": CLASSES,
-        "min_images": 2,
-        "min_images_per_class": 0,
-    }
-    fields.update(changes)
-    return ImageSpec(**fields)  # type: ignore[arg-type]
 
 
 def _uint8(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -43,7 +27,7 @@ def _uint8(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 def _npz(tmp_path: Path, name: str = "scans.npz", **arrays: np.ndarray) -> Path:
     path = tmp_path / name
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # a key could be allow_pickle
     return path
 
 
@@ -322,21 +306,3 @@ def test_empty_folder_with_no_minimum_per_class(tmp_path: Path) -> None:
     error = _error(root)
     assert _rules(error) == {Rule.TOO_FEW_IMAGES}
     assert "0 images in all" in str(error)
-
-
-@pytest.mark.parametrize(
-    ("changes", "field"),
-    [
-        ({"channels": 4}, "channels"),
-        ({"height": 7}, "height"),
-        ({"width": 513}, "width"),
-        ({"classes": ("only",)}, "classes"),
-        ({"classes": ("a", "a")}, "classes"),
-        ({"classes": ("a", "b/c")}, "classes"),
-        ({"min_images": 0}, "min_images"),
-        ({"min_images_per_class": -1}, "min_images_per_class"),
-    ],
-)
-def test_inconsistent_spec(changes: dict[str, object], field: str) -> None:
-    with pytest.raises(ImageSpecError, match=field):
-        _spec(**changes)

@@ -1,4 +1,4 @@
-"""Sequence padding (shared.sequences) and hospital sequence files (client.sequence_files)."""
+"""Hospital sequence files (client.readers.sequences): long-format CSV and Parquet files."""
 
 from __future__ import annotations
 
@@ -10,42 +10,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fedcare.client.sequence_files import (
-    Rule,
+from fedcare.client.readers.problems import Rule
+from fedcare.client.readers.sequences import (
     SequenceFileError,
-    SequenceSpec,
-    SequenceSpecError,
+    check_sequence_values,
     load_sequence_file,
 )
+from fedcare.shared.contract import SequenceSpec
 from fedcare.shared.errors import DataError
-from fedcare.shared.sequences import (
-    MASK_CHANNEL,
-    fit_padded_standardizer,
-    standardize_padded,
-    to_padded,
-)
+from fedcare.shared.sequences import MASK_CHANNEL
+from tests.contracts import SEQUENCE_CONTRACT, VITALS, edit, parse_contract
+from tests.contracts import SEQUENCE_FEATURES as FEATURES
+from tests.contracts import sequence_spec as _spec
 
 CANARY_VALUE = 987654.321
 CANARY_ID = "CANARY-ID"
 CANARY_TEXTS = ("987654", "CANARY")
-
-FEATURES = ("heart_rate", "lactate")
-
-
-def _spec(**changes: object) -> SequenceSpec:
-    fields: dict[str, object] = {
-        "id_column": "patient_id",
-        "time_column": "hour",
-        "label": "outcome",
-        "features": FEATURES,
-        "classes": ("alive", "died"),
-        "max_length": 4,
-        "min_length": 1,
-        "min_patients": 2,
-        "min_patients_per_class": 1,
-    }
-    fields.update(changes)
-    return SequenceSpec(**fields)  # type: ignore[arg-type]
 
 
 def _long_rows(lengths: dict[str, int], labels: dict[str, str]) -> pd.DataFrame:
@@ -90,121 +70,7 @@ def _rules(error: SequenceFileError) -> set[Rule]:
     return {problem.rule for problem in error.problems}
 
 
-# --- shared.sequences
-
-
-def _frame() -> pd.DataFrame:
-    # Rows out of order on purpose: patients and time steps must be sorted.
-    return pd.DataFrame(
-        {
-            "id": ["b", "a", "b", "a", "a", "c", "b"],
-            "t": [2, 1, 0, 0, 2, 5, 1],
-            "x": [12.0, 1.0, 10.0, 0.0, 2.0, 50.0, 11.0],
-            "y": [7.0, 3.0, 7.0, 3.0, 3.0, 5.0, 7.0],
-            "label": [1, 0, 1, 0, 0, 1, 1],
-        }
-    )
-
-
-def _pad(frame: pd.DataFrame, max_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return to_padded(
-        frame, id_column="id", time_column="t", features=["x", "y"], label="label",
-        max_length=max_length,
-    )  # fmt: skip
-
-
-def test_to_padded_shapes_dtypes_and_sorted_patients() -> None:
-    inputs, labels, ids = _pad(_frame(), 3)
-    assert inputs.shape == (3, 3, 3)
-    assert inputs.dtype == np.float32
-    assert list(ids) == ["a", "b", "c"]
-    assert labels.tolist() == [0, 1, 1]
-    assert labels.dtype == _frame()["label"].dtype
-    np.testing.assert_array_equal(inputs[0, :, 0], [0.0, 1.0, 2.0])  # sorted by time
-
-
-def test_to_padded_left_pads_so_the_last_step_is_real() -> None:
-    inputs, _, _ = _pad(_frame(), 4)
-    patient_c = inputs[2]
-    np.testing.assert_array_equal(patient_c[:, MASK_CHANNEL], [0.0, 0.0, 0.0, 1.0])
-    np.testing.assert_array_equal(patient_c[:3, :MASK_CHANNEL], 0.0)
-    np.testing.assert_array_equal(patient_c[3, :MASK_CHANNEL], [50.0, 5.0])
-    assert np.all(inputs[:, -1, MASK_CHANNEL] == 1.0)
-
-
-def test_to_padded_truncation_keeps_the_most_recent_steps() -> None:
-    inputs, _, _ = _pad(_frame(), 2)
-    np.testing.assert_array_equal(inputs[0, :, 0], [1.0, 2.0])
-    np.testing.assert_array_equal(inputs[1, :, 0], [11.0, 12.0])
-    np.testing.assert_array_equal(inputs[:2, :, MASK_CHANNEL], 1.0)
-
-
-def test_to_padded_keeps_string_labels() -> None:
-    frame = _frame().assign(label=lambda f: np.where(f["label"] == 1, "died", "alive"))
-    _, labels, _ = _pad(frame, 3)
-    assert labels.tolist() == ["alive", "died", "died"]
-
-
-def test_to_padded_rejects_a_patient_with_two_labels_without_naming_it() -> None:
-    frame = _frame()
-    frame.loc[frame["id"] == "b", "id"] = CANARY_ID
-    frame.loc[0, "label"] = 0
-    with pytest.raises(DataError, match=r"column 'label': 1 patients") as caught:
-        _pad(frame, 3)
-    _assert_private(str(caught.value))
-
-
-def test_to_padded_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="max_length"):
-        _pad(_frame(), 0)
-    with pytest.raises(ValueError, match="missing_feature"):
-        to_padded(
-            _frame(), id_column="id", time_column="t", features=["missing_feature"],
-            label="label", max_length=2,
-        )  # fmt: skip
-
-
-def test_to_padded_of_no_rows() -> None:
-    inputs, labels, ids = _pad(_frame().iloc[:0], 3)
-    assert inputs.shape == (0, 3, 3)
-    assert labels.shape == ids.shape == (0,)
-
-
-def test_standardizer_uses_real_steps_and_keeps_padding_and_mask() -> None:
-    inputs, _, _ = _pad(_frame(), 4)
-    mean, scale = fit_padded_standardizer(inputs)
-    real_x = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 12.0, 50.0])
-    real_y = np.array([3.0, 3.0, 3.0, 7.0, 7.0, 7.0, 5.0])
-    np.testing.assert_allclose(mean, [real_x.mean(), real_y.mean()], rtol=1e-6)
-    np.testing.assert_allclose(scale, [real_x.std(), real_y.std()], rtol=1e-6)
-    standardized = standardize_padded(inputs, mean, scale)
-    real = inputs[..., MASK_CHANNEL] == 1.0
-    np.testing.assert_array_equal(standardized[~real], 0.0)
-    np.testing.assert_array_equal(standardized[..., MASK_CHANNEL], inputs[..., MASK_CHANNEL])
-    np.testing.assert_allclose(standardized[real][:, 0].mean(), 0.0, atol=1e-6)
-    np.testing.assert_allclose(standardized[real][:, 0].std(), 1.0, atol=1e-5)
-    assert standardized.dtype == np.float32
-
-
-def test_standardizer_gives_constant_features_scale_one() -> None:
-    frame = _frame().assign(y=4.0)
-    inputs, _, _ = _pad(frame, 4)
-    mean, scale = fit_padded_standardizer(inputs)
-    assert mean[1] == pytest.approx(4.0)
-    assert scale[1] == 1.0
-    standardized = standardize_padded(inputs, mean, scale)
-    np.testing.assert_array_equal(standardized[..., 1], 0.0)
-
-
-def test_standardize_padded_rejects_mismatched_statistics() -> None:
-    inputs, _, _ = _pad(_frame(), 2)
-    with pytest.raises(ValueError, match="one per feature"):
-        standardize_padded(inputs, np.zeros(3), np.ones(3))
-    with pytest.raises(ValueError, match="positive"):
-        standardize_padded(inputs, np.zeros(2), np.zeros(2))
-
-
-# --- client.sequence_files: files that load
+# --- files that load
 
 
 def test_load_csv_pads_and_maps_labels(tmp_path: Path) -> None:
@@ -240,7 +106,7 @@ def test_load_parquet_with_integer_labels(tmp_path: Path) -> None:
     assert labels.tolist() == [0, 1, 0]
 
 
-# --- client.sequence_files: files that do not
+# --- files that do not
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -420,23 +286,6 @@ def test_a_folder_is_not_a_file(tmp_path: Path) -> None:
     assert _rules(_error(folder)) == {Rule.NOT_A_FILE}
 
 
-@pytest.mark.parametrize(
-    ("changes", "field"),
-    [
-        ({"features": ()}, "features"),
-        ({"features": ("hour",)}, "hour"),
-        ({"classes": ("alive",)}, "classes"),
-        ({"classes": ("alive", "alive")}, "classes"),
-        ({"max_length": 0}, "max_length"),
-        ({"min_length": 0}, "min_length"),
-        ({"min_patients_per_class": -1}, "min_patients_per_class"),
-    ],
-)
-def test_inconsistent_spec(changes: dict[str, object], field: str) -> None:
-    with pytest.raises(SequenceSpecError, match=field):
-        _spec(**changes)
-
-
 def test_a_file_without_header_is_refused_without_echoing_its_first_row(tmp_path: Path) -> None:
     frame = _good_rows()
     frame.loc[0, "heart_rate"] = CANARY_VALUE
@@ -446,3 +295,19 @@ def test_a_file_without_header_is_refused_without_echoing_its_first_row(tmp_path
     assert "no-header" in message
     assert "(a header), spelled as in the spec" in message
     _assert_private(message)
+
+
+# --- values held to the contract
+
+
+def test_integer_sequence_features_must_be_whole() -> None:
+    contract = parse_contract(edit(SEQUENCE_CONTRACT, 'type = "float"\nmin = 0.0\nmax = 300.0',
+                            'type = "int"'))  # fmt: skip
+    inputs = np.zeros((2, 12, len(VITALS) + 1), dtype=np.float32)
+    inputs[:, -3:, -1] = 1.0
+    inputs[:, -3:, 0] = 70.0
+    check_sequence_values(inputs, contract, "vitals.csv")  # whole numbers pass
+    inputs[0, -1, 0] = 70.5
+    inputs[1, 0, 0] = 0.25  # padding is never judged
+    with pytest.raises(DataError, match=r"'heart_rate': not-an-integer in 1 time step:"):
+        check_sequence_values(inputs, contract, "vitals.csv")
