@@ -98,7 +98,7 @@ def _count(count: int, unit: str) -> str:
 
 def _shape(contract: DataContract) -> str:
     shape = contract.input_shape()
-    if contract.images is not None:
+    if contract.input_kind().is_image:
         return f"{'x'.join(map(str, shape))} pixels (channels x height x width)"
     if contract.sequences is not None:
         return f"up to {shape[0]} steps of {_count(shape[1] - 1, 'feature')}"

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedcare.client.augmentation import shift_images
-from fedcare.shared.data import Examples, InputKind
+from fedcare.shared.data import Examples
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.privacy import ACCOUNTANT, DpSgdPlan, HistoryEntry
 from fedcare.shared.tasks import Task, TaskKind
@@ -179,7 +179,7 @@ def train_private(
             task,
             epochs=epochs,
             device=device,
-            shift=augment and data.kind is InputKind.IMAGES,
+            shift=augment and data.kind.is_image,
         )
     private_model.remove_hooks()
     return TrainOutcome(
@@ -212,6 +212,6 @@ def train_plain(
         task,
         epochs=epochs,
         device=device,
-        shift=augment and data.kind is InputKind.IMAGES,
+        shift=augment and data.kind.is_image,
     )
     return TrainOutcome(mean_loss=mean_loss, steps=steps)

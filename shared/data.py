@@ -39,6 +39,11 @@ class InputKind(StrEnum):
     treatment index points into the federation's treatment list (the feature names).
     """
 
+    @property
+    def is_image(self) -> bool:
+        """Whether one input is an image: pixels in [0, 1], never standardised, shift-augmented."""
+        return self is InputKind.IMAGES
+
 
 @dataclass(frozen=True)
 class Examples:
@@ -139,7 +144,7 @@ class Standardizer:
             return data
         if self.kind is InputKind.SEQUENCES:
             features = standardize_padded(data.features, self.mean, self.scale)
-        elif self.kind is InputKind.IMAGES:
+        elif self.kind.is_image:
             features = data.features
         else:
             features = (data.features - self.mean) / self.scale
