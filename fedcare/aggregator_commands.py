@@ -42,6 +42,7 @@ from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.shared.flower_process import flower_environment, flower_executable, run_foreground
 from fedcare.tables import print_summary
+from fedcare.tracking_commands import Track, TrackingUri, check_trackers, track_after
 
 aggregator_app = typer.Typer(
     help="Run the central aggregator: Flower's SuperLink with TLS and hospital authentication.",
@@ -163,6 +164,8 @@ def run(  # noqa: PLR0913 - one option per documented setting
     no_dp: NoDp = False,
     no_secagg: NoSecagg = False,
     settings: Settings = None,
+    track_to: Track = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Submit a training run to the running aggregator and stream its progress.
 
@@ -181,6 +184,7 @@ def run(  # noqa: PLR0913 - one option per documented setting
         no_secagg=no_secagg,
     )
     try:
+        check_trackers(track_to)
         if resume is not None:
             config = resumed_run_config(resume, overrides, contract)
         else:
@@ -204,4 +208,5 @@ def run(  # noqa: PLR0913 - one option per documented setting
         code = run_foreground(command, flower_environment(flwr_home(state)))
     if (run_dir / SUMMARY).is_file():
         print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)
+        track_after(run_dir, track_to, tracking_uri)
     raise typer.Exit(code)

@@ -17,6 +17,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid
 
 from fedcare.server.checkpoint import CheckpointWriter
+from fedcare.server.model_card import INTERVAL_TASKS, TestScores
 from fedcare.server.reference import DataReference
 from fedcare.server.report import AUDIT_FILE, CONFIG_JSON, write_report
 from fedcare.server.resume import ProgressWriter, load_resume_point, restored_record, resume_weights
@@ -29,6 +30,7 @@ from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import ConfigError, RunStoppedError
 from fedcare.shared.evaluation import Evaluation, evaluate_model
 from fedcare.shared.models import build_model
+from fedcare.shared.scoring import score_examples
 from fedcare.shared.serialization import (
     ModelLayout,
     get_weights,
@@ -67,6 +69,18 @@ def _initial_model(config: RunConfig, reference: DataReference) -> torch.nn.Modu
     return model
 
 
+def checkpoint_metadata(config: RunConfig, reference: DataReference) -> dict[str, str]:
+    """What every checkpoint records about its model, so that it can be used on its own."""
+    return {
+        "model": config.training.model.value,
+        "task": reference.task.kind.value,
+        "features": ",".join(reference.feature_names),
+        # Regression targets are learnt scaled: whoever uses the model needs the constants.
+        "target-center": str(reference.task.target_center),
+        "target-scale": str(reference.task.target_scale),
+    }
+
+
 def _test_evaluator(config: RunConfig, reference: DataReference) -> TestEvaluator | None:
     test = reference.test
     if test is None:
@@ -78,6 +92,21 @@ def _test_evaluator(config: RunConfig, reference: DataReference) -> TestEvaluato
         return evaluate_model(model, test, reference.task, torch.device("cpu"))
 
     return evaluate
+
+
+def _test_scores(
+    config: RunConfig, reference: DataReference, weights: list[np.ndarray]
+) -> TestScores | None:
+    """The final model's scores on the held-out test set, for the model card (simulation)."""
+    test = reference.test
+    if test is None or reference.task.kind not in INTERVAL_TASKS:
+        return None
+    model = _build_model(config, reference)
+    set_weights(model, weights, what="final global model")
+    scores = score_examples(model, test.features, reference.task, torch.device("cpu"))
+    if not np.all(np.isfinite(scores)):
+        return None
+    return TestScores(labels=test.labels, scores=scores)
 
 
 @dataclass(frozen=True)
@@ -138,15 +167,7 @@ def run_aggregator(
     start = _starting_point(run_dir, config, layout, get_weights(model), str(context.run_id))
     config = replace(config, privacy=replace(config.privacy, ledger_run=start.ledger_run))
     run_dir.write_json(CONFIG_JSON, config.to_flat())
-    checkpoints = CheckpointWriter(
-        run_dir,
-        layout,
-        {
-            "model": config.training.model.value,
-            "task": reference.task.kind.value,
-            "features": ",".join(reference.feature_names),
-        },
-    )
+    checkpoints = CheckpointWriter(run_dir, layout, checkpoint_metadata(config, reference))
     record = start.record
     audit = AuditLog(run_dir.path / AUDIT_FILE, actor="aggregator")
     if start.first_round > 1:
@@ -197,6 +218,7 @@ def run_aggregator(
             reference=reference,
             status=status,
             audit_head=audit.head(),
+            test=_test_scores(config, reference, strategy.global_weights),
         )
         logger.info("run %s; report in %s", status, run_dir.path)
     return summary

@@ -13,6 +13,13 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
+from fedcare.server.model_card import (
+    MODEL_CARD_JSON,
+    MODEL_CARD_MD,
+    TestScores,
+    build_model_card,
+    model_card_markdown,
+)
 from fedcare.server.plot import plot_run
 from fedcare.server.reference import DataReference
 from fedcare.server.run_directory import RunDirectory
@@ -153,11 +160,14 @@ def write_report(
     reference: DataReference,
     status: str,
     audit_head: tuple[int, str],
+    test: TestScores | None = None,
 ) -> dict[str, Any]:
     """Write every report file into ``run_dir`` and return the summary.
 
     ``audit_head`` (the aggregator's audit log head) goes into the summary so a
     later ``audit verify --head`` detects entries removed from the log's end.
+    ``test`` (a simulation's held-out test set, scored by the final model) gives
+    the model card its confidence intervals and calibration.
     """
     metric_columns = [str(name) for name in metric_names(reference.task)]
     columns = [
@@ -182,4 +192,9 @@ def write_report(
         target_epsilon=config.privacy.target_epsilon if config.privacy.enabled else None,
     )
     run_dir.write_json(SUMMARY, summary)
+    card = build_model_card(
+        config=config, record=record, reference=reference, summary=summary, test=test
+    )
+    run_dir.write_json(MODEL_CARD_JSON, card)
+    run_dir.write_text(MODEL_CARD_MD, model_card_markdown(card))
     return summary
