@@ -150,14 +150,16 @@ def write_vitals(path: Path, count: int, seed: int) -> Path:
     return path
 
 
-def sequence_hospitals(folder: Path, model: ModelName = ModelName.LOGREG) -> Hospital:
+def sequence_hospitals(
+    folder: Path, model: ModelName = ModelName.LOGREG, *, epochs: int = 150
+) -> Hospital:
     """Two hospitals' ICU stays, and a run trained on the first."""
     folder.mkdir(parents=True, exist_ok=True)
     contract = folder / "contract.toml"
     contract.write_text(SEQUENCE_CONTRACT, encoding="utf-8")
     train = write_vitals(folder / "icu-a.csv", 300, seed=1)
     external = write_vitals(folder / "icu-b.csv", 200, seed=2)
-    run = write_run(folder / "run", SEQUENCE_CONTRACT, model, train, epochs=150)
+    run = write_run(folder / "run", SEQUENCE_CONTRACT, model, train, epochs=epochs)
     return Hospital(run, contract, train, external)
 
 

@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from fedcare.cli import app
-from fedcare.shared.config import ModelName
 from tests.model_runs import (
     Hospital,
     image_hospitals,
@@ -34,7 +33,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
 
 @pytest.fixture(scope="module")
 def stays(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
-    return sequence_hospitals(tmp_path_factory.mktemp("stays"), ModelName.GRU)
+    return sequence_hospitals(tmp_path_factory.mktemp("stays"))
 
 
 def _evaluate(hospital: Hospital, out: Path, *extra: str, data: Path | None = None) -> dict:

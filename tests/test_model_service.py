@@ -145,7 +145,7 @@ def test_images_are_served_and_a_wrong_size_is_refused(tmp_path: Path) -> None:
 
 
 def test_stays_are_served_and_a_repeated_hour_is_refused(tmp_path: Path) -> None:
-    hospital = sequence_hospitals(tmp_path, ModelName.GRU)
+    hospital = sequence_hospitals(tmp_path, ModelName.GRU, epochs=10)
     client, _ = _client(hospital, hospital.train)
     frame = read_csv(hospital.external)
     stay_id = frame["patient_id"].iloc[0]

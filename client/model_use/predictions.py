@@ -207,7 +207,8 @@ def write_predictions(path: Path, table: PredictionTable) -> list[Path]:
     written = [path]
     if table.maps is not None:
         scored = table.rows[table.rows["status"] == SCORED]
-        buffer = _npz(ids=scored.iloc[:, 0].astype(str).to_numpy(), maps=table.maps)
+        ids = np.asarray(scored.iloc[:, 0].astype(str).tolist(), dtype=np.str_)  # no pickle
+        buffer = _npz(ids=ids, maps=table.maps)
         write_private(maps_path, buffer)
         written.append(maps_path)
     return written
