@@ -17,7 +17,6 @@ from fedcare.ca_commands import ca_app
 from fedcare.console import configure_logging, console, fail
 from fedcare.hospital_commands import hospital_app
 from fedcare.model_commands import evaluate, predict, serve
-from fedcare.tracking_commands import Track, TrackingUri, check_trackers, track, track_after
 from fedcare.options import (
     Delta,
     Epsilon,
@@ -37,6 +36,7 @@ from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import FedcareError
 from fedcare.simulations.scenarios import DEFAULT_SCENARIO, SCENARIOS, scenario_overrides
 from fedcare.tables import print_summary
+from fedcare.tracking_commands import Track, TrackingUri, check_trackers, track, track_after
 
 app = typer.Typer(
     name="fedcare",

@@ -7,16 +7,20 @@ only at the hospital: nothing is sent anywhere.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fedcare.console import console, fail
 from fedcare.shared.errors import FedcareError
 
+if TYPE_CHECKING:
+    from fedcare.client.model_use.operating_point import Target
+
 Run = Annotated[Path, typer.Argument(help="The run folder (fedcare simulate / fedcare run).")]
 Data = Annotated[
-    Path, typer.Option("--data", help="The hospital's file (or image folder), in the contract's format.")
+    Path,
+    typer.Option("--data", help="The hospital's file (or image folder), in the contract's format."),
 ]
 ContractOption = Annotated[
     Path | None,
@@ -36,9 +40,7 @@ Threshold = Annotated[
     float | None,
     typer.Option("--threshold", help="Binary: decision threshold (e.g. one `evaluate` chose)."),
 ]
-Explain = Annotated[
-    bool, typer.Option("--explain", help="Add integrated-gradients attributions.")
-]
+Explain = Annotated[bool, typer.Option("--explain", help="Add integrated-gradients attributions.")]
 
 
 def evaluate(  # noqa: PLR0913 - one option per documented setting
@@ -64,9 +66,7 @@ def evaluate(  # noqa: PLR0913 - one option per documented setting
         list[str] | None,
         typer.Option(help="Feature to group by: `sex`, or bands of a number: `age=40,65`."),
     ] = None,
-    min_count: Annotated[
-        int, typer.Option(help="Groups with fewer patients are suppressed.")
-    ] = 10,
+    min_count: Annotated[int, typer.Option(help="Groups with fewer patients are suppressed.")] = 10,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per interval.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the split and the bootstrap.")] = 0,
     reference: Reference = None,
@@ -80,7 +80,7 @@ def evaluate(  # noqa: PLR0913 - one option per documented setting
     """
     from fedcare.client.model_use.evaluation_report import check_output_folder, write_evaluation
     from fedcare.client.model_use.external_validation import ValidationSettings, validate
-    from fedcare.client.model_use.operating_point import DEFAULT_SENSITIVITY, Target
+    from fedcare.client.model_use.operating_point import DEFAULT_SENSITIVITY
     from fedcare.client.model_use.trained_model import load_trained_model
 
     folder = out or run / "evaluations" / data.stem
@@ -110,7 +110,7 @@ def evaluate(  # noqa: PLR0913 - one option per documented setting
 
 def _target(
     sensitivity: float | None, specificity: float | None, threshold: float | None
-) -> tuple[object, float | None]:
+) -> tuple[Target, float | None]:
     from fedcare.client.model_use.operating_point import Target
 
     given = [
@@ -123,9 +123,7 @@ def _target(
         if value is not None
     ]
     if len(given) > 1:
-        raise FedcareError(
-            "give one of --target-sensitivity, --target-specificity and --threshold"
-        )
+        raise FedcareError("give one of --target-sensitivity, --target-specificity and --threshold")
     return given[0] if given else (Target.SENSITIVITY, None)
 
 

@@ -1,4 +1,4 @@
-"""``--track`` and ``fedcare track``: a run's settings, rounds and model in MLflow or TensorBoard."""
+"""``--track`` and ``fedcare track``: a run's settings, rounds and model in a tracker."""
 
 from __future__ import annotations
 
@@ -50,9 +50,7 @@ def track_after(run: Path, names: list[str] | None, uri: str | None) -> None:
 
 def track(
     run: Annotated[Path, typer.Argument(help="A run folder.")],
-    to: Annotated[
-        list[str], typer.Option("--to", help="mlflow and/or tensorboard.")
-    ] = ["mlflow"],  # noqa: B006 - typer reads the default, never mutates it
+    to: Annotated[list[str], typer.Option("--to", help="mlflow and/or tensorboard.")] = ["mlflow"],  # noqa: B006 - typer reads the default, never mutates it
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Export a run folder's settings, per-round metrics, epsilon and model to a tracker."""

@@ -70,7 +70,7 @@ def _initial_model(config: RunConfig, reference: DataReference) -> torch.nn.Modu
 
 
 def checkpoint_metadata(config: RunConfig, reference: DataReference) -> dict[str, str]:
-    """What every checkpoint records about its model, so that it can be used on its own."""
+    """Return what every checkpoint records about its model, so it can be used on its own."""
     return {
         "model": config.training.model.value,
         "task": reference.task.kind.value,
@@ -97,7 +97,7 @@ def _test_evaluator(config: RunConfig, reference: DataReference) -> TestEvaluato
 def _test_scores(
     config: RunConfig, reference: DataReference, weights: list[np.ndarray]
 ) -> TestScores | None:
-    """The final model's scores on the held-out test set, for the model card (simulation)."""
+    """Score the held-out test set with the final model, for the model card (simulation)."""
     test = reference.test
     if test is None or reference.task.kind not in INTERVAL_TASKS:
         return None

@@ -194,9 +194,7 @@ def _calibration(
     return found
 
 
-def _limits(
-    config: RunConfig, summary: dict[str, Any], contract: DataContract | None
-) -> list[str]:
+def _limits(config: RunConfig, summary: dict[str, Any], contract: DataContract | None) -> list[str]:
     limits = [
         "Trained with DP-SGD: the noise that protects patients costs accuracy, most for "
         "small hospitals and rare classes.",
@@ -254,9 +252,10 @@ def _privacy_lines(privacy: dict[str, Any]) -> list[str]:
     lines = ["", "## Privacy", ""]
     lines += [f"- Differential privacy: {dp['guarantee']}"]
     lines += [f"- Delta: {dp['delta']}; accountant: {dp['accountant']}"]
-    lines += [f"- Epsilon spent in this run, {name}: {eps:.3f}" for name, eps in sorted(
-        dp["per_hospital"].items()
-    )]
+    lines += [
+        f"- Epsilon spent in this run, {name}: {eps:.3f}"
+        for name, eps in sorted(dp["per_hospital"].items())
+    ]
     lines += [f"- Secure aggregation: {secagg['protocol']}: {secagg['guarantee']}"]
     return lines
 

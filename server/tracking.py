@@ -14,6 +14,7 @@ Both libraries are optional (``pip install fedcare[track]``) and imported only h
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -81,7 +82,7 @@ class RunFiles:
             yield int(record["round"]), finite
 
     def final_metrics(self) -> dict[str, float]:
-        """The summary's final metrics, named ``final/<model>/<metric>``."""
+        """Return the summary's final metrics, named ``final/<model>/<metric>``."""
         return {
             f"final/{model}/{name}": float(value)
             for model, metrics in self.summary.get("final", {}).items()
@@ -134,9 +135,7 @@ def track_run(
 
 
 def _missing(package: str) -> FedcareError:
-    return FedcareError(
-        f"tracking needs {package}; install it with `pip install 'fedcare[track]'`"
-    )
+    return FedcareError(f"tracking needs {package}; install it with `pip install 'fedcare[track]'`")
 
 
 def _to_mlflow(run: RunFiles, uri: str) -> str:
@@ -146,11 +145,19 @@ def _to_mlflow(run: RunFiles, uri: str) -> str:
         raise _missing("mlflow-skinny") from None
     if "://" not in uri and not uri.startswith("file:"):
         uri = Path(uri).resolve().as_uri()
+    if uri.startswith("file:"):
+        # MLflow 3 keeps its folder store (``mlruns/``) in maintenance and asks for this
+        # opt-in; its database store needs the full mlflow package, not mlflow-skinny.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=run.path.name) as active:
         mlflow.log_params(
-            {key: str(value)[:_PARAM_LIMIT] for key, value in run.config.items() if key != "contract"}
+            {
+                key: str(value)[:_PARAM_LIMIT]
+                for key, value in run.config.items()
+                if key != "contract"
+            }
         )
         mlflow.set_tags({"status": run.summary.get("status", ""), "run-folder": str(run.path)})
         for step, metrics in run.round_metrics():

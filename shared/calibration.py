@@ -1,4 +1,4 @@
-"""Do the predicted probabilities mean what they say, and is acting on them worth it?
+"""Calibration and decision curves: do probabilities mean what they say, and pay off.
 
 * **Calibration**: patients binned by predicted probability (10 equal-width
   bins, :func:`sklearn.calibration.calibration_curve`), the observed rate per

@@ -59,7 +59,7 @@ time_column = "hour"
 max_length = 12
 min_length = 4
 """ + "".join(
-    f"\n[features.{name}]\ntype = \"float\"\nmin = 0.0\nmax = 400.0\n" for name in VITAL_COLUMNS
+    f'\n[features.{name}]\ntype = "float"\nmin = 0.0\nmax = 400.0\n' for name in VITAL_COLUMNS
 )
 
 
@@ -76,7 +76,7 @@ class Hospital:
 def write_run(
     folder: Path, contract_text: str, model: ModelName, train: Path, *, epochs: int = 60
 ) -> Path:
-    """Train ``model`` on ``train`` (standardised with its own statistics) and write a run folder."""
+    """Train ``model`` on ``train`` (standardised by its own statistics); write a run folder."""
     config = RunConfig.from_flat(
         {"contract": contract_text, "model": model.value, "out-dir": str(folder), "device": "cpu"}
     )
@@ -94,7 +94,9 @@ def write_run(
     _train(network, inputs.features, inputs.labels, reference.task, epochs)
     run_dir = RunDirectory(folder)
     run_dir.write_json(CONFIG_JSON, config.to_flat())
-    writer = CheckpointWriter(run_dir, ModelLayout.of(network), checkpoint_metadata(config, reference))
+    writer = CheckpointWriter(
+        run_dir, ModelLayout.of(network), checkpoint_metadata(config, reference)
+    )
     writer.save_final(3, get_weights(network))
     return folder
 
@@ -120,7 +122,9 @@ def table_hospitals(folder: Path, model: ModelName = ModelName.LOGREG) -> Hospit
     files = write_demo_hospitals(folder / "demo", DataSettings())
     text = files.contract.read_text(encoding="utf-8")
     run = write_run(folder / "run", text, model, files.hospitals["hospital-1"])
-    return Hospital(run, files.contract, files.hospitals["hospital-1"], files.hospitals["hospital-2"])
+    return Hospital(
+        run, files.contract, files.hospitals["hospital-1"], files.hospitals["hospital-2"]
+    )
 
 
 def write_images(path: Path, count: int, seed: int, size: int = 28) -> Path:

@@ -75,7 +75,9 @@ def test_image_maps_and_global_importance_have_the_image_size() -> None:
         ModelName.CNN, input_shape=(1, 16, 16), input_kind=InputKind.IMAGES, task=task, seed=5
     )
     images = np.random.default_rng(4).random((3, 1, 16, 16)).astype(np.float32)
-    maps = per_feature(integrated_gradients(model, images, task, InputKind.IMAGES), InputKind.IMAGES)
+    maps = per_feature(
+        integrated_gradients(model, images, task, InputKind.IMAGES), InputKind.IMAGES
+    )
     assert maps.shape == (3, 16, 16)
     importance = global_importance(maps)
     assert importance.shape == (16, 16) and np.all(importance >= 0)

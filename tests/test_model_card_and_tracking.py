@@ -37,7 +37,9 @@ def _summary(config: RunConfig) -> dict:
     }
 
 
-def test_a_deployed_runs_card_names_hospitals_contract_privacy_and_where_intervals_come_from() -> None:
+def test_a_deployed_runs_card_names_hospitals_contract_privacy_and_where_intervals_come_from() -> (
+    None
+):
     config = RunConfig.from_flat({"contract": IMAGE_CONTRACT, "model": "cnn"})
     record = RunRecord(
         rounds=[
@@ -61,7 +63,13 @@ def test_a_deployed_runs_card_names_hospitals_contract_privacy_and_where_interva
     assert card["data"]["contract"]["classes"] == ["normal", "nodule", "opacity"]
     assert "fedcare evaluate" in card["performance"]["intervals_95"]
     text = model_card_markdown(card)
-    for heading in ("## Intended use", "## Data", "## Privacy", "## Performance", "## Known limits"):
+    for heading in (
+        "## Intended use",
+        "## Data",
+        "## Privacy",
+        "## Performance",
+        "## Known limits",
+    ):
         assert heading in text
     assert "| hospital-1 | 80 | 20 |" in text
     assert "Epsilon spent in this run, hospital-2: 1.400" in text
@@ -102,8 +110,18 @@ def test_the_readme_flow_evaluates_and_predicts_with_a_simulated_run(
     evaluation = tmp_path / "evaluation"
     result = runner.invoke(
         app,
-        ["evaluate", str(simulated), "--data", data, "--contract", contract, "--out",
-         str(evaluation), "--bootstrap", "200"],
+        [
+            "evaluate",
+            str(simulated),
+            "--data",
+            data,
+            "--contract",
+            contract,
+            "--out",
+            str(evaluation),
+            "--bootstrap",
+            "200",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((evaluation / "evaluation.json").read_text())
@@ -111,8 +129,16 @@ def test_the_readme_flow_evaluates_and_predicts_with_a_simulated_run(
     predictions = tmp_path / "predictions.csv"
     result = runner.invoke(
         app,
-        ["predict", str(simulated), "--data", data, "--contract", contract, "--out",
-         str(predictions)],
+        [
+            "predict",
+            str(simulated),
+            "--data",
+            data,
+            "--contract",
+            contract,
+            "--out",
+            str(predictions),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert predictions.read_text().splitlines()[0].startswith("patient_id,status,predicted")

@@ -102,7 +102,9 @@ def test_subgroups_below_the_minimum_count_are_suppressed(table: Hospital, tmp_p
 def test_a_fixed_threshold_and_a_specificity_target_are_reported_as_given(
     table: Hospital, tmp_path: Path
 ) -> None:
-    fixed = _evaluate(table, tmp_path / "a", "--contract", str(table.contract), "--threshold", "0.3")
+    fixed = _evaluate(
+        table, tmp_path / "a", "--contract", str(table.contract), "--threshold", "0.3"
+    )
     assert fixed["operating_point"]["threshold"] == 0.3 and fixed["rows"]["validation"] == 0
     specific = _evaluate(
         table, tmp_path / "b", "--contract", str(table.contract), "--target-specificity", "0.95"
@@ -110,7 +112,9 @@ def test_a_fixed_threshold_and_a_specificity_target_are_reported_as_given(
     assert specific["operating_point"]["validation_specificity"] >= 0.95
 
 
-def test_an_image_model_is_validated_with_an_importance_map(images: Hospital, tmp_path: Path) -> None:
+def test_an_image_model_is_validated_with_an_importance_map(
+    images: Hospital, tmp_path: Path
+) -> None:
     report = _evaluate(images, tmp_path / "eval", "--contract", str(images.contract))
     assert report["task"] == "multiclass" and report["operating_point"] is None
     assert report["metrics"]["accuracy"]["value"] > 0.6
@@ -133,7 +137,12 @@ def test_a_sequence_model_is_validated_with_subgroups_by_the_last_value(
     assert report["task"] == "binary"
     assert report["metrics"]["auroc"]["value"] > 0.7
     assert set(report["importance"]) == {
-        "heart_rate", "systolic_bp", "resp_rate", "spo2", "temperature", "lactate"
+        "heart_rate",
+        "systolic_bp",
+        "resp_rate",
+        "spo2",
+        "temperature",
+        "lactate",
     }
     assert set(report["subgroups"]["lactate"]) == {"<2", ">=2"}
 
@@ -147,8 +156,16 @@ def test_a_file_with_wrong_columns_is_refused_and_nothing_is_written(
     out = tmp_path / "eval"
     result = runner.invoke(
         app,
-        ["evaluate", str(table.run), "--data", str(bad), "--contract", str(table.contract),
-         "--out", str(out)],
+        [
+            "evaluate",
+            str(table.run),
+            "--data",
+            str(bad),
+            "--contract",
+            str(table.contract),
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 2
     message = " ".join(result.output.split())
@@ -164,8 +181,16 @@ def test_images_of_the_wrong_size_are_refused_and_nothing_is_written(
     out = tmp_path / "eval"
     result = runner.invoke(
         app,
-        ["evaluate", str(images.run), "--data", str(small), "--contract", str(images.contract),
-         "--out", str(out)],
+        [
+            "evaluate",
+            str(images.run),
+            "--data",
+            str(small),
+            "--contract",
+            str(images.contract),
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 2
     assert "wrong-size" in result.output and "16x16" in result.output
@@ -188,8 +213,17 @@ def test_bad_settings_stop_with_one_sentence(
     out = tmp_path / "eval"
     result = runner.invoke(
         app,
-        ["evaluate", str(table.run), "--data", str(table.external), "--contract",
-         str(table.contract), "--out", str(out), *arguments],
+        [
+            "evaluate",
+            str(table.run),
+            "--data",
+            str(table.external),
+            "--contract",
+            str(table.contract),
+            "--out",
+            str(out),
+            *arguments,
+        ],
     )
     assert result.exit_code == 2, result.output
     assert expected in " ".join(result.output.split())
@@ -202,8 +236,16 @@ def test_a_simulated_run_needs_a_contract_and_refuses_one_that_does_not_fit(
     # The table run carries its contract; the image contract describes another model.
     result = runner.invoke(
         app,
-        ["evaluate", str(table.run), "--data", str(table.external), "--contract",
-         str(images.contract), "--out", str(tmp_path / "x")],
+        [
+            "evaluate",
+            str(table.run),
+            "--data",
+            str(table.external),
+            "--contract",
+            str(images.contract),
+            "--out",
+            str(tmp_path / "x"),
+        ],
     )
     assert result.exit_code == 2
     assert "differs from the contract run" in " ".join(result.output.split())

@@ -16,7 +16,13 @@ from fedcare.client.model_use.trained_model import TrainedModel, fit_scaler, loa
 from fedcare.server.certificate_authority import init_ca
 from fedcare.shared.config import ModelName
 from fedcare.simulations.local_deployment import Processes, fedcare, free_port, wait_for
-from tests.model_runs import Hospital, image_hospitals, read_csv, sequence_hospitals, table_hospitals
+from tests.model_runs import (
+    Hospital,
+    image_hospitals,
+    read_csv,
+    sequence_hospitals,
+    table_hospitals,
+)
 
 
 def _client(hospital: Hospital, reference: Path | None = None) -> tuple[TestClient, TrainedModel]:
@@ -68,8 +74,16 @@ def test_the_service_and_predict_give_the_same_probabilities(
     out = tmp_path / "predictions.csv"
     result = CliRunner().invoke(
         cli,
-        ["predict", str(table.run), "--data", str(table.external), "--out", str(out),
-         "--reference", str(table.train)],
+        [
+            "predict",
+            str(table.run),
+            "--data",
+            str(table.external),
+            "--out",
+            str(out),
+            "--reference",
+            str(table.train),
+        ],
     )
     assert result.exit_code == 0, result.output
     expected = read_csv(out)["probability"].astype(float).head(5).to_numpy()
@@ -134,7 +148,11 @@ def test_images_are_served_and_a_wrong_size_is_refused(tmp_path: Path) -> None:
     response = client.post("/predict", json={"records": records, "explain": True})
     assert response.status_code == 200, response.text
     prediction = response.json()["predictions"][0]
-    assert prediction["id"] == "film-0" and prediction["predicted"] in ("normal", "nodule", "opacity")
+    assert prediction["id"] == "film-0" and prediction["predicted"] in (
+        "normal",
+        "nodule",
+        "opacity",
+    )
     assert set(prediction["probabilities"]) == {"normal", "nodule", "opacity"}
     assert np.asarray(prediction["attributions"]).shape == (28, 28)
     records[1]["pixels"] = np.zeros((16, 16)).tolist()
@@ -198,8 +216,16 @@ def test_a_real_service_answers_over_tls_on_loopback(
     processes.start(
         "serve",
         fedcare(
-            "serve", str(table.run), "--reference", str(table.train), "--port", str(port),
-            "--certfile", str(credentials.certificate), "--keyfile", str(credentials.key),
+            "serve",
+            str(table.run),
+            "--reference",
+            str(table.train),
+            "--port",
+            str(port),
+            "--certfile",
+            str(credentials.certificate),
+            "--keyfile",
+            str(credentials.key),
         ),
     )
     url = f"https://127.0.0.1:{port}"

@@ -23,8 +23,6 @@ rest of an evaluation: it is not sent to the aggregator.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from captum.attr import IntegratedGradients
@@ -121,7 +119,5 @@ def global_importance(summed: np.ndarray) -> np.ndarray:
     """Mean absolute attribution per feature (or per pixel), over every explained input."""
     if len(summed) == 0:
         return np.zeros(summed.shape[1:], dtype=np.float32)
-    return np.abs(summed).mean(axis=0).astype(np.float32)
-
-
-Explainer = Callable[[np.ndarray], np.ndarray]
+    mean: np.ndarray = np.abs(summed).mean(axis=0).astype(np.float32)
+    return mean

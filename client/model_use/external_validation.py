@@ -18,11 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from fedcare.shared.calibration import (
-    calibration,
-    decision_curve,
-    regression_calibration,
-)
 from fedcare.client.model_use.explanations import (
     explained_names,
     global_importance,
@@ -38,6 +33,11 @@ from fedcare.client.model_use.operating_point import (
 from fedcare.client.model_use.site_data import read_site_data
 from fedcare.client.model_use.subgroups import subgrouping
 from fedcare.client.model_use.trained_model import TrainedModel, fit_scaler
+from fedcare.shared.calibration import (
+    calibration,
+    decision_curve,
+    regression_calibration,
+)
 from fedcare.shared.data import Examples, InputKind, split_rows
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.tasks import TaskKind

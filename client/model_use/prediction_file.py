@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from fedcare.client import file_reading
 from fedcare.client.file_reading import FileCheckError, Kind, Layout, Problem, Rule, Table
@@ -155,7 +154,9 @@ def _cell(table: Table, name: str, row: int, number: bool) -> Any:
 
 
 def _numeric(contract: DataContract) -> set[str]:
-    return {feature.name for feature in contract.features if feature.type is not FeatureType.CATEGORY}
+    return {
+        feature.name for feature in contract.features if feature.type is not FeatureType.CATEGORY
+    }
 
 
 def _rows(table: Table, contract: DataContract) -> tuple[list[dict[str, Any]], list[str]]:

@@ -11,6 +11,7 @@ beside the CSV).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def _as_examples(trained: TrainedModel, inputs: np.ndarray) -> Examples:
 
 
 def id_column(trained: TrainedModel) -> str:
-    """The name of the id column of the predictions: the contract's, else ``row`` or ``image``."""
+    """Return the predictions' id column name: the contract's, else ``row`` or ``image``."""
     contract = trained.contract
     if contract.sequences is not None:
         return contract.sequences.id_column
@@ -208,15 +209,8 @@ def write_predictions(path: Path, table: PredictionTable) -> list[Path]:
     if table.maps is not None:
         scored = table.rows[table.rows["status"] == SCORED]
         ids = np.asarray(scored.iloc[:, 0].astype(str).tolist(), dtype=np.str_)  # no pickle
-        buffer = _npz(ids=ids, maps=table.maps)
-        write_private(maps_path, buffer)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, ids=ids, maps=table.maps)
+        write_private(maps_path, buffer.getvalue())
         written.append(maps_path)
     return written
-
-
-def _npz(**arrays: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()

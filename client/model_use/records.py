@@ -78,7 +78,8 @@ def record_schema(contract: DataContract) -> type[BaseModel]:
     offset = len(fields)
     for position, feature in enumerate(contract.features):
         fields[_name(offset + position)] = (_feature_type(feature), Field(alias=feature.name))
-    return create_model("PatientRecord", __config__=_STRICT, **fields)
+    record: type[BaseModel] = create_model("PatientRecord", __config__=_STRICT, **fields)
+    return record
 
 
 def _name(position: int) -> str:
@@ -111,22 +112,24 @@ def _stay_schema(contract: DataContract) -> type[BaseModel]:
             raise ValueError(f"each {layout.time_column} may appear once in a stay")
         return steps
 
-    return create_model(
+    fields: dict[str, Any] = {
+        ID_FIELD: (str | None, Field(None, alias=layout.id_column)),
+        STEPS_FIELD: (list[step], Field(min_length=layout.min_length)),  # type: ignore[valid-type]
+    }
+    stay: type[BaseModel] = create_model(
         "Stay",
         __config__=_STRICT,
         __validators__={"unique_times": field_validator(STEPS_FIELD)(unique_times)},
-        **{
-            ID_FIELD: (str | None, Field(None, alias=layout.id_column)),
-            STEPS_FIELD: (list[step], Field(min_length=layout.min_length)),  # type: ignore[valid-type]
-        },
+        **fields,
     )
+    return stay
 
 
 def _image_schema(contract: DataContract) -> type[BaseModel]:
     layout = contract.images
     assert layout is not None  # an images contract always has its layout
     mode = "grayscale" if layout.channels == 1 else "RGB"
-    shapes = [(layout.channels, layout.height, layout.width)]
+    shapes: list[tuple[int, ...]] = [(layout.channels, layout.height, layout.width)]
     shapes += [(layout.height, layout.width)] if layout.channels == 1 else []
     shapes += [(layout.height, layout.width, layout.channels)]
     expected = " or ".join("x".join(str(side) for side in shape) for shape in shapes)
@@ -142,15 +145,17 @@ def _image_schema(contract: DataContract) -> type[BaseModel]:
             raise ValueError("pixels must be numbers from 0.0 to 1.0 (divide 8-bit values by 255)")
         return pixels
 
-    return create_model(
+    fields: dict[str, Any] = {
+        ID_FIELD: (str | None, Field(None)),
+        PIXELS_FIELD: (list[Any], Field(description=f"{expected} ({mode}), values 0 to 1")),
+    }
+    image: type[BaseModel] = create_model(
         "Image",
         __config__=_STRICT,
         __validators__={"pixel_grid": field_validator(PIXELS_FIELD)(pixel_grid)},
-        **{
-            ID_FIELD: (str | None, Field(None)),
-            PIXELS_FIELD: (list[Any], Field(description=f"{expected} ({mode}), values 0 to 1")),
-        },
+        **fields,
     )
+    return image
 
 
 def check_records(
@@ -250,3 +255,14 @@ def _encode_images(contract: DataContract, records: Sequence[BaseModel]) -> np.n
             grid = grid.transpose(2, 0, 1)
         images[row] = grid
     return images
+
+
+def record_id(contract: DataContract, record: BaseModel) -> str | None:
+    """Return the id a valid record carries (a table's first id column), or ``None``."""
+    if contract.input_kind() is InputKind.TABLE:
+        if not contract.id_columns:
+            return None
+        value = getattr(record, _name(0))
+    else:
+        value = getattr(record, ID_FIELD)
+    return None if value is None else str(value)

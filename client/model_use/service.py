@@ -30,7 +30,7 @@ from fedcare.client.model_use.explanations import (
     per_feature,
 )
 from fedcare.client.model_use.predictions import predicted_values
-from fedcare.client.model_use.records import encode_records, record_schema
+from fedcare.client.model_use.records import encode_records, record_id, record_schema
 from fedcare.client.model_use.trained_model import ModelUseError, TrainedModel
 from fedcare.shared.data import Examples, InputKind, Standardizer
 from fedcare.shared.tasks import TaskKind
@@ -120,11 +120,10 @@ def _predict(
     explained = _attributions(trained, inputs) if request.explain else None
     predictions = [
         Prediction(
-            id=_record_id(trained, record),
+            id=record_id(trained.contract, record),
             predicted=predicted[row],  # type: ignore[arg-type]
             probability=None if probability is None else float(probability[row]),
-            probabilities={name: float(values[row]) for name, values in per_class.items()}
-            or None,
+            probabilities={name: float(values[row]) for name, values in per_class.items()} or None,
             attributions=None if explained is None else explained[row],
         )
         for row, record in enumerate(records)
@@ -146,16 +145,6 @@ def _attributions(trained: TrainedModel, inputs: np.ndarray) -> list[Any]:
         return [grid.tolist() for grid in summed]
     names = explained_names(trained.feature_names, trained.kind)
     return [dict(zip(names, (float(v) for v in row), strict=True)) for row in summed]
-
-
-def _record_id(trained: TrainedModel, record: BaseModel) -> str | None:
-    if trained.kind is InputKind.TABLE:
-        if not trained.contract.id_columns:
-            return None
-        value = getattr(record, "field_0")  # the first id column (records.record_schema)
-        return None if value is None else str(value)
-    value = getattr(record, "id")
-    return None if value is None else str(value)
 
 
 def check_listening(host: str, certfile: Path | None, keyfile: Path | None) -> None:
