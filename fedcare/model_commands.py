@@ -130,7 +130,12 @@ def _target(
 def _print_metrics(summary: dict[str, object]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"External validation on {summary['data']} ({summary['rows']})")
+    rows = summary["rows"]
+    assert isinstance(rows, dict)
+    title = f"External validation on {summary['data']}: {rows['test']} test rows"
+    table = Table(
+        title=title + (f", {rows['validation']} validation rows" if rows["validation"] else "")
+    )
     for column in ("metric", "value", "95% interval"):
         table.add_column(column, justify="right" if column != "metric" else "left")
     metrics = summary["metrics"]
@@ -140,10 +145,15 @@ def _print_metrics(summary: dict[str, object]) -> None:
     console.print(table)
     point = summary.get("operating_point")
     if isinstance(point, dict):
-        console.print(
-            f"operating threshold {point['threshold']:.3f}, chosen for {point['chosen_for']} "
-            f"{point['goal']} on {point['validation_rows']} validation rows"
-        )
+        if point["chosen_for"] == "fixed":
+            console.print(f"operating threshold {point['threshold']:.3f} (given)")
+        else:
+            console.print(
+                f"operating threshold {point['threshold']:.3f}, chosen for {point['chosen_for']} "
+                f">= {point['goal']} on the validation rows (sensitivity "
+                f"{_number(point['validation_sensitivity'])}, specificity "
+                f"{_number(point['validation_specificity'])} there)"
+            )
 
 
 def _number(value: object) -> str:

@@ -32,16 +32,18 @@ CARD_RESAMPLES = 200
 enough for every simulation (``fedcare evaluate`` at a hospital takes 1000 by default)."""
 
 TRIPOD_AI_ITEMS = {
-    "title": "Title (item 1): the model, the outcome and the federation",
-    "intended_use": "Objectives (item 4), Model output (15), Usability in context (32)",
-    "data": "Source of data (5), Participants (6), Sample size (10), Outcome (8), Predictors (9)",
-    "missing_data": "Missing data (11)",
-    "training": "Analytical methods (12), Training versus evaluation (16)",
-    "privacy": "Data sharing and privacy: what left each hospital (12, 22)",
-    "performance": "Model performance with confidence intervals (28), Class imbalance (13)",
-    "calibration": "Model performance: calibration (28)",
-    "fairness": "Fairness (14): subgroup metrics from `fedcare evaluate --subgroup` at each site",
-    "limits": "Limitations (31), Applicability (33)",
+    "title": "Title: the model, its outcome and the federation",
+    "intended_use": "Objectives; Target population and intended users; Model output",
+    "data": "Data sources; Setting (the hospitals and their row counts); Sample size; "
+    "Outcome; Predictors",
+    "missing_data": "Missing data",
+    "training": "Analytical methods; Training versus evaluation",
+    "privacy": "Data sharing: what left each hospital, and under which guarantee",
+    "performance": "Model performance, with confidence intervals",
+    "calibration": "Model performance: calibration",
+    "fairness": "Fairness and health inequalities: subgroup metrics, measured at each hospital "
+    "with `fedcare evaluate --subgroup`",
+    "limits": "Limitations; Usability of the model in context",
 }
 """The TRIPOD+AI items the card answers, by card section."""
 
