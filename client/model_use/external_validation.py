@@ -135,7 +135,7 @@ def validate(trained: TrainedModel, data: Path, settings: ValidationSettings) ->
         "data": str(data),
         "task": task.kind.value,
         "rows": {"test": len(test_rows), "validation": len(validation_rows)},
-        "scaling": "reference file" if settings.reference else "this file's validation rows",
+        "scaling": _scaling(settings, len(validation_rows)),
         "operating_point": _point_dict(point),
         "metrics": _intervals(trained, y_test, s_test, threshold, settings),
         "subgroups": {
@@ -156,6 +156,12 @@ def validate(trained: TrainedModel, data: Path, settings: ValidationSettings) ->
             order = np.argsort(-importance)
             summary["importance"] = {names[i]: float(importance[i]) for i in order}
     return ValidationResult(summary, s_test, y_test, importance)
+
+
+def _scaling(settings: ValidationSettings, validation_rows: int) -> str:
+    if settings.reference is not None:
+        return f"statistics of the reference file {settings.reference}"
+    return "statistics of " + ("the validation rows" if validation_rows else "the whole file")
 
 
 def _split(
