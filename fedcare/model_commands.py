@@ -49,7 +49,11 @@ def evaluate(  # noqa: PLR0913 - one option per documented setting
     contract: ContractOption = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder for evaluation.json and .png (new or empty)."),
+        typer.Option(
+            "--out",
+            help="Folder for evaluation.json and .png, new or empty "
+            "(default evaluations/<run>/<data file>).",
+        ),
     ] = None,
     target_sensitivity: Annotated[
         float | None,
@@ -83,7 +87,9 @@ def evaluate(  # noqa: PLR0913 - one option per documented setting
     from fedcare.client.model_use.operating_point import DEFAULT_SENSITIVITY
     from fedcare.client.model_use.trained_model import load_trained_model
 
-    folder = out or run / "evaluations" / data.stem
+    # Beside the hospital's work, not inside the run folder: a run folder may travel back
+    # to the aggregator, and an evaluation describes this hospital's patients.
+    folder = out or Path("evaluations") / run.resolve().name / data.stem
     try:
         target, goal = _target(target_sensitivity, target_specificity, threshold)
         check_output_folder(folder)
