@@ -263,3 +263,24 @@ def test_evaluation_scores_match_the_models_own_predictions(table: Hospital) -> 
     result = validate(trained, table.external, ValidationSettings(resamples=50, explain=False))
     assert len(result.scores) == result.summary["rows"]["test"]
     assert np.all((result.scores >= 0) & (result.scores <= 1))
+
+
+def test_by_default_the_evaluation_lands_beside_the_work_not_in_the_run_folder(
+    table: Hospital, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(table.run),
+            "--data",
+            str(table.external),
+            "--bootstrap",
+            "50",
+            "--no-explain",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "evaluations" / "run" / "hospital-2" / "evaluation.json").is_file()
+    assert not (table.run / "evaluations").exists()
