@@ -1,5 +1,6 @@
 """``fedcare serve``: the prediction service over HTTP, with valid and invalid payloads."""
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,12 +207,63 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     started.stop_all()
 
 
+def _client_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """Write a client CA, and a client certificate and key it signed: (CA, cert, key)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("ward CA"))
+        .issuer_name(name("ward CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    client = (
+        x509.CertificateBuilder()
+        .subject_name(name("ward PC"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "client-ca.pem", folder / "client.pem", folder / "client.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
 @pytest.mark.integration
-def test_a_real_service_answers_over_tls_on_loopback(
+def test_a_real_service_answers_over_mutual_tls_on_loopback(
     table: Hospital, tmp_path: Path, processes: Processes
 ) -> None:
-    ca = init_ca(tmp_path / "ca", name="Hospital services")
-    credentials = ca.issue_server_certificate(["127.0.0.1"])
+    credentials = init_ca(tmp_path / "ca", name="Hospital services").issue_server_certificate(
+        ["127.0.0.1"]
+    )
+    client_ca, client_cert, client_key = _client_certificate(tmp_path)
     port = free_port()
     processes.start(
         "serve",
@@ -226,21 +278,32 @@ def test_a_real_service_answers_over_tls_on_loopback(
             str(credentials.certificate),
             "--keyfile",
             str(credentials.key),
+            "--client-ca",
+            str(client_ca),
         ),
     )
     url = f"https://127.0.0.1:{port}"
+    trusted = ssl.create_default_context(cafile=str(credentials.ca_certificate))
+    trusted.load_cert_chain(client_cert, client_key)
+    no_certificate = ssl.create_default_context(cafile=str(credentials.ca_certificate))
+    wrong_authority = ssl.create_default_context()
+    wrong_authority.load_cert_chain(client_cert, client_key)
 
     def answering() -> bool:
         try:
-            return httpx.get(f"{url}/docs", verify=str(credentials.ca_certificate)).is_success
+            return httpx.get(f"{url}/docs", verify=trusted).is_success
         except httpx.TransportError:
             return False
 
     wait_for(answering, timeout=60, what="the prediction service")
-    with httpx.Client(base_url=url, verify=str(credentials.ca_certificate)) as client:
+    with httpx.Client(base_url=url, verify=trusted) as client:
         good = client.post("/predict", json={"records": _patients(table, 2)})
         assert good.status_code == 200 and len(good.json()["predictions"]) == 2
         bad = client.post("/predict", json={"records": [{"mean_radius": 1.0}]})
         assert bad.status_code == 422
+    # Without a client certificate the handshake fails; so does a client that does not
+    # trust the hospital's CA: the service is reachable only over authenticated TLS.
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/docs", verify=no_certificate)
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{port}/docs".replace("http://", "https://"), verify=True)
+        httpx.get(f"{url}/docs", verify=wrong_authority)
