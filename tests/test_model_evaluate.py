@@ -47,7 +47,7 @@ def _evaluate(hospital: Hospital, out: Path, *extra: str, data: Path | None = No
             "--out",
             str(out),
             "--bootstrap",
-            "200",
+            "50",
             *extra,
         ],
     )
