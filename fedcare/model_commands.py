@@ -229,8 +229,8 @@ def serve(  # noqa: PLR0913 - one option per documented setting
     """Serve the run's model over HTTP: POST /predict, GET /model, docs at /docs."""
     from fedcare.client.model_use.service import build_app, check_listening
     from fedcare.client.model_use.service import serve as run_service
-    from fedcare.client.model_use.site_data import read_site_data
     from fedcare.client.model_use.trained_model import fit_scaler, load_trained_model
+    from fedcare.client.readers import read_site_data
 
     try:
         check_listening(host, certfile, keyfile)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedcare.client.model_use.site_data import read_site_data
+from fedcare.client.readers import read_site_data
 from fedcare.server.aggregator import checkpoint_metadata
 from fedcare.server.checkpoint import CheckpointWriter
 from fedcare.server.reference import contract_reference

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from fedcare.cli import app as cli
 from fedcare.client.model_use.service import build_app
-from fedcare.client.model_use.site_data import read_site_data
 from fedcare.client.model_use.trained_model import TrainedModel, fit_scaler, load_trained_model
+from fedcare.client.readers import read_site_data
 from fedcare.server.certificate_authority import init_ca
 from fedcare.shared.config import ModelName
 from fedcare.simulations.local_deployment import Processes, fedcare, free_port, wait_for

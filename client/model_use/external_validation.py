@@ -1,6 +1,6 @@
 """External validation of a run's model on a hospital's own labelled file; nothing leaves.
 
-The file is read and checked as for training (:func:`client.model_use.site_data.read_site_data`).
+The file is read and checked as for training (:func:`client.readers.read_site_data`).
 For a binary task its patients are split (stratified, seeded) into validation
 rows, which choose the operating threshold (:mod:`client.model_use.operating_point`),
 and test rows, on which every reported number is computed: the task's metrics
@@ -30,9 +30,9 @@ from fedcare.client.model_use.operating_point import (
     Target,
     choose_threshold,
 )
-from fedcare.client.model_use.site_data import read_site_data
 from fedcare.client.model_use.subgroups import subgrouping
 from fedcare.client.model_use.trained_model import TrainedModel, fit_scaler
+from fedcare.client.readers import read_site_data
 from fedcare.shared.calibration import (
     calibration,
     decision_curve,

@@ -1,7 +1,7 @@
 """Read a file of patients to predict: every row accounted for, scored or reported.
 
 Tables and sequence files are read with the hospital's file layer
-(:func:`client.file_reading.read_table`: the file-level checks and the header
+(:func:`client.readers.file_formats.read_table`: the file-level checks and the header
 checks of training), then each patient is checked on its own against the
 contract (:mod:`client.model_use.records`): one bad row is reported, with its
 id, field and rule, and every other row is still scored. The label column is
@@ -21,8 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from fedcare.client import file_reading
-from fedcare.client.file_reading import FileCheckError, Kind, Layout, Problem, Rule, Table
 from fedcare.client.model_use.records import (
     STEPS_FIELD,
     RecordProblem,
@@ -30,7 +28,10 @@ from fedcare.client.model_use.records import (
     encode_records,
     record_schema,
 )
-from fedcare.client.model_use.site_data import read_site_data
+from fedcare.client.readers import column_checks, read_site_data
+from fedcare.client.readers.columns import Kind, Layout, Table
+from fedcare.client.readers.file_formats import read_table
+from fedcare.client.readers.problems import FileCheckError, Problem, Rule
 from fedcare.shared.contract import DataContract, FeatureType
 from fedcare.shared.data import InputKind
 
@@ -117,7 +118,7 @@ def _read(path: Path, contract: DataContract, columns: tuple[str, ...]) -> Table
         unsupported_hint=_UNSUPPORTED_HINT,
         lines_as_rows=True,
     )
-    table = file_reading.read_table(path, layout, PredictionFileError)
+    table = read_table(path, layout, PredictionFileError)
     problems = [*table.problems, *_header_problems(table, contract)]
     if problems:
         raise PredictionFileError(problems)
@@ -125,15 +126,15 @@ def _read(path: Path, contract: DataContract, columns: tuple[str, ...]) -> Table
 
 
 def _header_problems(table: Table, contract: DataContract) -> list[Problem]:
-    if absent := file_reading.header_absent(table):
+    if absent := column_checks.header_absent(table):
         return absent
     known = {*table.layout.columns, contract.label}
     hint = (
         "the contract does not list it; remove it from the file, or add it to the contract's "
         "id_columns if it identifies patients"
     )
-    return file_reading.duplicate_and_missing_columns(table) + [
-        file_reading.unknown_column(table, position, name, hint)
+    return column_checks.duplicate_and_missing_columns(table) + [
+        column_checks.unknown_column(table, position, name, hint)
         for position, name in enumerate(table.header)
         if name not in known and name not in table.header[:position]
     ]
@@ -209,7 +210,8 @@ def image_ids(path: Path, contract: DataContract, count: int) -> list[str]:
     folder: each file's path inside it (``nodule/0007.png``), class by class in
     the contract's order, files sorted by name.
     """
-    from fedcare.client.image_files import IMAGE_SUFFIXES, SPLITS
+    from fedcare.client.readers.image_folders import IMAGE_SUFFIXES
+    from fedcare.client.readers.image_npz import SPLITS
 
     if path.is_dir():
         names = [

@@ -24,8 +24,8 @@ from fedcare.client.model_use.explanations import (
     per_feature,
 )
 from fedcare.client.model_use.prediction_file import PatientsToScore, read_patients
-from fedcare.client.model_use.site_data import read_site_data
 from fedcare.client.model_use.trained_model import ModelUseError, TrainedModel, fit_scaler
+from fedcare.client.readers import read_site_data
 from fedcare.shared.data import Examples, InputKind, Standardizer
 from fedcare.shared.private_files import write_private
 from fedcare.shared.tasks import TaskKind

@@ -194,7 +194,7 @@ def encode_records(contract: DataContract, records: Sequence[BaseModel]) -> np.n
     -------
     np.ndarray
         float32 ``(n, features)`` for tables (categories one-hot, as
-        :func:`client.site_table.load_site_table` encodes them), ``(n, max_length,
+        :func:`client.readers.table.load_site_table` encodes them), ``(n, max_length,
         features + 1)`` padded stays with their mask channel, or ``(n, channels,
         height, width)`` images.
     """
