@@ -30,8 +30,14 @@ from fedcare.shared.device import resolve_device
 from fedcare.shared.errors import InvalidUpdateError, PrivacyBudgetExceededError
 from fedcare.shared.evaluation import evaluate_model
 from fedcare.shared.keys import InstructionKey, ReplyKey
-from fedcare.shared.models import MODELS, build_model
-from fedcare.shared.privacy import DpSgdPlan, HistoryEntry, epsilon_spent, plan_dp_sgd
+from fedcare.shared.privacy import (
+    DpSgdPlan,
+    HistoryEntry,
+    check_noise,
+    epsilon_spent,
+    plan_dp_sgd,
+)
+from fedcare.shared.run_model import RunModel, build_run_model, run_criterion
 from fedcare.shared.serialization import get_weights, set_weights
 
 ReplyMetrics = dict[str, bool | int | float | str]
@@ -163,9 +169,11 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     """
     if site.limits is not None:
         check_policy(config, site.limits, site=site.name)
-    model = _global_model(global_weights, config, site, run_id)
+    run_model = _global_model(global_weights, config, site, run_id)
+    model = run_model.module
     device = resolve_device(config.training.device)
     training = config.training
+    criterion = run_criterion(training, site.task)
     metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name}
     if not config.privacy.enabled:
         outcome = train_plain(
@@ -177,6 +185,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
             batch_size=training.batch_size,
             seed=config.data.seed,
             device=device,
+            criterion=criterion,
         )
         metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
         delta = _checked_delta(model, global_weights, config, site)
@@ -185,6 +194,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
             delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=None
         )
     plan = plan or privacy_plan(config, site)
+    check_noise(plan, len(site.data.train), site=site.name)
     history = run_history(ledger, site, run_id)
     check_budget(plan, history, site=site.name)
     cap = dataset_cap(config, site)
@@ -200,7 +210,8 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         batch_size=training.batch_size,
         history=history,
         device=device,
-        grad_sample_mode=MODELS[config.training.model].grad_sample_mode,
+        grad_sample_mode=run_model.grad_sample_mode,
+        criterion=criterion,
     )
     metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
     delta = _checked_delta(model, global_weights, config, site)
@@ -228,24 +239,41 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
 
 
 def fresh_model(config: RunConfig, site: Site) -> torch.nn.Module:
-    """The run's model for this site's data, freshly initialised (as the aggregator's)."""
-    return build_model(
-        config.training.model,
+    """The run's network for this site's data, freshly initialised (as the aggregator's)."""
+    return fresh_run_model(config, site).module
+
+
+def fresh_run_model(config: RunConfig, site: Site) -> RunModel:
+    """The run's model for this site's data, freshly initialised (as the aggregator's).
+
+    Raises
+    ------
+    ModelPluginError
+        If the run's plugin model is not installed here in the run's version.
+    ConfigError
+        If the model cannot be trained with DP-SGD, or the pretrained file is
+        missing here or differs from the run's.
+    """
+    return build_run_model(
+        config.training,
         input_shape=site.data.train.input_shape,
         input_kind=site.data.train.kind,
         task=site.task,
         seed=config.data.seed,
+        private=config.privacy.enabled,
+        party=site.name,
     )
 
 
 def _global_model(
     global_weights: Sequence[np.ndarray], config: RunConfig, site: Site, run_id: str
-) -> torch.nn.Module:
+) -> RunModel:
     """Build the global model, completed with this site's own local parameters for the run."""
-    model = fresh_model(config, site)
+    run_model = fresh_run_model(config, site)
+    model = run_model.module
     set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
     load_local_parameters(model, site.state, run_id, site=site.name)
-    return model
+    return run_model
 
 
 def _checked_delta(
@@ -308,7 +336,7 @@ def evaluate_round(
     tuple[float, int, ReplyMetrics]
         Loss, evaluated rows, and the metrics (with the epsilon spent so far).
     """
-    model = _global_model(global_weights, config, site, run_id)
+    model = _global_model(global_weights, config, site, run_id).module
     result = evaluate_model(
         model,
         site.data.evaluation,

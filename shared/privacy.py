@@ -26,10 +26,20 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fedcare.shared.errors import SiteTooSmallError
+
 HistoryEntry = tuple[float, float, int]
 """One homogeneous stretch of DP-SGD: (noise multiplier, sample rate, steps)."""
 
 ACCOUNTANT = "rdp"
+
+NOISE_TO_SIGNAL_WARNING = 0.1
+"""Noise-to-signal (:func:`noise_to_signal`) above which the run report warns that a
+site's DP noise swamps its gradients (measured: simulations/BENCHMARKS.md)."""
+
+NOISE_TO_SIGNAL_LIMIT = 1.0
+"""Noise-to-signal above which a hospital declines to train: the noise on every
+coordinate of each step's mean gradient is as large as the whole signal may be."""
 
 
 def steps_per_epoch(n_samples: int, batch_size: int) -> int:
@@ -135,3 +145,38 @@ def epsilon_spent(history: Sequence[HistoryEntry], *, delta: float) -> float:
         (noise, rate, steps) for (noise, rate), steps in steps_by_mechanism.items()
     ]
     return float(accountant.get_epsilon(delta=delta))
+
+
+def noise_to_signal(noise_multiplier: float, sample_rate: float, n_samples: int) -> float:
+    """Noise std of one DP-SGD step's mean gradient, per coordinate, over its largest signal.
+
+    Each step sums at most ``q * n`` clipped gradients (norm <= C each) and adds
+    Gaussian noise of std ``sigma * C`` per coordinate; the mean divides both by
+    the expected batch ``q * n``. So ``sigma / (q * n)`` is the noise per
+    coordinate in units of the clipping bound C, which also bounds the mean
+    gradient's norm. Larger batches (a higher sampling rate) lower it.
+    """
+    return noise_multiplier / max(sample_rate * n_samples, 1e-12)
+
+
+def check_noise(plan: DpSgdPlan, n_samples: int, *, site: str) -> float:
+    """Return the plan's noise-to-signal; refuse a plan whose noise swamps any signal.
+
+    Raises
+    ------
+    SiteTooSmallError
+        If the noise-to-signal exceeds :data:`NOISE_TO_SIGNAL_LIMIT`; the message
+        names the noise multiplier and how to lower it.
+    """
+    ratio = noise_to_signal(plan.noise_multiplier, plan.sample_rate, n_samples)
+    if ratio > NOISE_TO_SIGNAL_LIMIT:
+        raise SiteTooSmallError(
+            f"{site} declines to train: with {n_samples} training rows and this run's budget "
+            f"(epsilon {plan.target_epsilon:g} over {plan.rounds} rounds of "
+            f"{plan.steps_per_round} steps), DP-SGD needs noise multiplier "
+            f"{plan.noise_multiplier:.2f} at an expected batch of "
+            f"{plan.sample_rate * n_samples:.1f}, a noise-to-signal of {ratio:.2f} (limit "
+            f"{NOISE_TO_SIGNAL_LIMIT:g}): nothing would be learnt. Raise epsilon or "
+            "batch-size, or run fewer rounds or local epochs."
+        )
+    return ratio
