@@ -239,12 +239,12 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
 
 
 def fresh_model(config: RunConfig, site: Site) -> torch.nn.Module:
-    """The run's network for this site's data, freshly initialised (as the aggregator's)."""
+    """Return the run's network for this site's data, freshly initialised (as the aggregator's)."""
     return fresh_run_model(config, site).module
 
 
 def fresh_run_model(config: RunConfig, site: Site) -> RunModel:
-    """The run's model for this site's data, freshly initialised (as the aggregator's).
+    """Build the run's model for this site's data, freshly initialised (as the aggregator's).
 
     Raises
     ------

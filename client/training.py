@@ -259,5 +259,5 @@ def train_plain(
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters training changes (a frozen backbone's are left out)."""
+    """Return the parameters training changes (a frozen backbone's are left out)."""
     return [parameter for parameter in model.parameters() if parameter.requires_grad]

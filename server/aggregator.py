@@ -58,7 +58,7 @@ def _build_model(config: RunConfig, reference: DataReference) -> RunModel:
 
 
 def _initial_model(config: RunConfig, reference: DataReference) -> RunModel:
-    """The run's first global model: fresh, or partly loaded from ``initial-model``."""
+    """Build the run's first global model: fresh, or partly loaded from ``initial-model``."""
     run_model = _build_model(config, reference)
     model = run_model.module
     if config.training.initial_model:
@@ -180,9 +180,7 @@ def run_aggregator(
         audit.append(AuditEvent.RUN_RESUMED, round=start.first_round, config=config.to_flat())
         logger.info("resuming %s at round %s", run_dir.path, start.first_round)
     else:
-        audit.append(
-            AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model
-        )
+        audit.append(AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model)
     strategy = FedCareStrategy(
         config=config,
         initial_weights=start.weights,

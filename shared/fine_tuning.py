@@ -92,7 +92,9 @@ def head_name(model: nn.Module) -> str:
     ConfigError
         If the model has no linear layer.
     """
-    linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    linear: list[str] = [
+        name for name, module in model.named_modules() if isinstance(module, nn.Linear)
+    ]
     if not linear:
         raise ConfigError("fine-tune", "the model has no linear layer to serve as its head")
     return linear[-1]
@@ -128,9 +130,7 @@ def apply_fine_tuning(
     if mode is FineTuning.ALL:
         return model
     head = head_name(model)
-    backbone = [
-        name for name, _ in model.named_parameters() if not name.startswith(f"{head}.")
-    ]
+    backbone = [name for name, _ in model.named_parameters() if not name.startswith(f"{head}.")]
     missing = sorted(set(backbone) - set(pretrained))
     if missing:
         raise ConfigError(
@@ -147,12 +147,21 @@ def apply_fine_tuning(
 
 def _inject_lora(model: nn.Module, head: str, rank: int) -> nn.Module:
     # Imported here: only LoRA runs pay for peft (and transformers).
+    from opacus.layers import DPMultiheadAttention  # type: ignore[import-untyped]
     from peft import LoraConfig, inject_adapter_in_model
 
+    # Opacus' DP attention writes its own state_dict from its projections' plain
+    # names, which an adapter-wrapped projection no longer has: its projections
+    # stay frozen, and the adapters go to every other layer.
+    attention = [
+        f"{name}."
+        for name, module in model.named_modules()
+        if isinstance(module, DPMultiheadAttention)
+    ]
     targets = [
         name
         for name, module in model.named_modules()
-        if type(module) in _ADAPTED and name != head
+        if type(module) in _ADAPTED and name != head and not name.startswith(tuple(attention))
     ]
     if not targets:
         raise ConfigError("fine-tune", "the model has no linear or convolution layer to adapt")

@@ -1,10 +1,11 @@
 """Check a model for DP-SGD with Opacus' ``ModuleValidator``, and fix it when asked.
 
 A layer that mixes the examples of a batch (BatchNorm) makes one patient's
-gradient depend on the others', which per-example clipping cannot bound; a layer
-Opacus has no per-example gradient for cannot be clipped at all. Every such
-layer is named, with its fix. When the run sets ``fix-model``, Opacus'
-``ModuleValidator.fix`` replaces what it can (BatchNorm -> GroupNorm, torch's
+gradient depend on the others', which per-example clipping cannot bound; torch's
+fused recurrent and attention layers have no per-example gradients. Every such
+layer is named, with its fix. (A layer without a per-example rule of Opacus' own
+is no problem: Opacus computes its gradients with functorch.) When the run sets
+``fix-model``, Opacus' ``ModuleValidator.fix`` replaces what it can (BatchNorm -> GroupNorm, torch's
 GRU/LSTM/attention -> Opacus' DP layers) and every replacement is recorded.
 """
 
@@ -12,8 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from opacus.grad_sample import GradSampleModule
-from opacus.validators import ModuleValidator
+from opacus.validators import ModuleValidator  # type: ignore[import-untyped]
 from torch import nn
 
 from fedcare.shared.errors import ConfigError
@@ -80,21 +80,7 @@ def dp_problems(model: nn.Module) -> list[LayerProblem]:
                 else "replace it in the model's code with a layer Opacus supports"
             )
             problems.append(LayerProblem(name, type(module).__name__, _reason(module), fix))
-        elif _has_trainable_own_parameters(module) and not GradSampleModule.is_supported(module):
-            problems.append(
-                LayerProblem(
-                    name,
-                    type(module).__name__,
-                    "has trainable parameters of its own that Opacus has no per-example "
-                    "gradient for",
-                    "set grad-sample-mode = functorch, or build it from standard layers",
-                )
-            )
     return problems
-
-
-def _has_trainable_own_parameters(module: nn.Module) -> bool:
-    return any(p.requires_grad for p in module.parameters(recurse=False))
 
 
 def _replacement(module: nn.Module) -> str:
@@ -131,7 +117,7 @@ def fix_model(model: nn.Module) -> tuple[nn.Module, list[str]]:
         The fixed model (a copy) and one line per replaced layer, e.g.
         ``features.1: BatchNorm2d(64) -> GroupNorm(32, 64)``.
     """
-    before = {name: module for name, module in model.named_modules()}
+    before = dict(model.named_modules())
     fixed = ModuleValidator.fix(model)
     changes = [
         f"{name}: {_describe(before[name])} -> {_describe(module)}"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from opacus.layers import DPGRU, DPLSTM
+from opacus.layers import DPGRU, DPLSTM  # type: ignore[import-untyped]
 from torch import nn
 
 from fedcare.shared.config import ModelName
@@ -34,7 +34,18 @@ from fedcare.shared.tasks import Task, TaskKind
 
 ModelBuilder = Callable[[tuple[int, ...], int, ModelSize], nn.Module]
 
+SMALLEST = ModelSize()
+"""Width 1 and depth 1: fedcare's original networks."""
+
 _RESNET18_WIDTHS = [64, 128, 256, 512]
+
+
+class _Copy(nn.Module):
+    """Return a copy of the input (a fresh tensor later layers may change in place)."""
+
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Return a copy of ``tensor``."""
+        return tensor.clone()
 
 
 class ResNet18(nn.Module):
@@ -51,7 +62,7 @@ class ResNet18(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], output_dim: int, size: ModelSize) -> None:
         super().__init__()
         # Imported here: only a run that trains ResNet-18 pays for transformers.
-        from opacus.validators import ModuleValidator
+        from opacus.validators import ModuleValidator  # type: ignore[import-untyped]
         from transformers import ResNetConfig, ResNetModel
 
         config = ResNetConfig(
@@ -64,11 +75,19 @@ class ResNet18(nn.Module):
             downsample_in_first_stage=False,
         )
         self.backbone = ModuleValidator.fix(ResNetModel(config))
+        # Each block adds its shortcut in place onto its last normalisation's output;
+        # Opacus' backward hooks forbid in-place changes to a hooked layer's output,
+        # so that output is copied first (the block's otherwise empty activation).
+        for module in self.backbone.modules():
+            if isinstance(getattr(module, "activation", None), nn.Identity):
+                module.activation = _Copy()
         self.head = nn.Linear(_RESNET18_WIDTHS[-1], output_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, output_dim)`` logits of ``n`` images."""
         pooled = self.backbone(pixel_values=images).pooler_output
-        return self.head(pooled.flatten(start_dim=1))
+        output: torch.Tensor = self.head(pooled.flatten(start_dim=1))
+        return output
 
 
 @dataclass(frozen=True)
@@ -142,7 +161,7 @@ def model_spec(name: str, version: str = "") -> ModelSpec:
 
 
 def model_task(name: str, data_task: Task, version: str = "") -> Task:
-    """The task model ``name`` learns on data whose labels define ``data_task``."""
+    """Return the task model ``name`` learns on data whose labels define ``data_task``."""
     if model_spec(name, version).reconstructs:
         return Task(TaskKind.RECONSTRUCTION)
     return data_task
@@ -172,7 +191,7 @@ def build_model(
     input_kind: InputKind,
     task: Task,
     seed: int,
-    size: ModelSize = ModelSize(),
+    size: ModelSize = SMALLEST,
     version: str = "",
 ) -> nn.Module:
     """Build a freshly initialised model.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from opacus.layers import DPMultiheadAttention
+from opacus.layers import DPMultiheadAttention  # type: ignore[import-untyped]
 from torch import nn
 
 _MLP_HIDDEN = 32
@@ -54,7 +54,9 @@ def _flatten_first(input_shape: tuple[int, ...], layers: list[nn.Module]) -> nn.
     return nn.Sequential(nn.Flatten(), *layers) if len(input_shape) > 1 else nn.Sequential(*layers)
 
 
-def logistic_regression(input_shape: tuple[int, ...], output_dim: int, size: ModelSize) -> nn.Module:
+def logistic_regression(
+    input_shape: tuple[int, ...], output_dim: int, size: ModelSize
+) -> nn.Module:
     """One linear layer (the size does not apply)."""
     return _flatten_first(input_shape, [nn.Linear(_flat_width(input_shape), output_dim)])
 
@@ -80,7 +82,7 @@ def _conv_widths(size: ModelSize) -> tuple[int, int]:
 
 
 def conv_encoder(channels: int, size: ModelSize = ModelSize()) -> nn.Sequential:
-    """The convolutional encoder shared by the CNN and the autoencoder.
+    """Build the convolutional encoder shared by the CNN and the autoencoder.
 
     Both name it ``encoder``, so an autoencoder's trained encoder initialises the
     classifier (:func:`shared.serialization.load_matching_weights`). It halves
@@ -114,7 +116,9 @@ class ImageClassifier(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(images))
+        """Return ``(n, output_dim)`` logits of ``n`` images."""
+        output: torch.Tensor = self.head(self.encoder(images))
+        return output
 
 
 class ConvAutoencoder(nn.Module):
@@ -137,7 +141,9 @@ class ConvAutoencoder(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(images))
+        """Return the redrawn images."""
+        output: torch.Tensor = self.decoder(self.encoder(images))
+        return output
 
 
 class _ResidualBlock(nn.Module):
@@ -158,7 +164,8 @@ class _ResidualBlock(nn.Module):
         self.activation = nn.Tanh()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.body(images) + self.shortcut(images))
+        output: torch.Tensor = self.activation(self.body(images) + self.shortcut(images))
+        return output
 
 
 class ResNetGN(nn.Module):
@@ -176,7 +183,11 @@ class ResNetGN(nn.Module):
             nn.Tanh(),
         )
         blocks: list[nn.Module] = []
-        for in_width, out_width, stride in ((first, first, 1), (first, second, 2), (second, second, 2)):
+        for in_width, out_width, stride in (
+            (first, first, 1),
+            (first, second, 2),
+            (second, second, 2),
+        ):
             blocks.append(_ResidualBlock(in_width, out_width, stride))
             blocks += [_ResidualBlock(out_width, out_width, 1) for _ in range(size.depth - 1)]
         self.stages = nn.Sequential(*blocks)
@@ -185,7 +196,9 @@ class ResNetGN(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(images)))
+        """Return ``(n, output_dim)`` logits of ``n`` images."""
+        output: torch.Tensor = self.head(self.stages(self.stem(images)))
+        return output
 
 
 class RecurrentClassifier(nn.Module):
@@ -200,8 +213,10 @@ class RecurrentClassifier(nn.Module):
         self.head = nn.Linear(hidden, output_dim)
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, output_dim)`` logits of ``n`` sequences."""
         outputs, _ = self.recurrent(sequences)
-        return self.head(outputs[:, -1, :])
+        output: torch.Tensor = self.head(outputs[:, -1, :])
+        return output
 
 
 class _EncoderBlock(nn.Module):
@@ -221,7 +236,8 @@ class _EncoderBlock(nn.Module):
             hidden, hidden, hidden, key_padding_mask=padding, need_weights=False
         )
         hidden = self.norm_attention(hidden + attended)
-        return self.norm_feed_forward(hidden + self.feed_forward(hidden))
+        output: torch.Tensor = self.norm_feed_forward(hidden + self.feed_forward(hidden))
+        return output
 
 
 class SequenceTransformer(nn.Module):
@@ -242,6 +258,7 @@ class SequenceTransformer(nn.Module):
         self.head = nn.Linear(width, output_dim)
 
     def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, output_dim)`` logits of ``n`` sequences (last channel: the mask)."""
         real = sequences[:, :, -1] > 0
         batch, steps = sequences.shape[:2]
         # Positions carry the batch dimension so Opacus sees one lookup per example.
@@ -251,7 +268,8 @@ class SequenceTransformer(nn.Module):
             hidden = block(hidden, ~real)
         weights = real.to(hidden.dtype).unsqueeze(-1)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        return self.head(pooled)
+        output: torch.Tensor = self.head(pooled)
+        return output
 
 
 class NeuralCollaborativeFiltering(nn.Module):
@@ -282,4 +300,7 @@ class NeuralCollaborativeFiltering(nn.Module):
         """Return ``(n, output_dim)`` response logits of ``(n, 2)`` (patient, treatment) pairs."""
         patient = self.local_patients(pairs[:, 0])
         treatment = self.treatments(pairs[:, 1])
-        return self.mlp(torch.cat([patient * treatment, patient, treatment], dim=-1))
+        output: torch.Tensor = self.mlp(
+            torch.cat([patient * treatment, patient, treatment], dim=-1)
+        )
+        return output

@@ -63,9 +63,7 @@ class RunModel:
             "name": training.model,
             "source": self.spec.source,
             "parameters": sum(p.numel() for p in self.module.parameters()),
-            "trained_parameters": sum(
-                int(torch.Size(shape).numel()) for shape in trained.values()
-            ),
+            "trained_parameters": sum(int(torch.Size(shape).numel()) for shape in trained.values()),
             "trained_tensors": len(trained),
             "fine_tune": training.fine_tune.value,
             "fixed_layers": list(self.fixed_layers),
@@ -164,11 +162,11 @@ def _check_outputs(
         ) from error
     finally:
         module.train(was_training)
-    expected = (
-        tuple(dummy.shape) if task.kind is TaskKind.RECONSTRUCTION else (2, task.output_dim)
-    )
+    expected = tuple(dummy.shape) if task.kind is TaskKind.RECONSTRUCTION else (2, task.output_dim)
     if not isinstance(outputs, torch.Tensor) or tuple(outputs.shape) != expected:
-        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+        shape = (
+            tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+        )
         raise ConfigError(
             "model",
             f"model '{name}' returns {shape} for 2 examples; the task needs a tensor of "
@@ -177,7 +175,7 @@ def _check_outputs(
 
 
 def run_task(training: TrainingSettings, data_task: Task) -> Task:
-    """The task the run's model learns on data whose labels define ``data_task``.
+    """Return the task the run's model learns on data whose labels define ``data_task``.
 
     Raises
     ------
@@ -188,7 +186,7 @@ def run_task(training: TrainingSettings, data_task: Task) -> Task:
 
 
 def run_criterion(training: TrainingSettings, task: Task) -> PerExampleLoss:
-    """The run's training loss: the task's, each class weighted by ``class-weights`` if set.
+    """Return the run's training loss: the task's, each class weighted by ``class-weights``.
 
     Raises
     ------

@@ -81,11 +81,11 @@ class Task:
         return self.kind in CLASSIFICATION or self.kind is TaskKind.SURVIVAL
 
     def strata(self, labels: np.ndarray) -> np.ndarray:
-        """What a split stratifies on: the class, or for survival the event flag."""
+        """Return what a split stratifies on: the class, or for survival the event flag."""
         return labels[:, 1] if self.kind is TaskKind.SURVIVAL else labels
 
     def targets(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """What the loss compares outputs with: the labels, or the input itself."""
+        """Return what the loss compares outputs with: the labels, or the input itself."""
         if self.kind is TaskKind.RECONSTRUCTION:
             return features
         if self.kind is TaskKind.REGRESSION:
@@ -163,6 +163,7 @@ class PerExampleLoss(nn.Module):
         raise NotImplementedError
 
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return the per-example losses reduced as :attr:`reduction` says."""
         losses = self.per_example(outputs, targets)
         if self.reduction == "none":
             return losses

@@ -23,8 +23,8 @@ from fedcare.shared.data import Examples, Standardizer
 from fedcare.shared.errors import DataError
 from fedcare.shared.evaluation import evaluate_model
 from fedcare.shared.metrics import weighted_mean
-from fedcare.shared.run_model import RunModel, build_run_model, run_criterion, run_task
 from fedcare.shared.privacy import plan_dp_sgd
+from fedcare.shared.run_model import RunModel, build_run_model, run_criterion, run_task
 from fedcare.shared.tasks import Task
 from fedcare.simulations.federation import SimulatedFederation, SimulatedHospital
 

@@ -19,6 +19,7 @@ class _ResidualBlock(nn.Module):
         self.activation = nn.Tanh()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Add the block's transformation to its input."""
         return hidden + self.activation(self.linear(self.norm(hidden)))
 
 
@@ -32,6 +33,7 @@ class ResidualMLP(nn.Module):
         self.head = nn.Linear(_HIDDEN, output_dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, output_dim)`` logits of ``n`` flattened inputs."""
         return self.head(self.blocks(self.project(features.flatten(start_dim=1))))
 
 
