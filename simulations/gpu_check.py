@@ -51,18 +51,18 @@ def _examples(kind: InputKind, task: Task) -> Examples:
         return Examples(
             features, rng.integers(0, 2, ROWS).astype(np.float32), ("t",) * shape[1], kind, shape[0]
         )
-    features = rng.random((ROWS, *shape), dtype=np.float32)
+    pixels = rng.random((ROWS, *shape), dtype=np.float32)
     if kind is InputKind.SEQUENCES:
-        features[:, :, -1] = 1.0
+        pixels[:, :, -1] = 1.0
     labels = rng.integers(0, 2, ROWS)
     names = tuple(f"f{i}" for i in range(shape[-1] if kind is not InputKind.IMAGES else shape[0]))
-    return Examples(features, labels.astype(np.float32), names, kind)
+    return Examples(pixels, labels.astype(np.float32), names, kind)
 
 
 def _settings(weights_dir: Path) -> dict[str, dict[str, FlatValue]]:
     runs: dict[str, dict[str, FlatValue]] = {name.value: {"model": name.value} for name in MODELS}
     runs["residual-mlp (plugin)"] = {"model": "residual-mlp", "model-version": "0.1.0"}
-    transformer = {"model": "transformer", "model-width": 2, "model-depth": 2}
+    transformer: dict[str, FlatValue] = {"model": "transformer", "model-width": 2, "model-depth": 2}
     path = weights_dir / "transformer.safetensors"
     base = _build(transformer, InputKind.SEQUENCES, seed=7)[0]
     save_safetensors(path, {n: t.numpy() for n, t in base.state_dict().items()}, {})
@@ -103,7 +103,7 @@ def one_step(settings: dict[str, FlatValue], device: torch.device) -> np.ndarray
     """Return the update (flat) of one noiseless DP-SGD step on ``device``."""
     kind = _kind(settings)
     model, task, mode = _build(settings, kind)
-    before = np.concatenate([a.ravel() for a in get_weights(model)])
+    before: np.ndarray = np.concatenate([a.ravel() for a in get_weights(model)])
     plan = DpSgdPlan(0.0, 1.0, 1, 1, 1.0, 1e-5)
     torch.manual_seed(0)
     train_private(
@@ -120,7 +120,9 @@ def one_step(settings: dict[str, FlatValue], device: torch.device) -> np.ndarray
         grad_sample_mode=mode,
         augment=False,
     )
-    return np.concatenate([a.ravel() for a in get_weights(model.cpu())]) - before
+    after: np.ndarray = np.concatenate([a.ravel() for a in get_weights(model.cpu())])
+    update: np.ndarray = after - before
+    return update
 
 
 def main() -> int:
@@ -145,8 +147,8 @@ def main() -> int:
             try:
                 cpu = one_step(settings, torch.device("cpu"))
                 gpu = one_step(settings, other)
-            except Exception as error:  # noqa: BLE001 - reported per model, then the exit code
-                print(f"{label:24s} FAILED {type(error).__name__}: {error}")
+            except Exception as exc:  # noqa: BLE001 - reported per model, then the exit code
+                print(f"{label:24s} FAILED {type(exc).__name__}: {exc}")
                 failed = True
                 continue
             error = float(np.abs(cpu - gpu).max() / (np.abs(cpu).max() + 1e-12))
