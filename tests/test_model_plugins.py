@@ -59,10 +59,21 @@ def test_a_plugin_name_needs_its_package_version() -> None:
         RunConfig.from_flat({"model": "../../evil.py", "model-version": "1"})
 
 
-def test_a_hospital_with_another_version_refuses_naming_both(tmp_path: Path) -> None:
+def test_a_hospital_with_another_version_refuses_naming_both_and_audits_it(
+    tmp_path: Path,
+) -> None:
+    from fedcare.client.session import AUDIT_FILE, HospitalSession
+    from fedcare.client.site import simulated_state
+
     config = RunConfig.from_flat({**PLUGIN, "model-version": "0.2.0", "out-dir": str(tmp_path)})
+    instruction = {**config.to_flat(), "server-round": 1}
+    session = HospitalSession({NodeConfigKey.PARTITION_ID: 0}, instruction, "run-7")
     with pytest.raises(ModelPluginError, match=r"0\.1\.0 here, but the run needs version 0\.2\.0"):
-        load_site({NodeConfigKey.PARTITION_ID: 0}, config)
+        session.train([], plan=None)
+    audit = simulated_state(config, "hospital-1") / AUDIT_FILE
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert events[-1]["event"] == "round-refused"
+    assert events[-1]["fields"]["error"] == "ModelPluginError"
 
 
 def test_a_hospital_without_the_plugin_refuses_and_imports_nothing(tmp_path: Path) -> None:
