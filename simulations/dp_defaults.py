@@ -174,14 +174,15 @@ def main() -> None:
             config = RunConfig.from_flat(overrides)
             torch.manual_seed(seed)
             metrics, recall, noise = run_variant(config)
-            table.add_row(
+            row = (
                 variant or "(scenario)",
                 str(42 + seed),
                 ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
                 f"{recall:.2f}",
                 ", ".join(f"{m:.2f}/{r:.3f}" for m, r in noise),
             )
-            console.print(f"done: {variant or '(scenario)'} seed {42 + seed}")
+            table.add_row(*row)
+            console.print(" | ".join(row), markup=False)
     console.print(table)
 
 

@@ -7,7 +7,12 @@ from fedcare.server.report import _noise_warnings, noise_by_hospital
 from fedcare.server.run_record import RunRecord
 from fedcare.shared.errors import SiteTooSmallError
 from fedcare.shared.keys import ReplyKey
-from fedcare.shared.privacy import NOISE_TO_SIGNAL_WARNING, check_noise, plan_dp_sgd
+from fedcare.shared.privacy import (
+    NOISE_TO_SIGNAL_WARNING,
+    DpSgdPlan,
+    check_noise,
+    plan_dp_sgd,
+)
 
 
 def _plan(n: int, epsilon: float, batch: int = 32):  # type: ignore[no-untyped-def]
@@ -24,7 +29,8 @@ def test_a_site_big_enough_gets_its_ratio() -> None:
 
 
 def test_a_site_too_small_for_its_budget_declines_naming_the_noise() -> None:
-    plan = _plan(12, 0.5)
+    # What a 12-row site would need for epsilon 0.05 over 10 full-batch steps.
+    plan = DpSgdPlan(150.0, 1.0, 2, 5, 0.05, 1e-5)
     with pytest.raises(SiteTooSmallError, match="declines to train") as declined:
         check_noise(plan, 12, site="st-mary")
     assert f"{plan.noise_multiplier:.2f}" in str(declined.value)
@@ -34,12 +40,12 @@ def test_the_report_shows_each_hospitals_noise_and_warns_on_a_noisy_one() -> Non
     record = RunRecord()
     for name, (noise, rate, rows) in {
         "big": (1.0, 0.1, 400),  # expected batch 40: 0.025
-        "small": (2.0, 1.0, 12),  # expected batch 12: 0.167
+        "small": (24.0, 1.0, 12),  # expected batch 12: 2.0
     }.items():
         hospital = record.round(1).hospital(name)
         hospital.train = {ReplyKey.NOISE_MULTIPLIER: noise, ReplyKey.SAMPLE_RATE: rate}
         hospital.num_train_examples = rows
     ratios = noise_by_hospital(record)
-    assert ratios == pytest.approx({"big": 0.025, "small": 2.0 / 12})
+    assert ratios == pytest.approx({"big": 0.025, "small": 2.0})
     (warning,) = _noise_warnings(ratios)
-    assert warning.startswith("small: DP-SGD noise-to-signal 0.167")
+    assert warning.startswith("small: DP-SGD noise-to-signal 2.000")
