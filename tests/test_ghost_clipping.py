@@ -197,3 +197,20 @@ def test_every_model_and_mode_takes_an_empty_poisson_batch(name: ModelName, mode
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     # The step happened: pure noise moved every parameter.
     assert torch.isfinite(after).all() and not torch.equal(after, before)
+
+
+def test_class_weights_are_public_run_settings_one_per_class() -> None:
+    from fedcare.shared.config import RunConfig
+    from fedcare.shared.errors import ConfigError
+    from fedcare.shared.run_model import run_criterion
+
+    training = RunConfig.from_flat({"class-weights": "1.0,3.0"}).training
+    weighted = run_criterion(training, Task(TaskKind.BINARY))
+    outputs, targets = torch.zeros(2, 1), torch.tensor([0.0, 1.0])
+    weighted.reduction = "none"
+    losses = weighted(outputs, targets)
+    assert float(losses[1] / losses[0]) == pytest.approx(3.0)
+    with pytest.raises(ConfigError, match="one weight per class"):
+        run_criterion(training, Task(TaskKind.MULTICLASS, num_classes=3))
+    with pytest.raises(ConfigError, match="class-weights"):
+        RunConfig.from_flat({"class-weights": "1,-2"})
