@@ -16,6 +16,8 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+# Imported for its effect: registers ghost norms for convolutions with Opacus.
+from fedcare.client import conv_ghost_norm  # noqa: F401
 from fedcare.client.augmentation import shift_images
 from fedcare.shared.data import Examples
 from fedcare.shared.errors import FedcareError

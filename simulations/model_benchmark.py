@@ -32,6 +32,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+# Imported for its effect: fedcare's ghost norms for convolutions, as training uses them.
+from fedcare.client import conv_ghost_norm  # noqa: F401
 from fedcare.shared.config import FlatValue, RunConfig, TrainingSettings
 from fedcare.shared.data import InputKind
 from fedcare.shared.run_model import RunModel, build_run_model, run_criterion
@@ -192,7 +194,9 @@ def _context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "opacus", "fedcare.shared.run_model"])
+    context.set_forkserver_preload(
+        ["torch", "opacus", "fedcare.client.conv_ghost_norm", "fedcare.shared.run_model"]
+    )
     return context
 
 

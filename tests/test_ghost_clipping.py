@@ -214,3 +214,25 @@ def test_class_weights_are_public_run_settings_one_per_class() -> None:
         run_criterion(training, Task(TaskKind.MULTICLASS, num_classes=3))
     with pytest.raises(ConfigError, match="class-weights"):
         RunConfig.from_flat({"class-weights": "1,-2"})
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(3, 8, kernel_size=3, padding=1),  # many positions: per-example gradients
+        nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False),  # few: Gram matrices
+        nn.Conv2d(4, 4, kernel_size=3, padding=1, groups=2),  # grouped: Opacus' own
+    ],
+)
+def test_fedcares_conv_ghost_norms_equal_per_example_gradient_norms(conv: nn.Conv2d) -> None:
+    from opacus.grad_sample.conv import compute_conv_grad_sample
+
+    from fedcare.client.conv_ghost_norm import conv2d_norm_sample
+
+    torch.manual_seed(0)
+    inputs = torch.randn(5, conv.in_channels, 6, 6)
+    backprops = torch.randn_like(conv(inputs))
+    norms = conv2d_norm_sample(conv, [inputs], backprops)
+    for parameter, samples in compute_conv_grad_sample(conv, [inputs], backprops).items():
+        expected = samples.flatten(start_dim=1).norm(dim=-1)
+        assert torch.allclose(norms[parameter], expected, rtol=1e-4, atol=1e-5)
