@@ -222,14 +222,25 @@ def _cell(measurement: Measurement, plain: Measurement) -> list[str]:
     ]
 
 
-def print_section(console: Console, *, device: str, steps: int, warmup: int) -> None:
-    """Measure every case in every mode on ``device`` and print one table."""
+def print_section(
+    console: Console,
+    *,
+    device: str,
+    steps: int,
+    warmup: int,
+    modes_run: tuple[str, ...] = MODES,
+    only: str = "",
+) -> None:
+    """Measure every case (or those whose label starts with ``only``) on ``device``."""
     with tempfile.TemporaryDirectory() as tmp:
         measured = []
         for case in cases(Path(tmp)):
+            if not case.label.startswith(only):
+                continue
             plain = measure_in_fresh_process(case, None, device, steps, warmup)
             modes = {
-                mode: measure_in_fresh_process(case, mode, device, steps, warmup) for mode in MODES
+                mode: measure_in_fresh_process(case, mode, device, steps, warmup)
+                for mode in modes_run
             }
             measured.append((case, plain, modes))
     table = Table(
@@ -258,12 +269,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument(
+        "--modes", nargs="+", choices=MODES, default=list(MODES), help="grad-sample modes"
+    )
+    parser.add_argument("--only", default="", help="only the cases whose name starts so")
     args = parser.parse_args()
     console = Console(width=max(Console().width, 120))
-    print_section(console, device="cpu", steps=args.steps, warmup=args.warmup)
-    if torch.cuda.is_available():
-        print_section(console, device="cuda", steps=args.steps, warmup=args.warmup)
-    else:
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    for device in devices:
+        print_section(
+            console,
+            device=device,
+            steps=args.steps,
+            warmup=args.warmup,
+            modes_run=tuple(args.modes),
+            only=args.only,
+        )
+    if not torch.cuda.is_available():
         console.print("No GPU here: the CUDA section runs where torch sees one.")
 
 
