@@ -17,8 +17,8 @@ network). The result is checked against per-example clipping in
 from __future__ import annotations
 
 import torch
-from opacus.grad_sample.utils import register_norm_sampler  # type: ignore[import-untyped]
-from opacus.utils.tensor_utils import unfold2d  # type: ignore[import-untyped]
+from opacus.grad_sample.utils import register_norm_sampler
+from opacus.utils.tensor_utils import unfold2d
 from torch import nn
 
 
@@ -54,7 +54,7 @@ def conv2d_norm_sample(
     """Return the per-example gradient norms of a (non-grouped) ``nn.Conv2d``'s parameters."""
     if layer.groups != 1 or isinstance(layer.padding, str):
         # Grouped or string-padded convolutions: Opacus' per-example gradients.
-        from opacus.grad_sample.conv import compute_conv_grad_sample  # type: ignore[import-untyped]
+        from opacus.grad_sample.conv import compute_conv_grad_sample
 
         samples = compute_conv_grad_sample(layer, activations, backprops)
         return {p: s.flatten(start_dim=1).norm(2, dim=-1) for p, s in samples.items()}

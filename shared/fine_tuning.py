@@ -147,7 +147,7 @@ def apply_fine_tuning(
 
 def _inject_lora(model: nn.Module, head: str, rank: int) -> nn.Module:
     # Imported here: only LoRA runs pay for peft (and transformers).
-    from opacus.layers import DPMultiheadAttention  # type: ignore[import-untyped]
+    from opacus.layers import DPMultiheadAttention
     from peft import LoraConfig, inject_adapter_in_model
 
     # Opacus' DP attention writes its own state_dict from its projections' plain

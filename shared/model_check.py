@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from opacus.validators import ModuleValidator  # type: ignore[import-untyped]
+from opacus.validators import ModuleValidator
 from torch import nn
 
 from fedcare.shared.errors import ConfigError

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from opacus.layers import DPGRU, DPLSTM  # type: ignore[import-untyped]
+from opacus.layers import DPGRU, DPLSTM
 from torch import nn
 
 from fedcare.shared.config import ModelName
@@ -62,7 +62,7 @@ class ResNet18(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], output_dim: int, size: ModelSize) -> None:
         super().__init__()
         # Imported here: only a run that trains ResNet-18 pays for transformers.
-        from opacus.validators import ModuleValidator  # type: ignore[import-untyped]
+        from opacus.validators import ModuleValidator
         from transformers import ResNetConfig, ResNetModel
 
         config = ResNetConfig(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from opacus.layers import DPMultiheadAttention  # type: ignore[import-untyped]
+from opacus.layers import DPMultiheadAttention
 from torch import nn
 
 _MLP_HIDDEN = 32

@@ -133,7 +133,7 @@ def _peak(device: str) -> float:
 
 def measure(case: Case, mode: str | None, device: str, steps: int, warmup: int) -> Measurement:
     """Time ``steps`` SGD steps after ``warmup`` (DP-SGD in ``mode``, plain when ``None``)."""
-    from opacus import PrivacyEngine  # type: ignore[import-untyped]
+    from opacus import PrivacyEngine
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
