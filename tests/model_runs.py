@@ -80,7 +80,7 @@ def write_run(
     config = RunConfig.from_flat(
         {"contract": contract_text, "model": model.value, "out-dir": str(folder), "device": "cpu"}
     )
-    reference = contract_reference(contract_text, model)
+    reference = contract_reference(contract_text, config.training)
     contract = DataContract.parse(contract_text, source="test contract")
     examples = read_site_data(train, contract)
     inputs = Standardizer.fit(examples).transform(examples)
