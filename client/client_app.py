@@ -8,6 +8,8 @@ in deployment) start fast.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from flwr.app import Context
 from flwr.client import Client, NumPyClient
@@ -17,6 +19,10 @@ from fedcare.client.egress import egress_guard_mod
 from fedcare.client.privacy_state import load_plan, store_plan
 from fedcare.client.secure_aggregation import secure_aggregation_mod
 
+if TYPE_CHECKING:
+    from fedcare.client.session import HospitalSession
+    from fedcare.client.site import SiteSource
+
 
 class HospitalClient(NumPyClient):
     """A hospital, as Flower's legacy API sees it.
@@ -25,33 +31,44 @@ class HospitalClient(NumPyClient):
     ----------
     context : Context
         The node's context: node config (which data) and per-run state (privacy history).
+    source : SiteSource | None
+        Where a virtual hospital's data comes from, as a simulation passed it
+        (:func:`make_client_app`); ``None`` for a real hospital.
     """
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, source: SiteSource | None = None) -> None:
         self._context = context
+        self._source = source
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:  # type: ignore[type-arg]
         """Train one round; return the delta, the row count and aggregate scalars."""
-        from fedcare.client.session import HospitalSession
-
-        session = HospitalSession(self._context.node_config, config, str(self._context.run_id))
-        update = session.train(parameters, load_plan(self._context))
+        update = self._session(config).train(parameters, load_plan(self._context))
         if update.plan is not None:
             store_plan(self._context, update.plan)
         return update.delta, update.num_examples, update.metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:  # type: ignore[type-arg]
         """Score the global model on this hospital's held-out split."""
+        return self._session(config).evaluate(parameters)
+
+    def _session(self, config: dict) -> HospitalSession:  # type: ignore[type-arg]
         from fedcare.client.session import HospitalSession
 
         return HospitalSession(
-            self._context.node_config, config, str(self._context.run_id)
-        ).evaluate(parameters)
+            self._context.node_config, config, str(self._context.run_id), self._source
+        )
 
 
-def _client_fn(context: Context) -> Client:
-    return HospitalClient(context).to_client()
+def make_client_app(source: SiteSource | None = None) -> ClientApp:
+    """Build the hospitals' ClientApp; a simulation passes where its hospitals' data comes from.
+
+    The egress guard is outermost: it inspects exactly what Flower will send.
+    """
+
+    def client_fn(context: Context) -> Client:
+        return HospitalClient(context, source).to_client()
+
+    return ClientApp(client_fn=client_fn, mods=[egress_guard_mod, secure_aggregation_mod])
 
 
-# The egress guard is outermost: it inspects exactly what Flower will send.
-app = ClientApp(client_fn=_client_fn, mods=[egress_guard_mod, secure_aggregation_mod])
+app = make_client_app()

@@ -23,7 +23,7 @@ import torch
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.local_parameters import load_local_parameters, save_local_parameters
 from fedcare.client.policy import check_policy
-from fedcare.client.site import Site
+from fedcare.client.site import Site, epsilon_cap
 from fedcare.client.training import TrainOutcome, train_plain, train_private
 from fedcare.shared.config import FlatValue, RunConfig
 from fedcare.shared.device import resolve_device
@@ -76,7 +76,7 @@ def parse_instruction(instruction: Mapping[str, FlatValue]) -> RunConfig:
 
 
 def privacy_plan(config: RunConfig, site: Site) -> DpSgdPlan:
-    """Calibrate this hospital's DP-SGD noise for the whole run."""
+    """Calibrate this hospital's DP-SGD noise for the whole run, after its other releases."""
     return plan_dp_sgd(
         n_samples=len(site.data.train),
         batch_size=config.training.batch_size,
@@ -84,6 +84,7 @@ def privacy_plan(config: RunConfig, site: Site) -> DpSgdPlan:
         rounds=config.federation.rounds,
         target_epsilon=config.privacy.target_epsilon,
         delta=config.privacy.delta,
+        reserved=site.reserved,
     )
 
 
@@ -95,10 +96,8 @@ def run_history(ledger: PrivacyLedger, site: Site, run_id: str) -> list[HistoryE
 
 
 def dataset_cap(config: RunConfig, site: Site) -> float:
-    """Most epsilon the dataset may reach: the hospital's own limit, or the run's target
-    for a simulated hospital (which has no limits of its own).
-    """
-    return site.limits.max_epsilon if site.limits is not None else config.privacy.target_epsilon
+    """Most epsilon the site's dataset may reach (:func:`client.site.epsilon_cap`)."""
+    return epsilon_cap(config, site.limits)
 
 
 def check_dataset_budget(ledger: PrivacyLedger, site: Site, plan: DpSgdPlan, cap: float) -> None:

@@ -72,6 +72,9 @@ SCHEMA_VERSION = 1
 MECHANISM = "subsampled-gaussian"
 """The only mechanism recorded: DP-SGD with Poisson sampling and Gaussian noise."""
 
+LEDGER_FILE = "privacy-ledger.db"
+"""The ledger's file name inside a hospital's state folder."""
+
 BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for another process's write lock before giving up."""
 
@@ -135,6 +138,11 @@ _SQL_DATASET_HISTORY = (
     "SELECT id, noise_multiplier, sample_rate, steps FROM releases WHERE dataset_id = ? ORDER BY id"
 )
 _SQL_CONFIRM = "UPDATE releases SET status = ? WHERE id = ?"
+
+
+def ledger_path(state: Path) -> Path:
+    """Return the privacy ledger's path inside a hospital's state folder."""
+    return state / LEDGER_FILE
 
 
 class LedgerError(FedcareError):

@@ -30,16 +30,19 @@ _PRIVATE_DIR = 0o700
 _PLAIN_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def local_parameters_path(state: Path, run_id: str) -> Path:
-    """Return the file of run ``run_id``'s local parameters in state folder ``state``.
+def run_file_stem(run_id: str) -> str:
+    """Return ``run-<id>``, the stem of a per-run file in a hospital's state folder.
 
     A run id that is not a plain name (Flower's are numbers) is hashed, so it
     can never point outside the folder.
     """
-    stem = (
-        run_id if _PLAIN_RUN_ID.fullmatch(run_id) else hashlib.sha256(run_id.encode()).hexdigest()
-    )
-    return state / LOCAL_DIR / f"run-{stem}.safetensors"
+    plain = _PLAIN_RUN_ID.fullmatch(run_id)
+    return f"run-{run_id if plain else hashlib.sha256(run_id.encode()).hexdigest()}"
+
+
+def local_parameters_path(state: Path, run_id: str) -> Path:
+    """Return the file of run ``run_id``'s local parameters in state folder ``state``."""
+    return state / LOCAL_DIR / f"{run_file_stem(run_id)}.safetensors"
 
 
 def has_local_parameters(model: nn.Module) -> bool:

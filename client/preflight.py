@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.readers import read_site_data
 from fedcare.client.site_settings import SiteSettings
 from fedcare.shared.contract import DataContract
@@ -18,8 +18,6 @@ from fedcare.shared.credentials import certificate_status, check_certificate, lo
 from fedcare.shared.data import Examples, InputKind
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.tasks import TaskKind
-
-LEDGER_FILE = "privacy-ledger.db"
 
 
 class Status(StrEnum):
@@ -117,7 +115,7 @@ def _per_class(contract: DataContract, data: Examples) -> list[int]:
 
 def _budget(settings: SiteSettings) -> Check:
     limits = settings.node.privacy
-    path = settings.node.state / LEDGER_FILE
+    path = ledger_path(settings.node.state)
     if not path.exists():
         return Check(
             "privacy budget",

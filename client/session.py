@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
@@ -22,15 +21,14 @@ from fedcare.client.hospital import (
     run_history,
     train_round,
 )
-from fedcare.client.ledger import PrivacyLedger
-from fedcare.client.site import load_site, site_records
+from fedcare.client.ledger import PrivacyLedger, ledger_path
+from fedcare.client.site import SiteSource, load_site, site_records
 from fedcare.shared.audit import AuditEvent, AuditLog, canonical_json
 from fedcare.shared.config import FlatValue
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.keys import InstructionKey, ReplyKey
 from fedcare.shared.privacy import DpSgdPlan
 
-LEDGER_FILE = "privacy-ledger.db"
 AUDIT_FILE = "audit.jsonl"
 
 
@@ -41,11 +39,6 @@ def arrays_fingerprint(arrays: Sequence[np.ndarray]) -> str:
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
-
-
-def ledger_path(state: Path) -> Path:
-    """The privacy ledger inside a hospital's state folder."""
-    return state / LEDGER_FILE
 
 
 class HospitalSession:
@@ -61,16 +54,24 @@ class HospitalSession:
         Flower's run id. Privacy spending is booked under the run's
         ``ledger-run`` when the aggregator set one (a resumed run keeps its
         original run's budget), else under this id.
+    source : SiteSource | None
+        Where a virtual hospital's data comes from (a simulation's); ``None``
+        for a real hospital.
     """
 
     def __init__(
-        self, node_config: Mapping[str, object], instruction: Mapping[str, FlatValue], run_id: str
+        self,
+        node_config: Mapping[str, object],
+        instruction: Mapping[str, FlatValue],
+        run_id: str,
+        source: SiteSource | None = None,
     ) -> None:
         self.config = parse_instruction(instruction)
         self.server_round = int(instruction.get(InstructionKey.SERVER_ROUND, 0))
         self.run_id = self.config.privacy.ledger_run or run_id
         self._node_config = node_config
-        name, self.state = site_records(node_config, self.config)
+        self._source = source
+        name, self.state = site_records(node_config, self.config, source)
         # Owner-only: the ledger and audit log describe what this hospital released.
         self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.audit = AuditLog(self.state / AUDIT_FILE, actor=name)
@@ -82,7 +83,7 @@ class HospitalSession:
         """Train one round and return the update to release (ledger and audit written first)."""
         self._received("train")
         with self._refusals_audited():
-            site = load_site(self._node_config, self.config)
+            site = load_site(self._node_config, self.config, self.run_id, self._source)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
                 update = train_round(
                     parameters,
@@ -114,7 +115,7 @@ class HospitalSession:
         """Score the global model locally; only aggregate metrics are returned."""
         self._received("evaluate")
         with self._refusals_audited():
-            site = load_site(self._node_config, self.config)
+            site = load_site(self._node_config, self.config, self.run_id, self._source)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
                 history = run_history(ledger, site, self.run_id)
             loss, rows, metrics = evaluate_round(

@@ -1,17 +1,29 @@
-"""Which data a hospital trains on, found from its node config."""
+"""Which data a hospital trains on, found from its node config or from a source passed in.
+
+A real hospital reads its own file (node config written by ``fedcare hospital
+start``). A simulation passes the apps a :class:`SiteSource` that hands each
+virtual hospital its data; one that does not (``flwr run .``) gets the built-in
+dataset's partitions. Every hospital that reads a file under the federation's
+contract, real or virtual, prepares it the same way (:func:`contract_site`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from fedcare.client.site_settings import SiteNode, SitePrivacy
 from fedcare.shared.config import RunConfig
-from fedcare.shared.data import SiteData, prepare_site
+from fedcare.shared.data import Examples, SiteData, prepare_site
 from fedcare.shared.errors import DataError
 from fedcare.shared.keys import NodeConfigKey
+from fedcare.shared.privacy import HistoryEntry
 from fedcare.shared.tasks import Task
+
+if TYPE_CHECKING:
+    from fedcare.shared.contract import DataContract
 
 SIMULATED_STATE_DIR = "hospitals"
 
@@ -41,6 +53,9 @@ class Site:
     limits : SitePrivacy | None
         The hospital's own privacy limits (``None`` for a simulated hospital,
         which follows the run's settings).
+    reserved : tuple[HistoryEntry, ...]
+        What the hospital releases in the run before it trains (a DP fill value,
+        :mod:`client.fill_values`): its DP-SGD plan leaves room for them.
     """
 
     name: str
@@ -49,15 +64,38 @@ class Site:
     state: Path
     dataset: str
     limits: SitePrivacy | None = None
+    reserved: tuple[HistoryEntry, ...] = ()
 
 
-def load_site(node_config: Mapping[str, object], config: RunConfig) -> Site:
+class SiteSource(Protocol):
+    """Where virtual hospitals' data comes from, passed to the apps by a simulation.
+
+    It must pickle small: Flower's simulation ships the ClientApp, and so the
+    source, to its workers with every message.
+    """
+
+    def records(self, node_config: Mapping[str, object], config: RunConfig) -> tuple[str, Path]:
+        """Return the hospital's name and records folder, known before its data is read."""
+        ...
+
+    def site(self, node_config: Mapping[str, object], config: RunConfig, run_id: str) -> Site:
+        """Return the hospital's prepared data for run ``run_id``."""
+        ...
+
+
+def load_site(
+    node_config: Mapping[str, object],
+    config: RunConfig,
+    run_id: str,
+    source: SiteSource | None = None,
+) -> Site:
     """Load this node's data.
 
     A real hospital (node config written by ``fedcare hospital start``) reads its
     own file and checks it against its contract, which must be the run's. A
-    simulated hospital (node config ``partition-id``) rebuilds its partition of
-    the built-in dataset from the run's data settings.
+    virtual hospital gets its data from ``source``, or without one (node config
+    ``partition-id``) rebuilds its partition of the built-in dataset from the
+    run's data settings.
 
     Raises
     ------
@@ -66,20 +104,26 @@ def load_site(node_config: Mapping[str, object], config: RunConfig) -> Site:
         contract differs from the run's.
     """
     if NodeConfigKey.DATA_PATH in node_config:
-        return _hospital_site(SiteNode.from_node_config(node_config), config)
+        return _hospital_site(SiteNode.from_node_config(node_config), config, run_id)
+    if source is not None:
+        return source.site(node_config, config, run_id)
     if NodeConfigKey.PARTITION_ID in node_config:
         return _simulated_site(int(str(node_config[NodeConfigKey.PARTITION_ID])), config)
     raise DataError(_NO_DATA)
 
 
-def site_records(node_config: Mapping[str, object], config: RunConfig) -> tuple[str, Path]:
-    """The hospital's name and records folder, known before its data is read.
+def site_records(
+    node_config: Mapping[str, object], config: RunConfig, source: SiteSource | None = None
+) -> tuple[str, Path]:
+    """Return the hospital's name and records folder, known before its data is read.
 
     Raises
     ------
     DataError
         If the node config names neither a hospital nor a simulated partition.
     """
+    if source is not None and NodeConfigKey.DATA_PATH not in node_config:
+        return source.records(node_config, config)
     if NodeConfigKey.DATA_PATH in node_config:
         node = SiteNode.from_node_config(node_config)
         return node.name, node.state
@@ -91,40 +135,103 @@ def site_records(node_config: Mapping[str, object], config: RunConfig) -> tuple[
     raise DataError(_NO_DATA)
 
 
-def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
+def _hospital_site(node: SiteNode, config: RunConfig, run_id: str) -> Site:
     # Imported here: only real hospitals read files (pandas, pyarrow, Pillow).
     from fedcare.client.readers import read_site_data
     from fedcare.shared.contract import DataContract
-    from fedcare.shared.run_model import run_task
 
     contract = DataContract.load(node.contract)
+    check_run_contract(node.name, contract, config)
+    return contract_site(
+        node.name,
+        read_site_data(node.data, contract),
+        contract,
+        config,
+        state=node.state,
+        dataset=node.dataset,
+        run_id=run_id,
+        limits=node.privacy,
+    )
+
+
+def check_run_contract(name: str, contract: DataContract, config: RunConfig) -> None:
+    """Refuse a run whose contract is not the hospital's own.
+
+    Raises
+    ------
+    DataError
+        If the run carries no contract, or a different one (by fingerprint).
+    """
+    from fedcare.shared.contract import DataContract
+
     if not config.data.contract:
         raise DataError(
-            f"{node.name}: the run carries no data contract; it is not meant for real hospitals"
+            f"{name}: the run carries no data contract; it is not meant for real hospitals"
         )
     expected = DataContract.parse(config.data.contract, source="the run's contract")
     if contract.fingerprint() != expected.fingerprint():
         raise DataError(
-            f"{node.name}: its contract {node.contract} differs from the run's "
+            f"{name}: its contract {contract.source} differs from the run's "
             f"({contract.fingerprint()[:12]} here, {expected.fingerprint()[:12]} in the run); "
             "both sides must use the federation's contract"
         )
-    data = read_site_data(node.data, contract)
+
+
+def contract_site(  # noqa: PLR0913 - the hospital's data and where its records go
+    name: str,
+    data: Examples,
+    contract: DataContract,
+    config: RunConfig,
+    *,
+    state: Path,
+    dataset: str,
+    run_id: str,
+    limits: SitePrivacy | None = None,
+) -> Site:
+    """Prepare a hospital's checked rows for a run, as every hospital that reads a file does.
+
+    Its rows are split, their empty cells filled where the contract says so (DP
+    fills booked in the hospital's ledger, :mod:`client.fill_values`) and scaled.
+
+    Raises
+    ------
+    DataError
+        If the split leaves too few rows to train or evaluate.
+    shared.errors.PrivacyBudgetExceededError
+        If booking a DP fill would take the dataset past its cap.
+    """
+    from fedcare.client.fill_values import hospital_fills, run_releases
+    from fedcare.shared.run_model import run_task
+
+    cap = epsilon_cap(config, limits)
     prepared = prepare_site(
         data,
         contract.task(),
         eval_fraction=config.data.eval_fraction,
         seed=config.data.seed,
-        site=node.name,
+        site=name,
+        fill=hospital_fills(
+            contract, config, state=state, dataset=dataset, run_id=run_id, cap_epsilon=cap
+        ),
     )
     return Site(
-        name=node.name,
+        name=name,
         task=run_task(config.training, contract.task()),
         data=prepared.site,
-        state=node.state,
-        dataset=node.dataset,
-        limits=node.privacy,
+        state=state,
+        dataset=dataset,
+        limits=limits,
+        reserved=run_releases(contract, config),
     )
+
+
+def epsilon_cap(config: RunConfig, limits: SitePrivacy | None) -> float:
+    """Return the most epsilon a hospital's dataset may reach.
+
+    Its own limit, or the run's target for a simulated hospital (which has no
+    limits of its own).
+    """
+    return limits.max_epsilon if limits is not None else config.privacy.target_epsilon
 
 
 def _simulated_site(index: int, config: RunConfig) -> Site:

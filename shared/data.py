@@ -8,6 +8,7 @@ rows (or any other site) leaks into training.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -107,6 +108,21 @@ class Examples:
         """Return the same examples with ``features`` as their inputs."""
         return replace(self, features=features)
 
+    def filled(self, fills: Mapping[str, float]) -> Examples:
+        """Return the examples with each named feature's empty (NaN) cells set to its fill.
+
+        A table's column or a sequence's value channel is found by its name
+        (:mod:`shared.contract.missing`).
+        """
+        if not fills:
+            return self
+        features = self.features.copy()
+        names = list(self.feature_names)
+        for name, value in fills.items():
+            values = features[..., names.index(name)]
+            values[np.isnan(values)] = value
+        return self.with_features(features)
+
 
 _UNSCALED = frozenset({InputKind.IMAGES, InputKind.INTERACTIONS})
 
@@ -161,7 +177,7 @@ class SiteData:
 
 @dataclass(frozen=True)
 class PreparedSite:
-    """A hospital's prepared data together with its unscaled training rows."""
+    """A hospital's prepared data together with its unscaled (but filled) training rows."""
 
     site: SiteData
     raw_train: Examples
@@ -210,14 +226,26 @@ def split_interactions(data: Examples, rng: np.random.Generator) -> tuple[np.nda
     return np.setdiff1d(np.arange(len(data)), held_rows), held_rows
 
 
+FillValues = Callable[[Examples], Mapping[str, float]]
+"""Given a hospital's training rows, the value each filled feature's empty cells take."""
+
+
 def prepare_site(
-    data: Examples, task: Task, *, eval_fraction: float, seed: int, site: str
+    data: Examples,
+    task: Task,
+    *,
+    eval_fraction: float,
+    seed: int,
+    site: str,
+    fill: FillValues | None = None,
 ) -> PreparedSite:
     """Split a hospital's rows into train/evaluation and standardise both with train statistics.
 
     Interactions are split by :func:`split_interactions` (leave-one-out per
     patient, so ``eval_fraction`` does not apply); other rows by
-    :func:`split_rows`.
+    :func:`split_rows`. Where the contract fills empty cells, ``fill`` gives
+    the values from the training rows (:mod:`shared.imputation`); both splits
+    are filled with them before scaling.
 
     Raises
     ------
@@ -239,10 +267,12 @@ def prepare_site(
             f"evaluate; at least {MIN_TRAIN_ROWS} and {MIN_EVAL_ROWS} are needed. "
             "Give this hospital more rows (fewer hospitals, a milder skew, or more data)."
         )
-    train = data.subset(train_rows)
+    train, evaluation = data.subset(train_rows), data.subset(eval_rows)
+    if fill is not None:
+        values = fill(train)
+        train, evaluation = train.filled(values), evaluation.filled(values)
     standardizer = Standardizer.fit(train)
     site_data = SiteData(
-        train=standardizer.transform(train),
-        evaluation=standardizer.transform(data.subset(eval_rows)),
+        train=standardizer.transform(train), evaluation=standardizer.transform(evaluation)
     )
     return PreparedSite(site=site_data, raw_train=train)

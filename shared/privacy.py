@@ -81,7 +81,7 @@ class DpSgdPlan:
         return (self.noise_multiplier, self.sample_rate, self.steps_per_round)
 
 
-def plan_dp_sgd(
+def plan_dp_sgd(  # noqa: PLR0913 - the run's sizes and budget, each needed
     *,
     n_samples: int,
     batch_size: int,
@@ -89,22 +89,24 @@ def plan_dp_sgd(
     rounds: int,
     target_epsilon: float,
     delta: float,
+    reserved: Sequence[HistoryEntry] = (),
 ) -> DpSgdPlan:
     """Calibrate the noise multiplier so the whole run spends at most ``target_epsilon``.
+
+    ``reserved`` are the run's other releases (a DP fill statistic,
+    :mod:`shared.imputation`): the training steps get what they leave of the target.
 
     Returns
     -------
     DpSgdPlan
-        Opacus' binary search returns the upper end of its bracket, so the
-        planned epsilon never exceeds the target.
+        Both searches return the upper end of their bracket, so the planned
+        epsilon (with ``reserved``) never exceeds the target.
 
     Raises
     ------
     ValueError
         If no noise level reaches the target (Opacus: "The privacy budget is too low").
     """
-    from opacus.accountants.utils import get_noise_multiplier  # heavy: only when planning
-
     per_epoch = steps_per_epoch(n_samples, batch_size)
     sample_rate = 1.0 / per_epoch
     steps_per_round = local_epochs * per_epoch
@@ -112,12 +114,8 @@ def plan_dp_sgd(
         # The search tries very large noise levels whose best RDP order is the
         # largest one; that only loosens (never understates) those candidates.
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        noise = get_noise_multiplier(
-            target_epsilon=target_epsilon,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=steps_per_round * rounds,
-            accountant=ACCOUNTANT,
+        noise = _noise_multiplier(
+            target_epsilon, delta, sample_rate, steps_per_round * rounds, reserved
         )
     return DpSgdPlan(
         noise_multiplier=float(noise),
@@ -127,6 +125,51 @@ def plan_dp_sgd(
         target_epsilon=target_epsilon,
         delta=delta,
     )
+
+
+def _noise_multiplier(
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    reserved: Sequence[HistoryEntry],
+) -> float:
+    """Return the smallest noise (within 1 %) whose steps, after ``reserved``, fit the target."""
+    from opacus.accountants.utils import get_noise_multiplier  # heavy: only when planning
+
+    if not reserved:
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=ACCOUNTANT,
+            )
+        )
+
+    def fits(noise: float) -> bool:
+        return epsilon_spent([*reserved, (noise, sample_rate, steps)], delta=delta) <= (
+            target_epsilon
+        )
+
+    low, high = 0.0, 10.0
+    while not fits(high):
+        if high > _MAX_NOISE:
+            raise ValueError(
+                f"The privacy budget is too low: epsilon {target_epsilon:g} leaves nothing for "
+                "training after the run's other releases"
+            )
+        low, high = high, 2 * high
+    # Bisection on the accountant itself (Opacus' own search does the same without reserved).
+    while high - low > 0.01 * high:
+        middle = (low + high) / 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high
+
+
+_MAX_NOISE = 1e4
+"""Largest noise multiplier the search tries before calling the budget too low."""
 
 
 def epsilon_spent(history: Sequence[HistoryEntry], *, delta: float) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fedcare.client.ledger import PrivacyLedger
-from fedcare.client.session import LEDGER_FILE
+from fedcare.client.ledger import LEDGER_FILE
 from fedcare.simulations.local_deployment import (
     LocalFederation,
     Processes,

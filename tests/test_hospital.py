@@ -87,10 +87,10 @@ def test_instruction_parsing_ignores_the_round_number(config: RunConfig) -> None
 
 def test_site_loading_names_the_missing_node_config(config: RunConfig) -> None:
     with pytest.raises(DataError, match="partition-id"):
-        load_site({}, config)
+        load_site({}, config, "run-1")
     with pytest.raises(DataError, match="does not exist"):
-        load_site({"partition-id": 7}, config)
-    assert load_site({"partition-id": 0}, config).name == "hospital-1"
+        load_site({"partition-id": 7}, config, "run-1")
+    assert load_site({"partition-id": 0}, config, "run-1").name == "hospital-1"
 
 
 def test_layout_check_counts_arrays() -> None:

@@ -78,7 +78,9 @@ def _forward(model: ModelName, text: str, features: np.ndarray) -> torch.Tensor:
 
 def test_image_hospital_loads_its_npz_through_the_contract(tmp_path: Path) -> None:
     site = load_site(
-        _node(tmp_path, _image_file(tmp_path), IMAGE_CONTRACT), _run(IMAGE_CONTRACT, ModelName.CNN)
+        _node(tmp_path, _image_file(tmp_path), IMAGE_CONTRACT),
+        _run(IMAGE_CONTRACT, ModelName.CNN),
+        "run-1",
     )
     train, evaluation = site.data.train, site.data.evaluation
     assert train.kind is InputKind.IMAGES and evaluation.kind is InputKind.IMAGES
@@ -95,6 +97,7 @@ def test_sequence_hospital_loads_its_long_csv_through_the_contract(tmp_path: Pat
     site = load_site(
         _node(tmp_path, _vitals_file(tmp_path), SEQUENCE_CONTRACT),
         _run(SEQUENCE_CONTRACT, ModelName.GRU),
+        "run-1",
     )
     train, evaluation = site.data.train, site.data.evaluation
     assert train.kind is InputKind.SEQUENCES
@@ -111,14 +114,14 @@ def test_sequence_hospital_loads_its_long_csv_through_the_contract(tmp_path: Pat
 def test_hospital_with_another_formats_contract_is_refused(tmp_path: Path) -> None:
     node = _node(tmp_path, _image_file(tmp_path), IMAGE_CONTRACT)
     with pytest.raises(DataError, match="differs from the run's"):
-        load_site(node, _run(SEQUENCE_CONTRACT, ModelName.GRU))
+        load_site(node, _run(SEQUENCE_CONTRACT, ModelName.GRU), "run-1")
 
 
 def test_images_that_break_the_contract_are_refused(tmp_path: Path) -> None:
     wide = edit(IMAGE_CONTRACT, "width = 28", "width = 32")
     node = _node(tmp_path, _image_file(tmp_path), wide)
     with pytest.raises(DataError, match="wrong-size"):
-        load_site(node, _run(wide, ModelName.CNN))
+        load_site(node, _run(wide, ModelName.CNN), "run-1")
 
 
 def test_sequence_values_outside_the_contract_are_refused_without_echo(tmp_path: Path) -> None:
@@ -129,7 +132,7 @@ def test_sequence_values_outside_the_contract_are_refused_without_echo(tmp_path:
     frame.to_csv(path, index=False)
     node = _node(tmp_path, path, SEQUENCE_CONTRACT)
     with pytest.raises(DataError) as caught:
-        load_site(node, _run(SEQUENCE_CONTRACT, ModelName.GRU))
+        load_site(node, _run(SEQUENCE_CONTRACT, ModelName.GRU), "run-1")
     message = str(caught.value)
     assert "column 'heart_rate': above-max in" in message and "987654" not in message
 

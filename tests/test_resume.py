@@ -21,7 +21,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from fedcare.client.ledger import PrivacyLedger
-from fedcare.client.session import LEDGER_FILE
+from fedcare.client.ledger import LEDGER_FILE
 
 pytestmark = pytest.mark.integration
 

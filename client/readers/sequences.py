@@ -9,7 +9,8 @@ earlier one (as in :mod:`client.readers.table`):
 1. the file: it exists, is ``.csv``, ``.parquet`` or ``.pq``, is not empty and
    can be parsed (CSV: UTF-8, comma-separated, with data rows);
 2. columns, cells and patients: every spec column present exactly once and no
-   other; no missing cell; features finite numbers; time steps whole numbers,
+   other; no missing cell (feature cells may be empty under ``forward-fill``:
+   :mod:`shared.observations`); features finite numbers; time steps whole numbers,
    not negative and not repeated within a patient; one label per patient, and
    one of the spec's classes;
 3. counts: every patient has enough steps, and there are enough patients in all
@@ -52,6 +53,7 @@ from fedcare.client.readers.file_formats import read_table
 from fedcare.client.readers.problems import FileCheckError, Problem, Rule, plural, problem_if
 from fedcare.shared.contract import DataContract, SequenceSpec
 from fedcare.shared.data import Examples, InputKind
+from fedcare.shared.observations import observation_channels
 from fedcare.shared.sequences import to_padded
 
 _UNSUPPORTED_HINT = (
@@ -81,8 +83,11 @@ def load_sequence_file(path: Path, spec: SequenceSpec) -> tuple[np.ndarray, np.n
     Returns
     -------
     inputs : numpy.ndarray
-        float32 ``(n_patients, spec.max_length, len(spec.features) + 1)``, as
-        :func:`shared.sequences.to_padded` builds it (last channel: the mask).
+        float32 ``(n_patients, spec.max_length, channels)``, as
+        :func:`shared.sequences.to_padded` builds it (last channel: the mask):
+        the features, and under forward-fill each feature's observed and
+        time-since channels (:func:`shared.observations.observation_channels`;
+        a value not yet observed in its stay is NaN).
     labels : numpy.ndarray
         int64 ``(n_patients,)``, each patient's class index in ``spec.classes``.
         Patients are in the sorted order of their ids; the ids are not returned.
@@ -100,11 +105,20 @@ def load_sequence_file(path: Path, spec: SequenceSpec) -> tuple[np.ndarray, np.n
     _raise_if_any(problems)
     frame = _frame(table, spec)
     _raise_if_any(_count_problems(frame, spec, table.file))
+    channels: tuple[str, ...] = spec.features
+    if spec.forward_fill:
+        frame, channels = observation_channels(
+            frame,
+            id_column=spec.id_column,
+            time_column=spec.time_column,
+            features=spec.features,
+            max_length=spec.max_length,
+        )
     inputs, labels, _ = to_padded(
         frame,
         id_column=spec.id_column,
         time_column=spec.time_column,
-        features=spec.features,
+        features=channels,
         label=spec.label,
         max_length=spec.max_length,
     )
@@ -168,7 +182,11 @@ def check_sequence_values(inputs: np.ndarray, contract: DataContract, file: str)
             problem
             for channel, feature in enumerate(contract.features)
             for problem in feature_value_problems(
-                file, feature, inputs[..., channel], real, unit="time step"
+                file,
+                feature,
+                inputs[..., channel],
+                real & ~np.isnan(inputs[..., channel]),
+                unit="time step",
             )
         ]
     )
@@ -227,13 +245,16 @@ def _cell_problems(table: Table, spec: SequenceSpec) -> list[Problem]:
     file = table.file
     problems: list[Problem] = []
     for name, column in table.columns.items():
+        if spec.forward_fill and name in spec.features:
+            continue  # an empty feature cell is an unobserved value, carried forward
         problems += problem_if(
             file,
             name,
             Rule.MISSING_VALUE,
             column.missing,
             "every cell must hold a value (empty, NA, NaN and null are missing); fill them or "
-            "remove those rows",
+            "remove those rows (feature cells may be empty where the contract says missing = "
+            '"forward-fill")',
         )
     for name in spec.features:
         if name in table.columns:
@@ -319,7 +340,8 @@ def _frame(table: Table, spec: SequenceSpec) -> pd.DataFrame:
         spec.time_column: table.columns[spec.time_column].values.astype(np.int64),
     }
     for name in spec.features:
-        data[name] = table.columns[name].values
+        column = table.columns[name]
+        data[name] = np.where(column.missing, np.nan, column.values)
     labels = table.columns[spec.label].values
     data[spec.label] = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))
     return pd.DataFrame(data)

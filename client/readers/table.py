@@ -105,8 +105,10 @@ def load_site_table(path: Path, contract: DataContract) -> Examples:
         Features ``(n, d)`` float32 in ``contract.feature_names()`` order (category
         features one-hot); labels float32 0/1 for binary (1 = the positive class),
         int64 class indices in ``contract.classes`` order for multiclass, float32
-        for regression. Under ``missing = "drop-rows"`` rows with a missing
-        feature or label are left out; duplicate rows are kept.
+        for regression. Rows with an empty cell in a ``drop-rows`` column are
+        left out; an empty cell of an ``impute`` feature is NaN (a category's:
+        all its one-hot inputs 0), its indicator input 1, until the hospital
+        fills it (:func:`shared.data.prepare_site`); duplicate rows are kept.
 
     Raises
     ------
@@ -186,26 +188,40 @@ def _unknown_hint(name: str) -> str:
     )
 
 
+def _policies(contract: DataContract) -> dict[str, MissingPolicy]:
+    """Return what an empty cell means in each feature column and in the label column.
+
+    A label is never filled: under ``drop-rows`` its empty rows are left out,
+    otherwise they are refused.
+    """
+    policies = {feature.name: feature.missing for feature in contract.features}
+    dropped = contract.missing is MissingPolicy.DROP_ROWS
+    policies[contract.label] = MissingPolicy.DROP_ROWS if dropped else MissingPolicy.REJECT
+    return policies
+
+
 def _kept_rows(table: Table, contract: DataContract) -> np.ndarray:
-    """Rows that are used: all of them, or under drop-rows those with no missing cell."""
+    """Rows that are used: all but those with an empty cell in a ``drop-rows`` column."""
     kept = np.ones(table.n_rows, dtype=bool)
-    if contract.missing is MissingPolicy.DROP_ROWS:
-        for column in table.columns.values():
+    for name, policy in _policies(contract).items():
+        column = table.columns.get(name)
+        if column is not None and policy is MissingPolicy.DROP_ROWS:
             kept &= ~column.missing
     return kept
 
 
 def _cell_problems(table: Table, contract: DataContract, kept: np.ndarray) -> list[FileProblem]:
     file = table.file
+    policies = _policies(contract)
     problems: list[FileProblem] = []
     for spec in contract.features:
         column = table.columns.get(spec.name)
         if column is not None:
-            problems += _missing_problems(file, spec.name, column, contract.missing)
+            problems += _missing_problems(file, spec.name, column, policies[spec.name])
             problems += _feature_problems(file, spec, column, kept)
     label = table.columns.get(contract.label)
     if label is not None:
-        problems += _missing_problems(file, contract.label, label, contract.missing)
+        problems += _missing_problems(file, contract.label, label, policies[contract.label])
         problems += _label_problems(file, contract, label, kept)
     return problems
 
@@ -213,7 +229,7 @@ def _cell_problems(table: Table, contract: DataContract, kept: np.ndarray) -> li
 def _missing_problems(
     file: str, name: str, column: Column, policy: MissingPolicy
 ) -> list[FileProblem]:
-    if policy is MissingPolicy.DROP_ROWS:
+    if policy is not MissingPolicy.REJECT:
         return []
     return problem_if(
         file,
@@ -221,7 +237,8 @@ def _missing_problems(
         Rule.MISSING_VALUE,
         column.missing,
         "the contract rejects empty cells (and NA, NaN, null); fill them or remove those rows, "
-        'or the federation may choose missing = "drop-rows" in the contract',
+        'or the federation may choose missing = "drop-rows" or (features) "impute" in the '
+        "contract",
     )
 
 
@@ -274,18 +291,19 @@ def _row_problems(table: Table, contract: DataContract, kept: np.ndarray) -> lis
             )
         )
     classification = contract.task_kind is not TaskKind.REGRESSION
-    if classification and usable and contract.min_rows_per_class > 0:
+    if classification and usable and contract.hospital_min_rows_per_class > 0:
         problems += _class_problems(file, contract, table.columns[contract.label].values[kept])
     return problems
 
 
 def _class_problems(file: str, contract: DataContract, labels: np.ndarray) -> list[FileProblem]:
+    minimum = contract.hospital_min_rows_per_class
     counts = {name: int(np.count_nonzero(labels == name)) for name in contract.classes}
     if sum(1 for count in counts.values() if count) == 1:
         hint = (
-            "every usable row has the same class; the contract needs "
-            f"{contract.min_rows_per_class} or more rows of each class "
-            f"({', '.join(contract.classes)})"
+            f"every usable row has the same class; the contract needs {minimum} or more rows of "
+            f"each class ({', '.join(contract.classes)}) in every hospital's file, unless the "
+            'federation sets min_rows_per_class_scope = "federation"'
         )
         return [FileProblem(file, contract.label, Rule.SINGLE_CLASS, None, hint)]
     return [
@@ -295,10 +313,10 @@ def _class_problems(file: str, contract: DataContract, labels: np.ndarray) -> li
             Rule.TOO_FEW_ROWS_IN_CLASS,
             None,
             f"class '{name}' has {plural(count, 'row')}; the contract needs at least "
-            f"{contract.min_rows_per_class} of every class",
+            f"{minimum} of every class",
         )
         for name, count in counts.items()
-        if count < contract.min_rows_per_class
+        if count < minimum
     ]
 
 
@@ -309,11 +327,16 @@ def _encode(table: Table, contract: DataContract, kept: np.ndarray) -> Examples:
     """Turn a valid table's kept rows into model inputs and labels."""
     blocks = []
     for spec in contract.features:
-        values = table.columns[spec.name].values[kept]
+        column = table.columns[spec.name]
+        values, missing = column.values[kept], column.missing[kept]
         if spec.type is FeatureType.CATEGORY:
-            blocks.append(np.stack([values == value for value in spec.categories], axis=1))
+            present = [(values == value) & ~missing for value in spec.categories]
+            blocks.append(np.stack(present, axis=1))
         else:
-            blocks.append(values[:, np.newaxis])
+            # An empty cell of a filled feature stays NaN until the hospital fills it.
+            blocks.append(np.where(missing, np.nan, values)[:, np.newaxis])
+        if spec.indicator:
+            blocks.append(missing[:, np.newaxis])
     features = np.concatenate(blocks, axis=1).astype(np.float32)
     labels = _encode_labels(contract, table.columns[contract.label].values[kept])
     return Examples(features=features, labels=labels, feature_names=contract.feature_names())

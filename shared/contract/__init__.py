@@ -4,11 +4,12 @@
 (:mod:`shared.contract.data_contract`, where the file format is described);
 :mod:`shared.contract.parsing` reads it from TOML; the ``[features]``,
 ``[images]`` and ``[sequences]`` tables, with the specs hospitals' readers hold
-images and sequence files to, have a module each.
+images and sequence files to, have a module each, as do missing values
+(:mod:`shared.contract.missing`).
 """
 
 from fedcare.shared.contract.data_contract import DataContract
-from fedcare.shared.contract.features import Feature, FeatureType, MissingPolicy
+from fedcare.shared.contract.features import Feature, FeatureType
 from fedcare.shared.contract.fields import ContractError
 from fedcare.shared.contract.images import (
     IMAGE_CHANNEL_NAMES,
@@ -16,6 +17,8 @@ from fedcare.shared.contract.images import (
     ImageSpec,
     ImageSpecError,
 )
+from fedcare.shared.contract.missing import Fill, FillStatistic, MissingPolicy
+from fedcare.shared.contract.parsing import ClassMinimumScope
 from fedcare.shared.contract.sequences import (
     MASK_NAME,
     SequenceLayout,
@@ -26,10 +29,13 @@ from fedcare.shared.contract.sequences import (
 __all__ = [
     "IMAGE_CHANNEL_NAMES",
     "MASK_NAME",
+    "ClassMinimumScope",
     "ContractError",
     "DataContract",
     "Feature",
     "FeatureType",
+    "Fill",
+    "FillStatistic",
     "ImageLayout",
     "ImageSpec",
     "ImageSpecError",

@@ -24,14 +24,23 @@ A table (``format`` may be left out):
     classes = ["benign", "malignant"] # as written in the file
     positive_class = "malignant"      # binary: what sensitivity refers to
     id_columns = ["patient_id"]       # never used as features
-    missing = "reject"                # reject | drop-rows
+    missing = "reject"                # reject | drop-rows | impute (each feature may override)
     min_rows = 30
     min_rows_per_class = 5
+    min_rows_per_class_scope = "hospital"  # hospital | federation (all hospitals together)
 
     [features.radius_mean]
     type = "float"                    # float | int | category
     min = 0.0
     max = 50.0
+
+    [features.lactate]
+    type = "float"
+    min = 0.0
+    max = 30.0
+    missing = "impute"                # an empty cell takes fill
+    fill = "dp-mean"                  # a number (public), or "dp-mean" (the hospital's DP mean)
+    indicator = true                  # adds the input "lactate_missing" (1 where empty)
 
     [features.sex]
     type = "category"
@@ -65,6 +74,7 @@ Sequences (one row per patient per time step; the label repeated on each row):
     positive_class = "1"
     min_rows = 50                     # patients in all
     min_rows_per_class = 5
+    missing = "reject"                # reject | forward-fill (then every feature needs fill)
 
     [sequences]
     id_column = "patient_id"          # groups rows; never a feature
@@ -91,7 +101,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from fedcare.shared.contract.features import Feature, MissingPolicy
+from fedcare.shared.contract.features import Feature
 from fedcare.shared.contract.fields import ContractError
 from fedcare.shared.contract.images import (
     IMAGE_CHANNEL_NAMES,
@@ -99,12 +109,13 @@ from fedcare.shared.contract.images import (
     ImageSpec,
     ImageSpecError,
 )
-from fedcare.shared.contract.parsing import parse_contract_fields
+from fedcare.shared.contract.missing import Fill, MissingPolicy
+from fedcare.shared.contract.parsing import ClassMinimumScope, parse_contract_fields
 from fedcare.shared.contract.sequences import (
-    MASK_NAME,
     SequenceLayout,
     SequenceSpec,
     SequenceSpecError,
+    sequence_input_names,
 )
 from fedcare.shared.data import InputKind
 from fedcare.shared.tasks import Task, TaskKind
@@ -130,6 +141,7 @@ class DataContract:
     min_rows: int
     min_rows_per_class: int
     features: tuple[Feature, ...]
+    min_rows_per_class_scope: ClassMinimumScope = ClassMinimumScope.HOSPITAL
     format: InputKind = InputKind.TABLE
     images: ImageLayout | None = None
     sequences: SequenceLayout | None = None
@@ -182,27 +194,48 @@ class DataContract:
         -------
         tuple[int, ...]
             ``(model inputs,)`` for a table, ``(channels, height, width)`` for
-            images, ``(max_length, features + 1)`` for sequences (the last
-            channel is the padding mask).
+            images, ``(max_length, channels)`` for sequences (the features, under
+            forward-fill each one's observed and time-since channels, and last
+            the padding mask).
         """
         if self.images is not None:
             return (self.images.channels, self.images.height, self.images.width)
         if self.sequences is not None:
-            return (self.sequences.max_length, len(self.features) + 1)
+            return (self.sequences.max_length, len(self.feature_names()))
         return (len(self.feature_names()),)
 
     def feature_names(self) -> tuple[str, ...]:
         """Return the names of the input's features, in order.
 
-        A table's model input columns (categorical features one-hot encoded), an
-        image's channels (``gray``, or ``red``, ``green``, ``blue``), or a
-        sequence's channels: its features, then ``observed`` (the mask).
+        A table's model input columns (categorical features one-hot encoded,
+        missing indicators after their feature), an image's channels (``gray``,
+        or ``red``, ``green``, ``blue``), or a sequence's channels
+        (:func:`shared.contract.sequences.sequence_input_names`).
         """
         if self.images is not None:
             return IMAGE_CHANNEL_NAMES[self.images.channels]
         if self.sequences is not None:
-            return (*(feature.name for feature in self.features), MASK_NAME)
+            return sequence_input_names(self.features, self.missing)
         return tuple(name for feature in self.features for name in feature.encoded_names())
+
+    @property
+    def hospital_min_rows_per_class(self) -> int:
+        """Fewest rows (images, patients) of each class one hospital's file must hold.
+
+        ``min_rows_per_class`` where it applies to each hospital, 0 where it
+        applies to the federation (:class:`shared.contract.parsing.ClassMinimumScope`).
+        """
+        if self.min_rows_per_class_scope is ClassMinimumScope.FEDERATION:
+            return 0
+        return self.min_rows_per_class
+
+    def fills(self) -> dict[str, Fill]:
+        """Return each filled numeric feature's fill (a number, or a DP statistic), by name."""
+        return {
+            feature.name: feature.fill
+            for feature in self.features
+            if feature.missing.fills and feature.fill is not None
+        }
 
     def image_spec(self) -> ImageSpec:
         """Return what :func:`client.readers.images.load_image_file` holds the images to.
@@ -220,7 +253,7 @@ class DataContract:
                 width=layout.width,
                 classes=self.classes,
                 min_images=self.min_rows,
-                min_images_per_class=self.min_rows_per_class,
+                min_images_per_class=self.hospital_min_rows_per_class,
             )
         except ImageSpecError as error:
             raise ContractError(f"contract {self.source}: {error}") from None
@@ -244,7 +277,8 @@ class DataContract:
                 max_length=layout.max_length,
                 min_length=layout.min_length,
                 min_patients=self.min_rows,
-                min_patients_per_class=self.min_rows_per_class,
+                min_patients_per_class=self.hospital_min_rows_per_class,
+                forward_fill=self.missing is MissingPolicy.FORWARD_FILL,
             )
         except SequenceSpecError as error:
             raise ContractError(f"contract {self.source}: {error}") from None
@@ -276,13 +310,18 @@ class DataContract:
         """Return the SHA-256 of the contract's content (formatting and comments do not count).
 
         A table contract's fingerprint leaves out the fields tables do not use
-        (``format``, ``images``, ``sequences``), so it is the one it had before
-        contracts had formats.
+        (``format``, ``images``, ``sequences``), and every contract's the fields
+        added since at their defaults (the class minimum's scope, each feature's
+        own missing policy, fill and indicator), so a contract that uses none of
+        them keeps the fingerprint it had before they existed.
         """
         content = {k: v for k, v in asdict(self).items() if k != "source"}
         if self.format is InputKind.TABLE:
             for key in ("format", "images", "sequences"):
                 content.pop(key)
+        if self.min_rows_per_class_scope is ClassMinimumScope.HOSPITAL:
+            content.pop("min_rows_per_class_scope")
+        content["features"] = [_feature_content(feature, self.missing) for feature in self.features]
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -293,3 +332,13 @@ class DataContract:
                 f'contract with format = "{wanted}"'
             )
         return layout
+
+
+def _feature_content(feature: Feature, missing: MissingPolicy) -> dict[str, object]:
+    """Return a feature's fingerprinted fields: missing-value ones only where they say something."""
+    content = asdict(feature)
+    defaults = {"missing": missing, "fill": None, "indicator": False}
+    for key, default in defaults.items():
+        if content[key] == default:
+            content.pop(key)
+    return content

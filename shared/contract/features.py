@@ -2,7 +2,8 @@
 
 A table contract's features may be numbers (``float``, ``int``, with an optional
 ``min`` and ``max``) or categories (one-hot encoded); a sequence contract's are
-numbers only (:func:`shared.contract.sequences.parse_sequence_features`).
+numbers only (:func:`shared.contract.sequences.parse_sequence_features`). What a
+feature's empty cells mean is :mod:`shared.contract.missing`'s part.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from fedcare.shared.contract.fields import FieldReader
+from fedcare.shared.contract.missing import Fill, MissingPolicy, indicator_name, parse_missing
 
 
 class FeatureType(StrEnum):
@@ -21,13 +23,6 @@ class FeatureType(StrEnum):
     FLOAT = "float"
     INT = "int"
     CATEGORY = "category"
-
-
-class MissingPolicy(StrEnum):
-    """What to do with a row that has a missing feature or label."""
-
-    REJECT = "reject"
-    DROP_ROWS = "drop-rows"
 
 
 @dataclass(frozen=True)
@@ -44,6 +39,12 @@ class Feature:
         Inclusive allowed range of a numeric feature.
     categories : tuple[str, ...]
         Allowed values of a categorical feature, in one-hot order.
+    missing : MissingPolicy
+        What an empty cell means (the contract's policy unless the feature sets its own).
+    fill : Fill | None
+        What an empty cell becomes where ``missing`` fills it (numbers only).
+    indicator : bool
+        Whether the model also gets an input that is 1 where the cell was empty (tables).
     """
 
     name: str
@@ -51,15 +52,24 @@ class Feature:
     minimum: float | None = None
     maximum: float | None = None
     categories: tuple[str, ...] = ()
+    missing: MissingPolicy = MissingPolicy.REJECT
+    fill: Fill | None = None
+    indicator: bool = False
 
     def encoded_names(self) -> list[str]:
-        """Return the model input columns this feature becomes (one per category if one-hot)."""
+        """Return the model input columns this feature becomes in a table.
+
+        One per category if one-hot, and ``NAME_missing`` last when it has an indicator.
+        """
         if self.type is FeatureType.CATEGORY:
-            return [f"{self.name}={category}" for category in self.categories]
-        return [self.name]
+            names = [f"{self.name}={category}" for category in self.categories]
+        else:
+            names = [self.name]
+        return [*names, indicator_name(self.name)] if self.indicator else names
 
 
-_FEATURE_KEYS = {"type", "min", "max", "categories"}
+TABLE_FEATURE_KEYS = frozenset({"type", "min", "max", "categories", "missing", "fill", "indicator"})
+"""The keys of a table contract's ``[features.NAME]`` tables."""
 
 
 def feature_tables(fields: FieldReader) -> dict[str, Any]:
@@ -71,9 +81,11 @@ def feature_tables(fields: FieldReader) -> dict[str, Any]:
 
 
 def parse_table_features(
-    fields: FieldReader, label: str, id_columns: tuple[str, ...]
+    fields: FieldReader, label: str, id_columns: tuple[str, ...], missing: MissingPolicy
 ) -> tuple[Feature, ...]:
     """Parse a table contract's ``[features]``: none may be the label or an id column.
+
+    ``missing`` is the contract's policy, which each feature may override.
 
     Raises
     ------
@@ -81,7 +93,10 @@ def parse_table_features(
         Naming the first feature field at fault.
     """
     tables = feature_tables(fields)
-    features = tuple(parse_feature(fields, name, table) for name, table in tables.items())
+    features = tuple(
+        parse_feature(fields, name, table, keys=TABLE_FEATURE_KEYS, missing=missing)
+        for name, table in tables.items()
+    )
     for feature in features:
         if feature.name == label:
             raise fields.fail(
@@ -94,23 +109,34 @@ def parse_table_features(
     return features
 
 
-def parse_feature(fields: FieldReader, name: str, table: Any) -> Feature:
+def parse_feature(
+    fields: FieldReader,
+    name: str,
+    table: Any,
+    *,
+    keys: frozenset[str],
+    missing: MissingPolicy,
+) -> Feature:
     """Parse the ``[features.NAME]`` table ``table`` of column ``name``.
+
+    ``keys`` are the keys the contract's format allows; ``missing`` is the
+    contract's missing-value policy (:func:`shared.contract.missing.parse_missing`).
 
     Raises
     ------
     ContractError
         If a key is unknown, the type missing or unknown, a bound not a finite
-        number, ``min`` above ``max``, or a category list malformed.
+        number, ``min`` above ``max``, a category list malformed, or the
+        missing-value fields inconsistent.
     """
     field = f"features.{name}"
     if not isinstance(table, dict):
         raise fields.fail(field, "must be a table with at least a type")
-    unknown = sorted(set(table) - _FEATURE_KEYS)
+    unknown = sorted(set(table) - keys)
     if unknown:
         raise fields.fail(
             f"{field}.{unknown[0]}",
-            f"is not a feature field; use {', '.join(sorted(_FEATURE_KEYS))}",
+            f"is not a feature field here; use {', '.join(sorted(keys))}",
         )
     if "type" not in table:
         raise fields.fail(f"{field}.type", "is required (float, int or category)")
@@ -118,11 +144,12 @@ def parse_feature(fields: FieldReader, name: str, table: Any) -> Feature:
         raise fields.fail(f"{field}.type", "must be float, int or category")
     kind = FeatureType(table["type"])
     if kind is FeatureType.CATEGORY:
-        return _categorical(fields, name, table)
+        return parse_missing(fields, _categorical(fields, name, table), table, missing)
     minimum, maximum = (_bound(fields, f"{field}.{key}", table.get(key)) for key in ("min", "max"))
     if minimum is not None and maximum is not None and minimum > maximum:
         raise fields.fail(field, "has min greater than max")
-    return Feature(name=name, type=kind, minimum=minimum, maximum=maximum)
+    feature = Feature(name=name, type=kind, minimum=minimum, maximum=maximum)
+    return parse_missing(fields, feature, table, missing)
 
 
 def _categorical(fields: FieldReader, name: str, table: dict[str, Any]) -> Feature:

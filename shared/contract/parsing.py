@@ -9,26 +9,49 @@ task and its classes, the name and counts, then the format's own fields.
 from __future__ import annotations
 
 import tomllib
+from enum import StrEnum
 from typing import TypedDict
 
-from fedcare.shared.contract.features import (
-    Feature,
-    MissingPolicy,
-    parse_table_features,
-)
+from fedcare.shared.contract.features import Feature, parse_table_features
 from fedcare.shared.contract.fields import ContractError, FieldReader
 from fedcare.shared.contract.images import ImageLayout, check_image_classes, parse_image_layout
+from fedcare.shared.contract.missing import TABLE_POLICIES, MissingPolicy, check_input_names
 from fedcare.shared.contract.sequences import (
     SequenceLayout,
     parse_sequence_features,
     parse_sequence_label,
     parse_sequence_layout,
     parse_sequence_missing,
+    sequence_input_names,
 )
 from fedcare.shared.data import InputKind
 from fedcare.shared.tasks import TaskKind
 
-_COMMON = {"name", "format", "task", "classes", "positive_class", "min_rows", "min_rows_per_class"}
+
+class ClassMinimumScope(StrEnum):
+    """Whose rows ``min_rows_per_class`` counts: each hospital's file, or the federation's.
+
+    Under label skew a hospital may hold one class only; with ``federation`` it
+    can still take part. Its own file then needs no rows of a class, and the
+    minimum counts every hospital's rows together: ``fedcare simulate --data``
+    checks it, where all the files are; in a deployment no hospital sends its
+    class counts, so there it is the federation's agreement.
+    """
+
+    HOSPITAL = "hospital"
+    FEDERATION = "federation"
+
+
+_COMMON = {
+    "name",
+    "format",
+    "task",
+    "classes",
+    "positive_class",
+    "min_rows",
+    "min_rows_per_class",
+    "min_rows_per_class_scope",
+}
 _TOP_LEVEL = {
     InputKind.TABLE: _COMMON | {"label", "id_columns", "missing", "features"},
     InputKind.IMAGES: _COMMON | {"images"},
@@ -70,6 +93,7 @@ class ContractFields(TypedDict):
     missing: MissingPolicy
     min_rows: int
     min_rows_per_class: int
+    min_rows_per_class_scope: ClassMinimumScope
     features: tuple[Feature, ...]
     format: InputKind
     images: ImageLayout | None
@@ -103,6 +127,9 @@ def parse_contract_fields(text: str, *, source: str) -> ContractFields:
         missing=MissingPolicy.REJECT,
         min_rows=fields.count("min_rows"),
         min_rows_per_class=fields.count("min_rows_per_class"),
+        min_rows_per_class_scope=fields.enum(
+            "min_rows_per_class_scope", ClassMinimumScope, ClassMinimumScope.HOSPITAL.value
+        ),
         features=(),
         format=kind,
         images=None,
@@ -166,22 +193,30 @@ def _classes(fields: FieldReader, task_kind: TaskKind) -> tuple[tuple[str, ...],
 def _table_fields(fields: FieldReader, common: ContractFields) -> ContractFields:
     label: str = fields.get("label", str)
     id_columns = tuple(fields.strings("id_columns", default=[]))
+    missing = fields.enum(
+        "missing", MissingPolicy, MissingPolicy.REJECT.value, choices=TABLE_POLICIES
+    )
+    features = parse_table_features(fields, label, id_columns, missing)
+    check_input_names(fields, [name for feature in features for name in feature.encoded_names()])
     return {
         **common,
         "label": label,
         "id_columns": id_columns,
-        "missing": fields.enum("missing", MissingPolicy, MissingPolicy.REJECT.value),
-        "features": parse_table_features(fields, label, id_columns),
+        "missing": missing,
+        "features": features,
     }
 
 
 def _sequence_fields(fields: FieldReader, common: ContractFields) -> ContractFields:
     layout = parse_sequence_layout(fields)
     label = parse_sequence_label(fields, layout)
+    missing = parse_sequence_missing(fields)
+    features = parse_sequence_features(fields, label, layout, missing)
+    check_input_names(fields, sequence_input_names(features, missing))
     return {
         **common,
         "label": label,
-        "missing": parse_sequence_missing(fields),
-        "features": parse_sequence_features(fields, label, layout),
+        "missing": missing,
+        "features": features,
         "sequences": layout,
     }

@@ -15,17 +15,25 @@ from typing import Any
 from fedcare.shared.contract.features import (
     Feature,
     FeatureType,
-    MissingPolicy,
     feature_tables,
     parse_feature,
 )
 from fedcare.shared.contract.fields import FieldReader
+from fedcare.shared.contract.missing import (
+    SEQUENCE_POLICIES,
+    MissingPolicy,
+    observed_name,
+    since_name,
+)
 from fedcare.shared.errors import DataError
 
 MASK_NAME = "observed"
 """Feature name of the mask channel added to every sequence (1 real step, 0 padding)."""
 
 _SEQUENCE_KEYS = {"id_column", "time_column", "max_length", "min_length"}
+
+SEQUENCE_FEATURE_KEYS = frozenset({"type", "min", "max", "fill"})
+"""The keys of a sequence contract's ``[features.NAME]`` tables (``fill`` with forward-fill)."""
 
 
 class SequenceSpecError(DataError):
@@ -77,7 +85,10 @@ class SequenceSpec:
     min_patients : int
         Fewest patients the file may hold.
     min_patients_per_class : int
-        Fewest patients of each class.
+        Fewest patients of each class (0: none of a class is needed).
+    forward_fill : bool
+        Whether feature cells may be empty (``missing = "forward-fill"``); the
+        id, time and label cells never may.
     """
 
     id_column: str
@@ -89,6 +100,7 @@ class SequenceSpec:
     min_length: int = 1
     min_patients: int = 20
     min_patients_per_class: int = 1
+    forward_fill: bool = False
 
     def __post_init__(self) -> None:
         _check_names(self)
@@ -185,27 +197,31 @@ def parse_sequence_label(fields: FieldReader, layout: SequenceLayout) -> str:
 
 
 def parse_sequence_missing(fields: FieldReader) -> MissingPolicy:
-    """Parse a sequence contract's ``missing``: only ``reject`` applies.
+    """Parse a sequence contract's ``missing``: ``reject`` or ``forward-fill``.
 
     Raises
     ------
     ContractError
         Naming the ``missing`` field, for any other policy.
     """
-    missing = fields.enum("missing", MissingPolicy, MissingPolicy.REJECT.value)
-    if missing is not MissingPolicy.REJECT:
+    value = fields.get("missing", str, MissingPolicy.REJECT.value)
+    if value not in SEQUENCE_POLICIES:
         raise fields.fail(
             "missing",
-            "a sequence file may have no missing cell, so only reject applies; remove "
-            "missing or set it to reject, and fill or remove the missing cells",
+            'a sequence contract takes "reject" (no empty feature cell) or "forward-fill" '
+            "(an empty cell carries the last observed value forward within the stay, and "
+            "the model also sees where each feature was measured)",
         )
-    return missing
+    return MissingPolicy(value)
 
 
 def parse_sequence_features(
-    fields: FieldReader, label: str, layout: SequenceLayout
+    fields: FieldReader, label: str, layout: SequenceLayout, missing: MissingPolicy
 ) -> tuple[Feature, ...]:
     """Parse a sequence contract's ``[features]``: numbers, none a column with another role.
+
+    Under ``missing = "forward-fill"`` every feature needs a ``fill`` (its value
+    before its first observation in a stay).
 
     Raises
     ------
@@ -221,8 +237,23 @@ def parse_sequence_features(
     features = []
     for name, table in tables.items():
         _check_sequence_feature(fields, name, table, roles)
-        features.append(parse_feature(fields, name, table))
+        features.append(
+            parse_feature(fields, name, table, keys=SEQUENCE_FEATURE_KEYS, missing=missing)
+        )
     return tuple(features)
+
+
+def sequence_input_names(features: tuple[Feature, ...], missing: MissingPolicy) -> tuple[str, ...]:
+    """Return the names of a sequence's channels, in order.
+
+    The features; under ``forward-fill`` then each feature's ``NAME_observed``
+    and each feature's ``NAME_since_observed`` channel
+    (:mod:`shared.contract.missing`); last the padding mask, :data:`MASK_NAME`.
+    """
+    names = tuple(feature.name for feature in features)
+    if missing is MissingPolicy.FORWARD_FILL:
+        names += tuple(map(observed_name, names)) + tuple(map(since_name, names))
+    return (*names, MASK_NAME)
 
 
 def _check_sequence_feature(

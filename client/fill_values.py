@@ -1,0 +1,127 @@
+"""A hospital's fill values for its empty cells in one run, DP ones booked before use.
+
+Fills written in the contract are public and used as they are. A ``"dp-mean"``
+fill (:mod:`shared.imputation`) is computed once per run from the hospital's
+training rows with Gaussian noise, booked in its privacy ledger (write-ahead, as
+every release is), and kept in its state folder (``fill-values/run-<id>.json``,
+owner-only) so every later round of the run uses the same values. The run's
+DP-SGD noise was planned with that release reserved (:func:`run_releases`), so
+the fill and all training together stay within the run's epsilon. In a run with
+DP turned off (which its report says loudly) the exact mean is used and nothing
+is booked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fedcare.client.ledger import PrivacyLedger, ledger_path
+from fedcare.client.local_parameters import run_file_stem
+from fedcare.shared.config import RunConfig
+from fedcare.shared.contract import DataContract
+from fedcare.shared.data import Examples, FillValues
+from fedcare.shared.errors import DataError
+from fedcare.shared.imputation import (
+    dp_fill_features,
+    dp_means,
+    exact_means,
+    fill_noise_multiplier,
+    fill_release,
+    public_fills,
+)
+from fedcare.shared.privacy import HistoryEntry
+from fedcare.shared.private_files import make_private_directory, write_private
+
+FILLS_DIR = "fill-values"
+
+_DP_FILL_ROUND = 0
+"""The round a run's DP fill release is booked under: it comes before round 1's training."""
+
+
+def run_releases(contract: DataContract | None, config: RunConfig) -> tuple[HistoryEntry, ...]:
+    """Return the releases a hospital makes in a run before it trains: its DP fill, if any.
+
+    The run's DP-SGD plan reserves room for them (:func:`shared.privacy.plan_dp_sgd`).
+    """
+    if contract is None or not config.privacy.enabled or not dp_fill_features(contract.features):
+        return ()
+    noise = fill_noise_multiplier(config.privacy.target_epsilon, config.privacy.delta)
+    return (fill_release(noise),)
+
+
+def hospital_fills(  # noqa: PLR0913 - whose data, which run, and where its records are
+    contract: DataContract,
+    config: RunConfig,
+    *,
+    state: Path,
+    dataset: str,
+    run_id: str,
+    cap_epsilon: float,
+) -> FillValues:
+    """Return what gives a hospital's fill values from its training rows, for one run.
+
+    Parameters
+    ----------
+    contract : DataContract
+        The federation's contract: which features are filled, and how.
+    config : RunConfig
+        The run: whether DP is on, its epsilon and delta.
+    state : Path
+        The hospital's state folder (its ledger, and the run's fill values).
+    dataset : str
+        What the ledger books the dataset's spending under.
+    run_id : str
+        The run the DP fill is booked for.
+    cap_epsilon : float
+        Epsilon the dataset may reach over all its releases.
+
+    Returns
+    -------
+    FillValues
+        Training rows to fill values (:func:`shared.data.prepare_site`).
+    """
+    features = dp_fill_features(contract.features)
+    public = public_fills(contract.features)
+
+    def fills(train: Examples) -> dict[str, float]:
+        if not features:
+            return public
+        if not config.privacy.enabled:
+            return public | exact_means(train, features)
+        path = state / FILLS_DIR / f"{run_file_stem(run_id)}.json"
+        if path.is_file():
+            return public | _stored(path)
+        noise = fill_noise_multiplier(config.privacy.target_epsilon, config.privacy.delta)
+        values = dp_means(train, features, noise_multiplier=noise, rng=np.random.default_rng())
+        with PrivacyLedger(ledger_path(state)) as ledger:
+            reservation = ledger.reserve(
+                dataset,
+                run_id=run_id,
+                server_round=_DP_FILL_ROUND,
+                noise_multiplier=noise,
+                sample_rate=1.0,
+                steps=1,
+                delta=config.privacy.delta,
+                cap_epsilon=cap_epsilon,
+            )
+            # Kept once booked: every round of the run fills with these same values.
+            make_private_directory(path.parent)
+            write_private(path, json.dumps(values).encode())
+            ledger.confirm(reservation.id)
+        return public | values
+
+    return fills
+
+
+def _stored(path: Path) -> dict[str, float]:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DataError(
+            f"the run's fill values in {path} cannot be read; the run cannot go on without "
+            "booking them again, so start a new run"
+        ) from None
+    return {str(name): float(value) for name, value in values.items()}
