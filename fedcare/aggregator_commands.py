@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,8 +29,8 @@ from fedcare.options import (
     resumed_run_config,
 )
 from fedcare.server.report import SUMMARY
-from fedcare.server.run_directory import check_run_path, default_run_path
-from fedcare.server.submission import flwr_run_command, write_app
+from fedcare.server.run_directory import LOG_FILE, check_run_path, default_run_path
+from fedcare.server.submission import check_submission, flwr_run_command, write_app
 from fedcare.server.superlink import (
     CONNECTION,
     AggregatorSettings,
@@ -173,40 +173,62 @@ def run(  # noqa: PLR0913 - one option per documented setting
     round, with the run's own settings.
     """
     configure_logging()
-    overrides = parse_set(settings) | common_overrides(
-        hospitals=hospitals,
-        rounds=rounds,
-        epsilon=epsilon,
-        delta=delta,
-        model=model,
-        out=out,
-        no_dp=no_dp,
-        no_secagg=no_secagg,
-    )
     try:
         check_trackers(track_to)
+        overrides = parse_set(settings) | common_overrides(
+            hospitals=hospitals,
+            rounds=rounds,
+            epsilon=epsilon,
+            delta=delta,
+            model=model,
+            out=out,
+            no_dp=no_dp,
+            no_secagg=no_secagg,
+        )
         if resume is not None:
             config = resumed_run_config(resume, overrides, contract)
         else:
-            if contract is None:
-                raise ConfigError("--contract", "a new run needs the federation's data contract")
-            contract_text = contract.read_text(encoding="utf-8")
-            names = HospitalRegistry(state).as_setting()
-            flat = {"out-dir": str(default_run_path().resolve())} | overrides
-            config = RunConfig.from_flat(
-                flat | {"contract": contract_text, "hospital-names": names}
-            )
+            config = _new_run(state, contract, overrides)
             check_run_path(Path(config.output.out_dir))
+        source = str(contract) if contract else f"the contract of {resume}"
+        check_submission(config, contract_source=source)
         run_dir = Path(config.output.out_dir)
-    except OSError as error:
-        raise fail(ConfigError("--contract", f"cannot read {contract}: {error.strerror}")) from None
     except FedcareError as error:
         raise fail(error) from None
     with tempfile.TemporaryDirectory(prefix="fedcare-run-") as tmp:
         app = write_app(Path(tmp) / "app", config, version("fedcare"))
         command = flwr_run_command(flower_executable("flwr"), app)
         code = run_foreground(command, flower_environment(flwr_home(state)))
-    if (run_dir / SUMMARY).is_file():
-        print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)
-        track_after(run_dir, track_to, tracking_uri)
-    raise typer.Exit(code)
+    summary = run_dir / SUMMARY
+    if not summary.is_file():
+        # The aggregator said why in one sentence above; the rest is in its log.
+        raise fail(
+            FedcareError(
+                f"the run ended without a report (exit code {code}); see the error above and "
+                f"{run_dir / LOG_FILE}"
+            ),
+            code=1,
+        )
+    report = json.loads(summary.read_text(encoding="utf-8"))
+    print_summary(report, run_dir)
+    track_after(run_dir, track_to, tracking_uri)
+    raise typer.Exit(code or (0 if report["status"] == "completed" else 1))
+
+
+def _new_run(state: Path, contract: Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """Return a new run's configuration: the options, the contract's text, the hospitals' names.
+
+    Raises
+    ------
+    ConfigError
+        If the contract is not given or cannot be read, or a setting is bad.
+    """
+    if contract is None:
+        raise ConfigError("--contract", "a new run needs the federation's data contract")
+    try:
+        contract_text = contract.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError("--contract", f"cannot read {contract}: {error}") from None
+    names = HospitalRegistry(state).as_setting()
+    flat = {"out-dir": str(default_run_path().resolve())} | overrides
+    return RunConfig.from_flat(flat | {"contract": contract_text, "hospital-names": names})

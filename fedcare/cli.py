@@ -7,14 +7,16 @@ stops everything with one sentence naming it, exit code 2.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fedcare.aggregator_commands import aggregator_app, run
 from fedcare.ca_commands import ca_app
 from fedcare.console import configure_logging, console, fail
+from fedcare.data_commands import contract_app
 from fedcare.hospital_commands import hospital_app
 from fedcare.model_commands import evaluate, predict, serve
 from fedcare.options import (
@@ -32,11 +34,23 @@ from fedcare.options import (
     parse_set,
     resumed_run_config,
 )
-from fedcare.shared.config import RunConfig
-from fedcare.shared.errors import FedcareError
+from fedcare.shared.config import FlatValue, RunConfig
+from fedcare.shared.errors import ConfigError, FedcareError
+from fedcare.simulate_data import (
+    ContractOption,
+    DataOption,
+    DataOptions,
+    SiteColumnOption,
+    TestOption,
+    own_data,
+    resumed_own_data,
+)
 from fedcare.simulations.scenarios import DEFAULT_SCENARIO, SCENARIOS, scenario_overrides
 from fedcare.tables import print_summary
 from fedcare.tracking_commands import Track, TrackingUri, check_trackers, track, track_after
+
+if TYPE_CHECKING:
+    from fedcare.simulations.own_data import OwnData
 
 app = typer.Typer(
     name="fedcare",
@@ -56,6 +70,10 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     scenario: Annotated[
         str, typer.Option(help=f"Preset: {', '.join(SCENARIOS)}.")
     ] = DEFAULT_SCENARIO,
+    contract: ContractOption = None,
+    data: DataOption = None,
+    site_column: SiteColumnOption = None,
+    test: TestOption = None,
     hospitals: Hospitals = None,
     rounds: Rounds = None,
     epsilon: Epsilon = None,
@@ -78,8 +96,9 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
 ) -> None:
     """Simulate a federation of virtual hospitals on this machine (DP and SecAgg+ on).
 
-    With ``--resume RUN_DIR`` it continues a stopped simulation from its last
-    complete round.
+    The hospitals share a built-in dataset (``--scenario``), or each reads its
+    own file (``--contract`` with ``--data``). With ``--resume RUN_DIR`` it
+    continues a stopped simulation from its last complete round.
     """
     configure_logging()
     shared = common_overrides(
@@ -93,28 +112,61 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
         no_secagg=no_secagg,
     )
     simulation_only = {"partition": partition, "dirichlet-alpha": alpha, "seed": seed}
+    files = DataOptions(
+        contract=contract,
+        data=tuple(data or ()),
+        site_column=site_column,
+        test=test,
+        partition=partition is not None,
+        hospitals=hospitals is not None,
+    )
     try:
         check_trackers(track_to)
-        if resume is not None:
+        # A file cut up among hospitals lives here until the simulation ends.
+        with tempfile.TemporaryDirectory(prefix="fedcare-hospital-files-") as scratch:
             given = {k: v for k, v in simulation_only.items() if v is not None}
-            scenario_given = None if scenario == DEFAULT_SCENARIO else scenario
-            config = resumed_run_config(
-                resume, shared | given | parse_set(settings), scenario_given
-            )
-        else:
-            flat = {**scenario_overrides(scenario), **parse_set(settings)}
-            flat |= shared | {k: v for k, v in simulation_only.items() if v is not None}
-            config = RunConfig.from_flat(flat)
-        # Imported here: the simulation stack is heavy and --help should be instant.
-        from fedcare.simulations.simulate import simulate as run_simulation
+            if resume is not None:
+                scenario_given = None if scenario == DEFAULT_SCENARIO else scenario
+                config = resumed_run_config(
+                    resume, shared | given | parse_set(settings), scenario_given
+                )
+                source = resumed_own_data(files, config, Path(scratch)) if files.given else None
+            else:
+                config, source = _new_simulation(scenario, files, shared | given, settings, scratch)
+            # Imported here: the simulation stack is heavy and --help should be instant.
+            from fedcare.simulations.simulate import simulate as run_simulation
 
-        summary = run_simulation(config)
+            summary = run_simulation(config, source)
     except FedcareError as error:
         raise fail(error) from None
     print_summary(summary, Path(summary["config"]["out-dir"]))
     track_after(Path(summary["config"]["out-dir"]), track_to, tracking_uri)
     if summary["status"] != "completed":
         raise typer.Exit(1)
+
+
+def _new_simulation(
+    scenario: str,
+    files: DataOptions,
+    options: dict[str, FlatValue],
+    settings: list[str] | None,
+    scratch: str,
+) -> tuple[RunConfig, OwnData | None]:
+    """Return a new simulation's run config, and its data source when it runs on the user's files.
+
+    Raises
+    ------
+    shared.errors.FedcareError
+        For any setting, option or file that cannot be used.
+    """
+    if not files.given:
+        flat = {**scenario_overrides(scenario), **parse_set(settings), **options}
+        return RunConfig.from_flat(flat), None
+    if scenario != DEFAULT_SCENARIO:
+        raise ConfigError("scenario", "a scenario picks built-in data; drop it with --data")
+    flat = {**parse_set(settings), **options}
+    source, fixed = own_data(files, RunConfig.from_flat(flat), Path(scratch))
+    return RunConfig.from_flat(flat | fixed), source
 
 
 @app.command("demo-data")
@@ -148,6 +200,7 @@ app.command()(evaluate)
 app.command()(predict)
 app.command()(serve)
 app.command()(track)
+app.add_typer(contract_app, name="contract")
 app.add_typer(ca_app, name="ca")
 app.add_typer(aggregator_app, name="aggregator")
 app.add_typer(hospital_app, name="hospital")

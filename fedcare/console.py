@@ -13,10 +13,10 @@ console = Console()
 errors = Console(stderr=True)
 
 
-def fail(error: Exception) -> typer.Exit:
-    """Print ``error`` as one red line and return the exit to raise (code 2)."""
+def fail(error: Exception, code: int = 2) -> typer.Exit:
+    """Print ``error`` as one red line and return the exit to raise (code 2: bad input)."""
     errors.print(f"[bold red]error:[/] {error}", highlight=False)
-    return typer.Exit(code=2)
+    return typer.Exit(code=code)
 
 
 def configure_logging() -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from fedcare.shared.config import TrainingSettings
 from fedcare.shared.contract import DataContract
 from fedcare.shared.data import Examples, InputKind
+from fedcare.shared.models import check_model_input
 from fedcare.shared.run_model import run_task
 from fedcare.shared.tasks import Task
 
@@ -45,18 +46,24 @@ class DataReference:
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def contract_reference(contract_text: str, training: TrainingSettings) -> DataReference:
-    """What a real aggregator knows: the task and input the federation's contract defines.
+def contract_reference(
+    contract_text: str, training: TrainingSettings, *, source: str = "the run's contract"
+) -> DataReference:
+    """Return what a real aggregator knows: the task and input the federation's contract defines.
 
     The contract's format gives the input: a table row, an image or a padded
     sequence, with its shape (:meth:`shared.contract.DataContract.input_shape`).
+    ``source`` names the contract in errors.
 
     Raises
     ------
     shared.contract.ContractError
         If the run's contract is malformed.
+    shared.errors.ConfigError
+        If the run's model cannot read the contract's inputs.
     """
-    contract = DataContract.parse(contract_text, source="the run's contract")
+    contract = DataContract.parse(contract_text, source=source)
+    check_model_input(training.model, contract.input_kind(), training.model_version)
     return DataReference(
         task=run_task(training, contract.task()),
         feature_names=contract.feature_names(),

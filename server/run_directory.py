@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedcare.shared.errors import ConfigError
+from fedcare.shared.errors import ConfigError, FedcareError
 
 RUNS_DIR = "runs"
 CHECKPOINTS = "checkpoints"
+LOG_FILE = "fedcare.log"
+"""The run's own log in its folder: what an operator is pointed to when the run fails."""
 
 
 def default_run_path(now: datetime | None = None) -> Path:
@@ -35,6 +38,32 @@ def check_run_path(path: Path) -> None:
             f"'{path}' already exists and is not an empty folder; choose another --out "
             "or move that one away",
         )
+
+
+def record_failure(run_path: Path | None, error: BaseException) -> str:
+    """Append what stopped a run to its folder's log; return the one sentence for the operator.
+
+    A bad setting (an occupied folder among them), or an error fedcare raised
+    on purpose before the run folder existed, is its own explanation and writes
+    nothing; anything else leaves its traceback in ``<run>/fedcare.log``,
+    created if need be.
+
+    Returns
+    -------
+    str
+        One line: what stopped the run and, where it was written, the log's path.
+    """
+    what = " ".join(str(error).split())
+    planned = isinstance(error, FedcareError)
+    sentence = what if planned else f"{type(error).__name__}: {what}"
+    if run_path is None or isinstance(error, ConfigError) or (planned and not run_path.is_dir()):
+        return f"the run did not start: {sentence}"
+    run_path.mkdir(parents=True, exist_ok=True)
+    log_path = run_path / LOG_FILE
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"{datetime.now(UTC).isoformat()} the run stopped:\n")
+        log.write("".join(traceback.format_exception(error)))
+    return f"the run stopped: {sentence} (details in {log_path})"
 
 
 class RunDirectory:

@@ -1,19 +1,25 @@
 """The aggregator's Flower ServerApp: parse the run config once, then hand over.
 
 ``app`` reads Flower's run config (``flwr run .``); :func:`make_server_app` binds
-an already-parsed config instead, for in-process simulation.
+an already-parsed config instead, for in-process simulation. Whatever stops the
+run reaches the operator as one sentence in Flower's stream, pointing to the run
+folder's log for the rest (:func:`server.run_directory.record_failure`), never
+as a traceback.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from logging import ERROR
 from pathlib import Path
 
 from flwr.app import Context
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedcare.server.aggregator import run_aggregator
 from fedcare.server.reference import DataReference, contract_reference
-from fedcare.server.run_directory import RunDirectory, default_run_path
+from fedcare.server.run_directory import RunDirectory, default_run_path, record_failure
 from fedcare.shared.config import RunConfig
 
 
@@ -27,22 +33,38 @@ def reference_for(config: RunConfig) -> DataReference:
     return simulated_reference(config)
 
 
-def serve(grid: Grid, context: Context, config: RunConfig) -> None:
+ReferenceSource = Callable[[RunConfig], DataReference]
+"""What a simulation passes the aggregator instead of :func:`reference_for`: its data's facts."""
+
+
+def serve(
+    grid: Grid, context: Context, config: RunConfig, reference: ReferenceSource | None = None
+) -> None:
     """Resolve the run folder and data reference, then run the federation."""
     if not config.output.out_dir:
         config = config.with_out_dir(str(default_run_path()))
-    reference = reference_for(config)
+    facts = (reference or reference_for)(config)
     run_dir = RunDirectory(Path(config.output.out_dir), reopen=config.output.resume)
-    run_aggregator(grid, context, config=config, reference=reference, run_dir=run_dir)
+    run_aggregator(grid, context, config=config, reference=facts, run_dir=run_dir)
 
 
-def make_server_app(config: RunConfig | None = None) -> ServerApp:
-    """Build a ServerApp; with ``config`` it ignores Flower's run config."""
+def make_server_app(
+    config: RunConfig | None = None, reference: ReferenceSource | None = None
+) -> ServerApp:
+    """Build a ServerApp; with ``config`` it ignores Flower's run config.
+
+    A simulation passes ``reference``: what its aggregator knows of its data
+    (the test rows and baselines of the user's own files).
+    """
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        serve(grid, context, config or RunConfig.from_flat(context.run_config))
+        out_dir = config.output.out_dir if config else str(context.run_config.get("out-dir", ""))
+        try:
+            serve(grid, context, config or RunConfig.from_flat(context.run_config), reference)
+        except Exception as error:  # noqa: BLE001 - one sentence out; the traceback goes to the log
+            log(ERROR, "%s", record_failure(Path(out_dir) if out_dir else None, error))
 
     return server_app
 

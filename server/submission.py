@@ -15,8 +15,29 @@ import tomli_w
 
 from fedcare.server.superlink import CONNECTION
 from fedcare.shared.config import RunConfig
+from fedcare.shared.errors import ConfigError
 
 APP_NAME = "fedcare-run"
+
+
+def check_submission(config: RunConfig, *, contract_source: str) -> None:
+    """Check, before anything is sent, what the aggregator will need to start the run.
+
+    The contract must parse (errors name ``contract_source``), the model must
+    read its inputs, and an ``initial-model`` file must exist.
+
+    Raises
+    ------
+    shared.errors.FedcareError
+        One sentence naming the field or setting at fault.
+    """
+    # Imported here: it builds on torch, and submitting stays quick to start.
+    from fedcare.server.reference import contract_reference
+
+    contract_reference(config.data.contract, config.training.model, source=contract_source)
+    initial = config.training.initial_model
+    if initial and not Path(initial).is_file():
+        raise ConfigError("initial-model", f"{initial} is not a file the aggregator can read")
 
 
 def app_pyproject(config: RunConfig, version: str) -> dict[str, Any]:

@@ -9,24 +9,29 @@ from fedcare.shared.config import RunConfig
 from fedcare.shared.device import resolve_device
 from fedcare.shared.run_model import run_task
 from fedcare.simulations.baselines import compute_baselines
-from fedcare.simulations.federation import build_federation
+from fedcare.simulations.federation import SimulatedFederation, build_federation
 
 logger = logging.getLogger(__name__)
 
 
 def simulated_reference(config: RunConfig) -> DataReference:
-    """Build the test set and train the pooled and local-only baselines for ``config``.
-
-    Data without a test set (interactions: patient embeddings stay at the
-    hospitals) gets neither; the report then takes its final metrics from the
-    hospitals' own evaluations.
+    """Build the built-in data's test set and baselines for ``config``.
 
     Raises
     ------
     shared.errors.DataError
         If the data settings cannot give every hospital enough rows.
     """
-    federation = build_federation(config.data)
+    return federation_reference(config, build_federation(config.data))
+
+
+def federation_reference(config: RunConfig, federation: SimulatedFederation) -> DataReference:
+    """Return the federation's test set and train the pooled and local-only baselines.
+
+    Data without a test set (interactions: patient embeddings stay at the
+    hospitals) gets neither; the report then takes its final metrics from the
+    hospitals' own evaluations.
+    """
     test = federation.test
     logger.info(
         "simulated federation: %s hospitals (%s), %s",

@@ -12,9 +12,12 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from fedcare.server.report import SUMMARY
-from fedcare.server.run_directory import check_run_path, default_run_path
+from fedcare.server.run_directory import LOG_FILE, check_run_path, default_run_path
 from fedcare.shared.config import DeviceName, RunConfig
+from fedcare.shared.errors import ConfigError, FedcareError
+from fedcare.shared.models import check_model_input
 from fedcare.simulations.federation import build_federation
+from fedcare.simulations.own_data import OwnData
 
 logger = logging.getLogger(__name__)
 
@@ -29,22 +32,29 @@ def backend_config(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def simulate(config: RunConfig) -> dict[str, Any]:
+def simulate(config: RunConfig, data: OwnData | None = None) -> dict[str, Any]:
     """Run the federation ``config`` describes, one virtual hospital per SuperNode.
 
-    Everything that can be checked is checked before Ray starts: the run folder
-    is free and every hospital gets enough data. Nothing is written on a failed
-    start.
+    Its hospitals share out the built-in dataset, or each reads one of the
+    user's own files (``data``, :mod:`simulations.own_data`). Everything that
+    can be checked is checked before Ray starts: the run folder is free, every
+    hospital gets enough data, and the model reads the data's inputs. Nothing
+    is written on a failed start.
 
     Returns
     -------
     dict[str, Any]
         The run summary (``summary.json``).
+
+    Raises
+    ------
+    shared.errors.FedcareError
+        If a check fails, or the run stopped before writing its report.
     """
     # Imported here: Flower's simulation stack (Ray) is heavy to import.
     from flwr.simulation import run_simulation
 
-    from fedcare.client.client_app import app as client_app
+    from fedcare.client.client_app import make_client_app
     from fedcare.server.server_app import make_server_app
 
     if not config.output.out_dir:
@@ -54,15 +64,40 @@ def simulate(config: RunConfig) -> dict[str, Any]:
     run_path = Path(config.output.out_dir)
     if not config.output.resume:
         check_run_path(run_path)
-    build_federation(config.data)
+    _check_data(config, data)
     logger.info("simulating %s hospitals; run folder %s", config.data.hospitals, run_path)
     # One BLAS thread in this process: its server thread once hung spinning in a BLAS
     # call beside Ray and torch; the heavy work runs in torch and the Ray actors anyway.
     with threadpool_limits(limits=1, user_api="blas"):
         run_simulation(
-            server_app=make_server_app(config),
-            client_app=client_app,
+            server_app=make_server_app(config, data.reference if data is not None else None),
+            client_app=make_client_app(data),
             num_supernodes=config.data.hospitals,
             backend_config=backend_config(config),  # type: ignore[arg-type]
         )
-    return json.loads((run_path / SUMMARY).read_text(encoding="utf-8"))
+    summary = run_path / SUMMARY
+    if not summary.is_file():
+        raise FedcareError(
+            f"the simulation stopped before writing its report; see {run_path / LOG_FILE}"
+        )
+    return json.loads(summary.read_text(encoding="utf-8"))
+
+
+def _check_data(config: RunConfig, data: OwnData | None) -> None:
+    """Check the hospitals' data and that the model reads it, before anything starts.
+
+    Raises
+    ------
+    shared.errors.FedcareError
+        Naming the file, the setting or the model at fault.
+    """
+    if data is not None:
+        data.check(config)
+        return
+    if config.data.contract:
+        raise ConfigError(
+            "contract",
+            "this run simulated hospitals' own files; give the same --contract and --data "
+            "options again to continue it",
+        )
+    check_model_input(config.training.model, build_federation(config.data).schema.kind)
