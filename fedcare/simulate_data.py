@@ -221,8 +221,10 @@ def resumed_own_data(options: DataOptions, config: RunConfig, scratch: Path) -> 
         raise ConfigError(
             "--data", "this run simulated built-in data; resume it without --contract and --data"
         )
-    dealt_out = len(options.data) == 1 and not options.site_column
-    data, _ = own_data(replace(options, partition=dealt_out), config, scratch)
+    # One file was shared out: cut it again into the run's own number of hospitals.
+    one_file = len(options.data) == 1
+    cut = replace(options, partition=one_file and not options.site_column, hospitals=one_file)
+    data, _ = own_data(cut, config, scratch)
     run_contract = DataContract.parse(config.data.contract, source="the run's contract")
     if data.contract().fingerprint() != run_contract.fingerprint():
         raise ConfigError(

@@ -43,6 +43,19 @@ from fedcare.simulations.reference import federation_reference
 
 logger = logging.getLogger(__name__)
 
+_COUNT_RULES = frozenset(
+    {
+        "too-few-rows",
+        "single-class",
+        "too-few-rows-in-class",
+        "too-few-patients",
+        "too-few-patients-in-class",
+        "too-few-images",
+        "too-few-images-in-class",
+    }
+)
+"""The readers' rules a hospital cut too small from one file breaks."""
+
 
 @dataclass(frozen=True)
 class HospitalFile:
@@ -176,7 +189,13 @@ def _read(hospital: HospitalFile, contract_text: str, contract_source: str) -> E
     except DataError as error:
         if not hospital.origin:
             raise
-        raise DataError(str(error).replace(str(hospital.path), hospital.origin)) from None
+        message = str(error).replace(str(hospital.path), hospital.origin)
+        rules = {str(problem.rule) for problem in getattr(error, "problems", ())}
+        if rules & _COUNT_RULES:
+            message += (
+                "\n(this hospital was cut from one file: --hospitals N makes fewer, larger ones)"
+            )
+        raise DataError(message) from None
 
 
 @lru_cache(maxsize=4)
@@ -203,17 +222,14 @@ def _twin(
 ) -> SimulatedHospital:
     """Return a virtual hospital's aggregator-side twin: the same split, exact-mean fills."""
     examples = _read(hospital, data.contract_text, data.contract_source)
-    try:
-        prepared = prepare_site(
-            examples,
-            contract.task(),
-            eval_fraction=settings.eval_fraction,
-            seed=settings.seed,
-            site=hospital.name,
-            fill=lambda train: _exact_fills(train, contract),
-        )
-    except DataError as error:
-        raise DataError(f"{hospital.describe()}: {error}") from None
+    prepared = prepare_site(
+        examples,
+        contract.task(),
+        eval_fraction=settings.eval_fraction,
+        seed=settings.seed,
+        site=hospital.describe(),
+        fill=lambda train: _exact_fills(train, contract),
+    )
     return SimulatedHospital(name=hospital.name, site=prepared.site, raw_train=prepared.raw_train)
 
 

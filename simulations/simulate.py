@@ -77,10 +77,11 @@ def simulate(config: RunConfig, data: OwnData | None = None) -> dict[str, Any]:
         )
     summary = run_path / SUMMARY
     if not summary.is_file():
-        raise FedcareError(
-            f"the simulation stopped before writing its report; see {run_path / LOG_FILE}"
-        )
-    return json.loads(summary.read_text(encoding="utf-8"))
+        log = run_path / LOG_FILE
+        details = f"; details in {log}" if log.is_file() else ""
+        raise FedcareError(f"the simulation stopped before writing its report (see above){details}")
+    report: dict[str, Any] = json.loads(summary.read_text(encoding="utf-8"))
+    return report
 
 
 def _check_data(config: RunConfig, data: OwnData | None) -> None:
