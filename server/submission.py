@@ -34,7 +34,7 @@ def check_submission(config: RunConfig, *, contract_source: str) -> None:
     # Imported here: it builds on torch, and submitting stays quick to start.
     from fedcare.server.reference import contract_reference
 
-    contract_reference(config.data.contract, config.training.model, source=contract_source)
+    contract_reference(config.data.contract, config.training, source=contract_source)
     initial = config.training.initial_model
     if initial and not Path(initial).is_file():
         raise ConfigError("initial-model", f"{initial} is not a file the aggregator can read")

@@ -129,7 +129,8 @@ class OwnData:
                 "hospitals",
                 f"the data gives {len(self.hospitals)} hospitals, not {config.data.hospitals}",
             )
-        check_model_input(config.training.model, self.contract().input_kind())
+        training = config.training
+        check_model_input(training.model, self.contract().input_kind(), training.model_version)
         return self.federation(config)
 
     def federation(self, config: RunConfig) -> SimulatedFederation:

@@ -101,4 +101,6 @@ def _check_data(config: RunConfig, data: OwnData | None) -> None:
             "this run simulated hospitals' own files; give the same --contract and --data "
             "options again to continue it",
         )
-    check_model_input(config.training.model, build_federation(config.data).schema.kind)
+    training = config.training
+    kind = build_federation(config.data).schema.kind
+    check_model_input(training.model, kind, training.model_version)

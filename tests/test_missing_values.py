@@ -479,3 +479,12 @@ FILL_RADIUS
         f"80% unobserved table: AUROC {auroc_fills:.3f} imputed, {auroc_dropped:.3f} rows dropped"
     )
     assert auroc_fills > auroc_dropped + 0.1
+
+
+def test_model_use_refuses_a_run_whose_contract_fills_empty_cells(tmp_path: Path) -> None:
+    from fedcare.client.model_use.trained_model import ModelUseError, load_trained_model
+
+    config = RunConfig.from_flat({"contract": IMPUTED, "device": "cpu"})
+    (tmp_path / "config.json").write_text(json.dumps(config.to_flat()))
+    with pytest.raises(ModelUseError, match="fills empty cells"):
+        load_trained_model(tmp_path)

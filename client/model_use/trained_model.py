@@ -110,12 +110,19 @@ def load_trained_model(run: Path, contract_path: Path | None = None) -> TrainedM
     ------
     ModelUseError
         If the folder holds no run, the model predicts nothing a hospital can
-        use (an autoencoder, a recommender), or the contract does not fit.
+        use (an autoencoder, a recommender), the contract does not fit, or it
+        fills empty cells (not built for model use yet).
     shared.contract.ContractError
         If the contract file is malformed.
     """
     config = _run_config(run)
     contract = _contract(run, config, contract_path)
+    if any(feature.missing.fills for feature in contract.features):
+        raise ModelUseError(
+            f'{run}: its contract fills empty cells (missing = "impute" or "forward-fill"); '
+            "scoring needs the same fills, indicators and observation channels as training, "
+            "which model use does not build yet"
+        )
     path = run / MODEL_FILE
     if not path.is_file():
         raise ModelUseError(f"{run} holds no {MODEL_FILE}; has the run finished a round?")
