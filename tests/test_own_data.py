@@ -21,7 +21,7 @@ from fedcare.client.site_settings import SiteNode, SitePrivacy
 from fedcare.shared.config import DeviceName, PartitionName, RunConfig
 from fedcare.shared.contract import DataContract
 from fedcare.shared.data import InputKind
-from fedcare.shared.errors import DataError
+from fedcare.shared.errors import ConfigError, DataError
 from fedcare.simulations.file_splits import SplitPlan, split_file
 from fedcare.simulations.own_data import HospitalFile, OwnData
 from tests.own_files import (
@@ -340,3 +340,39 @@ def test_a_site_too_small_is_named_with_the_way_out(tmp_path: Path) -> None:
     message = str(caught.value)
     assert f"{path} (centre-tiny): file: too-few-rows" in message
     assert "--hospitals N makes fewer, larger ones" in message and "split" not in message
+
+
+def test_a_stopped_run_on_own_files_resumes_with_the_same_files(tmp_path: Path) -> None:
+    from fedcare.simulate_data import DataOptions, own_data, resumed_own_data
+
+    frame = cancer_table()
+    frame.to_csv(tmp_path / "all.csv", index=False)
+    contract = tmp_path / "contract.toml"
+    contract.write_text(TABLE_CONTRACT)
+    options = DataOptions(contract, (str(tmp_path / "all.csv"),), None, None, True, True)
+    base = _config(TABLE_CONTRACT, 4, tmp_path, partition="iid", seed=9)
+    (tmp_path / "a").mkdir()
+    first, settings = own_data(options, base, tmp_path / "a")
+    assert settings == {"contract": TABLE_CONTRACT, "hospitals": 4}
+    # A resume gives only --contract and --data: the run's own settings cut the file again.
+    again = DataOptions(contract, (str(tmp_path / "all.csv"),), None, None, False, False)
+    (tmp_path / "b").mkdir()
+    resumed = resumed_own_data(again, base, tmp_path / "b")
+    assert [h.name for h in resumed.hospitals] == [h.name for h in first.hospitals]
+    for before, after in zip(first.hospitals, resumed.hospitals, strict=True):
+        assert before.path.read_bytes() == after.path.read_bytes()
+    contract.write_text(TABLE_CONTRACT.replace("min_rows = 30", "min_rows = 31"))
+    with pytest.raises(ConfigError, match="not the contract the run started with"):
+        resumed_own_data(again, base, tmp_path / "b")
+    builtin = RunConfig.from_flat({"out-dir": str(tmp_path / "run")})
+    with pytest.raises(ConfigError, match="this run simulated built-in data"):
+        resumed_own_data(again, builtin, tmp_path / "b")
+
+
+def test_resuming_own_files_without_them_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from fedcare.simulations.simulate import simulate
+
+    config = _config(TABLE_CONTRACT, 3, tmp_path)
+    with pytest.raises(ConfigError, match="give the same --contract and --data options again"):
+        simulate(config)
+    assert not (tmp_path / "run").exists()
