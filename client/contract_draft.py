@@ -234,12 +234,6 @@ def _draft_sequences(
     }
     if not features:
         raise DataError(f"{table.file}: no numeric feature column to draft a sequence from")
-    stays = pd.Series(table.columns[id_column].values).value_counts().to_numpy()
-    longest = int(min(stays.max(), MAX_LENGTH))
-    if stays.max() > MAX_LENGTH:
-        draft.notes.append(
-            f"max_length: stays run up to {int(stays.max())} steps; {MAX_LENGTH} kept"
-        )
     # A sequence contract fills for the whole file: one gap anywhere, every feature a fill.
     gaps = [spec.pop("missing", None) for spec in features.values()]
     for spec in features.values():
@@ -261,10 +255,18 @@ def _draft_sequences(
     draft.contract["sequences"] = {
         "id_column": id_column,
         "time_column": time_column,
-        "max_length": longest,
-        "min_length": int(min(stays.min(), longest)),
+        **_lengths(table.columns[id_column].values, draft.notes),
     }
     draft.contract["features"] = features
+
+
+def _lengths(ids: np.ndarray, notes: list[str]) -> dict[str, int]:
+    """Return ``max_length`` (the longest stay, at most :data:`MAX_LENGTH`) and ``min_length``."""
+    stays = pd.Series(ids).value_counts().to_numpy()
+    longest = int(min(stays.max(), MAX_LENGTH))
+    if stays.max() > MAX_LENGTH:
+        notes.append(f"max_length: stays run up to {int(stays.max())} steps; {MAX_LENGTH} kept")
+    return {"max_length": longest, "min_length": int(min(stays.min(), longest))}
 
 
 def _feature(

@@ -14,6 +14,7 @@ is booked.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.local_parameters import run_file_stem
 from fedcare.shared.config import RunConfig
-from fedcare.shared.contract import DataContract
+from fedcare.shared.contract import DataContract, Feature
 from fedcare.shared.data import Examples, FillValues
 from fedcare.shared.errors import DataError
 from fedcare.shared.imputation import (
@@ -85,35 +86,51 @@ def hospital_fills(  # noqa: PLR0913 - whose data, which run, and where its reco
     """
     features = dp_fill_features(contract.features)
     public = public_fills(contract.features)
+    booked = _BookedFill(config, state, dataset, run_id, cap_epsilon)
 
     def fills(train: Examples) -> dict[str, float]:
         if not features:
             return public
         if not config.privacy.enabled:
             return public | exact_means(train, features)
-        path = state / FILLS_DIR / f"{run_file_stem(run_id)}.json"
+        return public | booked.means(train, features)
+
+    return fills
+
+
+@dataclass(frozen=True)
+class _BookedFill:
+    """A run's DP fill values at one hospital: computed and booked once, then read back."""
+
+    config: RunConfig
+    state: Path
+    dataset: str
+    run_id: str
+    cap: float
+
+    def means(self, train: Examples, features: tuple[Feature, ...]) -> dict[str, float]:
+        path = self.state / FILLS_DIR / f"{run_file_stem(self.run_id)}.json"
         if path.is_file():
-            return public | _stored(path)
-        noise = fill_noise_multiplier(config.privacy.target_epsilon, config.privacy.delta)
+            return _stored(path)
+        privacy = self.config.privacy
+        noise = fill_noise_multiplier(privacy.target_epsilon, privacy.delta)
         values = dp_means(train, features, noise_multiplier=noise, rng=np.random.default_rng())
-        with PrivacyLedger(ledger_path(state)) as ledger:
+        with PrivacyLedger(ledger_path(self.state)) as ledger:
             reservation = ledger.reserve(
-                dataset,
-                run_id=run_id,
+                self.dataset,
+                run_id=self.run_id,
                 server_round=_DP_FILL_ROUND,
                 noise_multiplier=noise,
                 sample_rate=1.0,
                 steps=1,
-                delta=config.privacy.delta,
-                cap_epsilon=cap_epsilon,
+                delta=privacy.delta,
+                cap_epsilon=self.cap,
             )
             # Kept once booked: every round of the run fills with these same values.
             make_private_directory(path.parent)
             write_private(path, json.dumps(values).encode())
             ledger.confirm(reservation.id)
-        return public | values
-
-    return fills
+        return values
 
 
 def _stored(path: Path) -> dict[str, float]:

@@ -54,12 +54,10 @@ def observation_channels(
     -------
     frame : pandas.DataFrame
         Sorted by patient and time: ``features`` forward-filled within each
-        patient (NaN before the first observation), then one ``NAME_observed``
-        and one ``NAME_since_observed`` column per feature.
+        patient (NaN before the first observation), then each feature's
+        ``NAME_observed`` and ``NAME_since_observed`` columns.
     channels : tuple[str, ...]
-        The features, their mask columns and their time-since columns, in the
-        order a padded sequence holds them
-        (:func:`shared.contract.sequences.sequence_input_names`).
+        Features, masks, then times since, as a padded sequence holds them.
     """
     ordered = frame.sort_values([id_column, time_column], kind="stable").reset_index(drop=True)
     patient = ordered[id_column]
