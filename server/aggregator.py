@@ -179,6 +179,7 @@ def run_aggregator(
             rounds=config.federation.rounds - start.first_round + 1,
             federation=config.federation,
             secure_aggregation=config.secure_aggregation,
+            hospitals=config.data.hospitals,
         )
         status = COMPLETED
     except RunStoppedError as error:

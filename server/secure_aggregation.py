@@ -19,9 +19,15 @@ from flwr.serverapp import Grid
 from fedcare.shared.config import FederationSettings, SecureAggregationSettings
 
 REPLY_POLL_SECONDS = 0.2
-"""How often the aggregator asks for replies. Flower's HTTP grid waits 3 s between
+"""Longest wait between two requests for replies. Flower's HTTP grid waits 3 s between
 pulls; SecAgg+ makes four exchanges per round, so a tighter poll saves seconds on
 every round for the cost of a few small requests to the local SuperLink."""
+
+FIRST_POLL_SECONDS = 0.005
+"""First wait for replies; each later wait is half as long again, up to
+:data:`REPLY_POLL_SECONDS`. A simulated hospital answers in milliseconds, and a
+fixed 0.2 s poll added up to a second to each of its five exchanges per round;
+the growing wait oversleeps a reply by at most half the time already waited."""
 
 
 class DeadlineGrid(Grid):
@@ -66,20 +72,24 @@ class DeadlineGrid(Grid):
         pending = {message_id for message_id in self._grid.push_messages(messages) if message_id}
         deadline = time.monotonic() + limit
         replies: list[Message] = []
+        wait = FIRST_POLL_SECONDS
         while pending:
             received = list(self._grid.pull_messages(pending))
             replies.extend(received)
             pending -= {reply.metadata.reply_to_message_id for reply in received}
             if not pending or time.monotonic() >= deadline:
                 break
-            time.sleep(REPLY_POLL_SECONDS)
+            time.sleep(wait)
+            wait = min(wait * 1.5, REPLY_POLL_SECONDS)
         return replies
 
 
-def secagg_fit_workflow(settings: SecureAggregationSettings, timeout: float) -> SecAggPlusWorkflow:
-    """Build Flower's SecAgg+ fit workflow from fedcare's settings."""
+def secagg_fit_workflow(
+    settings: SecureAggregationSettings, timeout: float, hospitals: int
+) -> SecAggPlusWorkflow:
+    """Build Flower's SecAgg+ fit workflow from fedcare's settings for ``hospitals``."""
     return SecAggPlusWorkflow(
-        num_shares=settings.num_shares,
+        num_shares=settings.share_fraction(hospitals),
         reconstruction_threshold=settings.reconstruction_threshold,
         clipping_range=settings.clipping_range,
         max_weight=settings.max_weight,
@@ -95,6 +105,7 @@ def run_rounds(
     rounds: int,
     federation: FederationSettings,
     secure_aggregation: SecureAggregationSettings,
+    hospitals: int,
 ) -> None:
     """Run every round of ``strategy``, with SecAgg+ when it is enabled.
 
@@ -112,6 +123,8 @@ def run_rounds(
         The per-exchange deadline.
     secure_aggregation : SecureAggregationSettings
         Whether, and how, to mask updates.
+    hospitals : int
+        Hospitals expected each round (sizes the SecAgg+ neighbourhoods).
     """
     timeout = federation.round_timeout
     legacy_context = LegacyContext(
@@ -120,6 +133,8 @@ def run_rounds(
         strategy=strategy,
     )
     fit_workflow = (
-        secagg_fit_workflow(secure_aggregation, timeout) if secure_aggregation.enabled else None
+        secagg_fit_workflow(secure_aggregation, timeout, hospitals)
+        if secure_aggregation.enabled
+        else None
     )
     DefaultWorkflow(fit_workflow=fit_workflow)(DeadlineGrid(grid, timeout), legacy_context)

@@ -46,6 +46,7 @@ class DatasetName(StrEnum):
     LUNG_SURVIVAL = "lung-survival"
     SYNTHETIC_IMAGES = "synthetic-images"
     SYNTHETIC_VITALS = "synthetic-vitals"
+    SYNTHETIC_RECORDS = "synthetic-records"
     TREATMENTS = "treatments"
 
 
@@ -262,8 +263,15 @@ class SecureAggregationSettings:
     enabled : bool
         SecAgg+ on. Turning it off needs an explicit flag and is reported loudly.
     num_shares : float
-        Fraction of the round's hospitals each hospital secret-shares its keys with
-        (1.0: all of them).
+        Size of each hospital's SecAgg+ neighbourhood, itself included: the
+        hospitals it masks its update with and splits its keys among. A whole
+        number >= 3 is a count (every hospital when the round has fewer); a
+        fraction in (0, 1] is that share of the round's hospitals. The default,
+        21, keeps federations of up to 21 hospitals all-to-all; in a larger one
+        the aggregator learns a hospital's update only by colluding with
+        ``reconstruction_threshold`` of its 20 neighbours (13 of them), and the
+        work per hospital stays constant instead of growing with the federation
+        (:meth:`share_fraction`).
     reconstruction_threshold : float
         Fraction of those shares needed to unmask; ``1 - threshold`` of a
         hospital's neighbours may drop out and the round still completes.
@@ -277,16 +285,18 @@ class SecureAggregationSettings:
     """
 
     enabled: bool = _setting("secure-aggregation", True)
-    num_shares: float = _setting("secagg-num-shares", 1.0)
+    num_shares: float = _setting("secagg-num-shares", 21.0)
     reconstruction_threshold: float = _setting("secagg-reconstruction-threshold", 0.6)
     clipping_range: float = _setting("secagg-clipping-range", 4.0)
     max_weight: float = _setting("secagg-max-weight", 1000.0)
 
     def __post_init__(self) -> None:
         _require(
-            0 < self.num_shares <= 1,
+            0 < self.num_shares <= 1
+            or (self.num_shares >= 3 and float(self.num_shares).is_integer()),
             "secagg-num-shares",
-            f"must be a fraction in (0, 1] (got {self.num_shares})",
+            "must be a whole number of hospitals >= 3 or a fraction in (0, 1] "
+            f"(got {self.num_shares:g})",
         )
         _require(
             0 < self.reconstruction_threshold <= 1,
@@ -303,6 +313,17 @@ class SecureAggregationSettings:
             "secagg-max-weight",
             f"must be > 0 (got {self.max_weight})",
         )
+
+    def share_fraction(self, hospitals: int) -> float:
+        """Return the neighbourhood as Flower's share of the round's hospitals.
+
+        Flower reads a float as a fraction of the hospitals sampled in the
+        round, so a count becomes ``count / hospitals``: the count itself when
+        all ``hospitals`` take part, proportionally fewer when some are missing.
+        """
+        if self.num_shares <= 1:
+            return self.num_shares
+        return min(1.0, self.num_shares / hospitals)
 
 
 @dataclass(frozen=True)
