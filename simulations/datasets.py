@@ -18,6 +18,7 @@ from fedcare.shared.data import Examples, InputKind
 from fedcare.shared.sequences import to_padded
 from fedcare.shared.tasks import Task, TaskKind
 from fedcare.simulations.synthetic import VITAL_COLUMNS, make_images, make_treatments, make_vitals
+from fedcare.simulations.synthetic_records import RECORD_COLUMNS, make_records
 
 SURVIVAL_BIN_EDGES_DAYS = (0.0, 90.0, 180.0, 270.0, 365.0, 540.0, 730.0)
 """Start of each time bin of the lung-cancer survival task; the last bin is open-ended."""
@@ -29,6 +30,9 @@ _IMAGE_CLASSES = ("normal", "nodule", "opacity")
 _VITALS_PATIENTS = 600
 _VITALS_HOURS = 24
 _TREATMENT_PATIENTS = 600
+_RECORD_COUNT = 80_000
+"""Enough for 1,000 hospitals of 60 records after the test split: 48 to train on, 12 to
+evaluate on (above the egress guard's minimum for aggregate metrics)."""
 _TREATMENT_COUNT = 20
 
 
@@ -145,6 +149,16 @@ def _synthetic_vitals() -> BuiltinDataset:
     return BuiltinDataset(data=data, task=Task(TaskKind.BINARY, positive_label="deterioration"))
 
 
+def _synthetic_records() -> BuiltinDataset:
+    """Load 80,000 synthetic discharge records; the label is readmission within 30 days.
+
+    Twelve routine measurements each; enough rows for federations of 1,000 hospitals.
+    """
+    features, labels = make_records(_RECORD_COUNT, seed=_SYNTHETIC_SEED)
+    data = Examples(features=features, labels=labels, feature_names=RECORD_COLUMNS)
+    return BuiltinDataset(data=data, task=Task(TaskKind.BINARY, positive_label="readmitted"))
+
+
 def _treatments() -> BuiltinDataset:
     """600 synthetic patients, each given 8 of 20 treatments, with their outcomes.
 
@@ -172,6 +186,7 @@ _LOADERS = {
     DatasetName.LUNG_SURVIVAL: _lung_survival,
     DatasetName.SYNTHETIC_IMAGES: _synthetic_images,
     DatasetName.SYNTHETIC_VITALS: _synthetic_vitals,
+    DatasetName.SYNTHETIC_RECORDS: _synthetic_records,
     DatasetName.TREATMENTS: _treatments,
 }
 
