@@ -24,12 +24,13 @@ from fedcare.options import (
     Resume,
     Rounds,
     Settings,
+    Verbose,
     common_overrides,
     parse_set,
     resumed_run_config,
 )
-from fedcare.server.report import SUMMARY
-from fedcare.server.run_directory import check_run_path, default_run_path
+from fedcare.progress import follow_stream
+from fedcare.server.run_directory import LOG_FILE, check_run_path, default_run_path
 from fedcare.server.submission import flwr_run_command, write_app
 from fedcare.server.superlink import (
     CONNECTION,
@@ -40,8 +41,13 @@ from fedcare.server.superlink import (
 )
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import ConfigError, FedcareError
-from fedcare.shared.flower_process import flower_environment, flower_executable, run_foreground
-from fedcare.tables import print_summary
+from fedcare.shared.flower_process import (
+    flower_environment,
+    flower_executable,
+    run_foreground,
+    run_streaming,
+)
+from fedcare.tables import print_summary_if_written
 
 aggregator_app = typer.Typer(
     help="Run the central aggregator: Flower's SuperLink with TLS and hospital authentication.",
@@ -163,13 +169,15 @@ def run(  # noqa: PLR0913 - one option per documented setting
     no_dp: NoDp = False,
     no_secagg: NoSecagg = False,
     settings: Settings = None,
+    verbose: Verbose = False,
 ) -> None:
-    """Submit a training run to the running aggregator and stream its progress.
+    """Submit a training run to the running aggregator and follow its progress.
 
     With ``--resume RUN_DIR`` it continues a stopped run from its last complete
-    round, with the run's own settings.
+    round, with the run's own settings. Flower's full log goes to the run
+    folder's ``fedcare.log`` (and, with ``--verbose``, to the terminal).
     """
-    configure_logging()
+    configure_logging(verbose=verbose)
     overrides = parse_set(settings) | common_overrides(
         hospitals=hospitals,
         rounds=rounds,
@@ -198,10 +206,22 @@ def run(  # noqa: PLR0913 - one option per documented setting
         raise fail(ConfigError("--contract", f"cannot read {contract}: {error.strerror}")) from None
     except FedcareError as error:
         raise fail(error) from None
+    log_path = run_dir / LOG_FILE
     with tempfile.TemporaryDirectory(prefix="fedcare-run-") as tmp:
         app = write_app(Path(tmp) / "app", config, version("fedcare"))
         command = flwr_run_command(flower_executable("flwr"), app)
-        code = run_foreground(command, flower_environment(flwr_home(state)))
-    if (run_dir / SUMMARY).is_file():
-        print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)
+        environment = flower_environment(flwr_home(state))
+        code, last_error = follow_stream(
+            lambda on_line: run_streaming(command, environment, on_line),
+            log_path,
+            secure_aggregation=config.secure_aggregation.enabled,
+            verbose=verbose,
+        )
+    print_summary_if_written(config)
+    if code != 0:
+        cause = f": {last_error}" if last_error else ""
+        raise fail(
+            FedcareError(f"the run ended with exit code {code}{cause} (full log: {log_path})"),
+            code=code,
+        )
     raise typer.Exit(code)

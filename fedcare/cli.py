@@ -27,14 +27,19 @@ from fedcare.options import (
     Resume,
     Rounds,
     Settings,
+    Verbose,
     common_overrides,
     parse_set,
     resumed_run_config,
 )
+from fedcare.progress import watch
+from fedcare.server.run_directory import default_run_path
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import FedcareError
 from fedcare.simulations.scenarios import DEFAULT_SCENARIO, SCENARIOS, scenario_overrides
-from fedcare.tables import print_summary
+from fedcare.simulations.simulate import SimulationError
+from fedcare.simulations.simulate import simulate as run_simulation
+from fedcare.tables import print_summary, print_summary_if_written
 
 app = typer.Typer(
     name="fedcare",
@@ -71,13 +76,18 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     no_secagg: NoSecagg = False,
     settings: Settings = None,
     resume: Resume = None,
+    verbose: Verbose = False,
+    actors: Annotated[
+        int | None,
+        typer.Option(help="Hospitals served at once, each in a Ray actor (default: one per core)."),
+    ] = None,
 ) -> None:
     """Simulate a federation of virtual hospitals on this machine (DP and SecAgg+ on).
 
     With ``--resume RUN_DIR`` it continues a stopped simulation from its last
     complete round.
     """
-    configure_logging()
+    configure_logging(verbose=verbose)
     shared = common_overrides(
         hospitals=hospitals,
         rounds=rounds,
@@ -100,10 +110,13 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
             flat = {**scenario_overrides(scenario), **parse_set(settings)}
             flat |= shared | {k: v for k, v in simulation_only.items() if v is not None}
             config = RunConfig.from_flat(flat)
-        # Imported here: the simulation stack is heavy and --help should be instant.
-        from fedcare.simulations.simulate import simulate as run_simulation
-
-        summary = run_simulation(config)
+        if not config.output.out_dir:
+            config = config.with_out_dir(str(default_run_path()))
+        with watch(config, verbose=verbose):
+            summary = run_simulation(config, verbose=verbose, actors=actors)
+    except SimulationError as error:
+        print_summary_if_written(config)
+        raise fail(error, code=1) from None
     except FedcareError as error:
         raise fail(error) from None
     print_summary(summary, Path(summary["config"]["out-dir"]))

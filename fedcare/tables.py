@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,18 @@ from typing import Any
 from rich.table import Table
 
 from fedcare.console import console
-from fedcare.server.report import METRICS_JSON
+from fedcare.server.report import METRICS_JSON, SUMMARY
+from fedcare.shared.config import RunConfig
 
 _ROW_LABELS = {
     "pooled": "pooled (central, no DP)",
     "local_only": "local-only (same DP)",
     "federated": "federated (this run)",
 }
+
+
+HOSPITAL_COLUMNS = 6
+"""Up to this many hospitals, the epsilon table has a column each; above, their spread."""
 
 
 def _fmt(value: Any) -> str:
@@ -40,7 +46,7 @@ def rounds_table(metrics: Mapping[str, Any], metric_names: list[str]) -> Table:
 
 
 def epsilon_table(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> Table:
-    """Epsilon each hospital has spent after each round."""
+    """Epsilon each hospital has spent after each round (spread only, for many hospitals)."""
     privacy = summary["privacy"]
     rounds = [r for r in metrics["rounds"] if r["hospitals"]]
     hospitals = sorted({name for r in rounds for name in r["hospitals"]})
@@ -48,12 +54,20 @@ def epsilon_table(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> Tab
         title=f"Epsilon spent (target {privacy['target_epsilon']:g}, delta {privacy['delta']:g})"
     )
     table.add_column("round", justify="right")
-    for name in hospitals:
+    listed = len(hospitals) <= HOSPITAL_COLUMNS
+    for name in hospitals if listed else ("hospitals", "least", "median", "most"):
         table.add_column(name, justify="right")
     for r in rounds:
         spent = [r["hospitals"].get(name, {}).get("train", {}).get("epsilon") for name in hospitals]
-        table.add_row(str(r["round"]), *(_fmt(e) for e in spent))
+        cells = [_fmt(e) for e in spent] if listed else _spread([e for e in spent if e is not None])
+        table.add_row(str(r["round"]), *cells)
     return table
+
+
+def _spread(values: list[float]) -> list[str]:
+    if not values:
+        return ["0", "-", "-", "-"]
+    return [str(len(values)), _fmt(min(values)), _fmt(statistics.median(values)), _fmt(max(values))]
 
 
 def comparison_table(summary: Mapping[str, Any], metric_names: list[str]) -> Table:
@@ -82,3 +96,10 @@ def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
     for error in summary["errors"]:
         console.print(f"[bold red]error:[/] {error}", highlight=False)
     console.print(f"run {summary['status']}; report, plot and model in [bold]{run_dir}[/]")
+
+
+def print_summary_if_written(config: RunConfig) -> None:
+    """Print the run's tables if its report was written (a run that failed midway)."""
+    run_dir = Path(config.output.out_dir)
+    if (run_dir / SUMMARY).is_file():
+        print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)

@@ -43,6 +43,24 @@ FAILED = "failed"
 STOPPED = "stopped"
 
 
+def log_rounds_to_stream() -> None:
+    """Print fedcare's INFO lines on stderr: each round's start and its result line.
+
+    A deployed ServerApp runs in Flower's own process, which streams its output
+    to ``flwr run --stream`` (``fedcare run`` draws its progress from them) but
+    whose root logger passes on warnings only. Idempotent.
+    """
+    fedcare_logger = logging.getLogger("fedcare")
+    if any(getattr(h, "fedcare_stream", False) for h in fedcare_logger.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s : %(message)s"))
+    handler.fedcare_stream = True  # type: ignore[attr-defined]
+    fedcare_logger.addHandler(handler)
+    fedcare_logger.setLevel(logging.INFO)
+    fedcare_logger.propagate = False
+
+
 def _build_model(config: RunConfig, reference: DataReference) -> torch.nn.Module:
     return build_model(
         config.training.model,

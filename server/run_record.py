@@ -11,6 +11,9 @@ from typing import Any
 
 from fedcare.shared.keys import ReplyKey
 
+EPSILONS_LISTED = 5
+"""Up to this many hospitals, a round's log line lists each one's epsilon; above, the largest."""
+
 
 @dataclass
 class HospitalRound:
@@ -101,6 +104,16 @@ class RunRecord:
                 if key in hospital.train:
                     spent[name] = hospital.train[key]
         return spent
+
+    def epsilon_summary(self) -> str:
+        """Describe the epsilon spent so far (empty when none was reported).
+
+        Each hospital's, or in a large federation the largest.
+        """
+        spent = self.latest_epsilons()
+        if len(spent) <= EPSILONS_LISTED:
+            return ", ".join(f"{name} {eps:.2f}" for name, eps in sorted(spent.items()))
+        return f"at most {max(spent.values()):.2f} ({len(spent)} hospitals)"
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedcare.server.aggregator import run_aggregator
+from fedcare.server.aggregator import log_rounds_to_stream, run_aggregator
 from fedcare.server.reference import DataReference, contract_reference
 from fedcare.server.run_directory import RunDirectory, default_run_path
 from fedcare.shared.config import RunConfig
@@ -42,6 +42,8 @@ def make_server_app(config: RunConfig | None = None) -> ServerApp:
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
+        if config is None:  # deployed: the operator follows the run through Flower's stream
+            log_rounds_to_stream()
         serve(grid, context, config or RunConfig.from_flat(context.run_config))
 
     return server_app

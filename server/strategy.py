@@ -181,7 +181,14 @@ class FedCareStrategy(FedAvg):
         self._global = parameters_to_ndarrays(parameters)
         self._round_started = time.monotonic()
         fit_ins = FitIns(parameters, self._instruction(server_round))
-        return [(c, fit_ins) for c in self._sample(server_round, client_manager, "train")]
+        sampled = self._sample(server_round, client_manager, "train")
+        logger.info(
+            "round %s/%s: %s hospitals asked to train",
+            server_round,
+            self._config.federation.rounds,
+            len(sampled),
+        )
+        return [(c, fit_ins) for c in sampled]
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -398,15 +405,12 @@ class FedCareStrategy(FedAvg):
             for name, value in list(headline.items())[:2]
             if name != ReplyKey.LOSS
         )
-        spent = ", ".join(
-            f"{name} {eps:.2f}" for name, eps in sorted(self._record.latest_epsilons().items())
-        )
         logger.info(
             "round %s/%s: %s | epsilon spent: %s",
             record.round,
             self._config.federation.rounds,
             scores or "no metrics",
-            spent or "none reported",
+            self._record.epsilon_summary() or "none reported",
         )
 
 
