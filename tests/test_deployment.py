@@ -88,6 +88,11 @@ def test_a_run_with_dp_and_secagg_completes_and_writes_its_report(
     assert summary["final_source"] == "federated"
     assert summary["final"]["federated"]["auroc"] > 0.8
     assert (out / "model.safetensors").is_file() and (out / "report.png").is_file()
+    # The operator sees a line per round; Flower's stream goes to the run folder's log.
+    shown = federation.processes.log("run-1")
+    assert "round 2/2:" in shown and "| epsilon spent:" in shown
+    assert "[ROUND 1]" not in shown and "Secure aggregation" not in shown
+    assert "[ROUND 1]" in (out / "fedcare.log").read_text()
     verify = fedcare(
         "aggregator",
         "audit",

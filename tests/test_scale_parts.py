@@ -122,3 +122,14 @@ def test_the_epsilon_table_shows_the_spread_of_many_hospitals() -> None:
         ["2.550"],
         ["4.000"],
     ]
+
+
+def test_the_local_only_row_samples_a_large_federation_with_the_runs_seed() -> None:
+    from fedcare.simulations.baselines import LOCAL_ONLY_HOSPITALS, local_only_sample
+
+    hospitals = [f"hospital-{i}" for i in range(1, 101)]
+    assert local_only_sample(hospitals[:LOCAL_ONLY_HOSPITALS], seed=1) == hospitals[:20]  # type: ignore[arg-type]
+    sample = local_only_sample(hospitals, seed=42)  # type: ignore[arg-type]
+    assert len(set(sample)) == LOCAL_ONLY_HOSPITALS
+    assert sample == local_only_sample(hospitals, seed=42)  # type: ignore[arg-type]
+    assert sample != local_only_sample(hospitals, seed=43)  # type: ignore[arg-type]
