@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -32,7 +33,7 @@ from rich.table import Table
 
 from fedcare.server.report import SUMMARY
 from fedcare.server.run_directory import LOG_FILE
-from fedcare.simulations.process_memory import MemorySamples, TreeMemorySampler, supported
+from fedcare.simulations.process_tree import TreeSampler, TreeSamples, supported
 
 _GIB = 2**30
 
@@ -73,21 +74,28 @@ and SecAgg+ on in every case)."""
 
 @dataclass(frozen=True)
 class ScaleResult:
-    """What one size measured (seconds and bytes)."""
+    """What one size measured (seconds and bytes; CPU seconds of the whole process tree)."""
 
     case: ScaleCase
     status: str
     start_up: float
     rounds: list[float]
+    round_cpu: list[float]
     report: float
     total: float
+    total_cpu: float
     peak: int
     round_peaks: list[int]
 
     @property
     def later_rounds(self) -> float | None:
-        """Mean of the rounds after the first (which also warms the hospitals up)."""
+        """Mean wall time of the rounds after the first (which also warms the hospitals up)."""
         return statistics.mean(self.rounds[1:]) if len(self.rounds) > 1 else None
+
+    @property
+    def later_rounds_cpu(self) -> float | None:
+        """Mean CPU time of the rounds after the first."""
+        return statistics.mean(self.round_cpu[1:]) if len(self.round_cpu) > 1 else None
 
 
 _STARTED = re.compile(r"^(\S+ \S+) .*round (\d+)/\d+: \d+ hospitals asked to train")
@@ -116,7 +124,7 @@ def measure(case: ScaleCase, workdir: Path) -> ScaleResult:
     command = [sys.executable, "-m", "fedcare", *case.arguments(out)]
     launched = time.time()
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as process:
-        with TreeMemorySampler(process.pid) as sampler:
+        with TreeSampler(process.pid) as sampler:
             _, stderr = process.communicate()
     finished = time.time()
     summary_path = out / SUMMARY
@@ -127,16 +135,15 @@ def measure(case: ScaleCase, workdir: Path) -> ScaleResult:
         )
     windows = round_windows((out / LOG_FILE).read_text(encoding="utf-8"))
     ordered = [windows[r] for r in sorted(windows)]
-    return _result(
-        case, json.loads(summary_path.read_text()), ordered, sampler.memory, launched, finished
-    )
+    summary = json.loads(summary_path.read_text())
+    return _result(case, summary, ordered, sampler.readings, launched, finished)
 
 
 def _result(
     case: ScaleCase,
     summary: dict[str, object],
     windows: list[tuple[float, float]],
-    memory: MemorySamples,
+    readings: TreeSamples,
     launched: float,
     finished: float,
 ) -> ScaleResult:
@@ -147,38 +154,51 @@ def _result(
         status=str(summary["status"]),
         start_up=first_start - launched,
         rounds=[end - start for start, end in windows],
+        round_cpu=[readings.cpu_between(start, end) for start, end in windows],
         report=finished - last_end,
         total=finished - launched,
-        peak=memory.peak,
-        round_peaks=[memory.peak_between(start, end) for start, end in windows],
+        total_cpu=readings.cpu_between(launched, finished),
+        peak=readings.peak,
+        round_peaks=[readings.peak_between(start, end) for start, end in windows],
     )
 
 
-def scale_table(results: list[ScaleResult], *, markdown: bool = False) -> Table:
-    """One row per size: start-up, round times, report time, total, peak memory."""
-    table = Table(
-        title="Simulation scale (DP-SGD and SecAgg+; memory: the whole process tree)",
-        box=box.MARKDOWN if markdown else box.HEAVY_HEAD,
-    )
+def scale_table(results: list[ScaleResult], *, title: str, markdown: bool = False) -> Table:
+    """One row per size: start-up, round times (wall and CPU), report, total, peak memory."""
+    table = Table(title=title, box=box.MARKDOWN if markdown else box.HEAVY_HEAD)
     columns = ("hospitals", "scenario", "rounds", "start-up", "round 1", "later rounds")
-    for column in (*columns, "report", "total", "peak RSS", "peak RSS per round", "status"):
+    for column in (
+        *columns,
+        "later rounds CPU",
+        "report",
+        "total",
+        "total CPU",
+        "peak RSS",
+        "peak RSS per round (GiB)",
+        "status",
+    ):
         table.add_column(column, justify="left" if column == "scenario" else "right")
     for result in results:
-        later = result.later_rounds
         table.add_row(
             f"{result.case.hospitals:,}",
             result.case.scenario,
             str(result.case.rounds),
             f"{result.start_up:.1f} s",
             f"{result.rounds[0]:.1f} s" if result.rounds else "-",
-            f"{later:.2f} s" if later is not None else "-",
+            _seconds(result.later_rounds),
+            _seconds(result.later_rounds_cpu),
             f"{result.report:.1f} s",
             f"{result.total:.1f} s",
+            f"{result.total_cpu:.0f} s",
             f"{result.peak / _GIB:.2f} GiB",
             " ".join(f"{peak / _GIB:.2f}" for peak in result.round_peaks),
             result.status,
         )
     return table
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
 
 
 def print_scale_section(console: Console, sizes: list[int], *, markdown: bool = False) -> None:
@@ -187,12 +207,18 @@ def print_scale_section(console: Console, sizes: list[int], *, markdown: bool = 
         console.print("simulation scale: skipped (memory sampling needs Linux's /proc)")
         return
     results = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="fedcare-scale-") as tmp:
         for size in sizes:
             case = CASES[size]
             with console.status(f"simulating {size:,} hospitals, {case.rounds} rounds"):
                 results.append(measure(case, Path(tmp)))
-    console.print(scale_table(results, markdown=markdown))
+    title = (
+        f"Simulation scale, DP-SGD and SecAgg+, {os.cpu_count()} cores, load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (CPU and memory: the "
+        "whole process tree)"
+    )
+    console.print(scale_table(results, title=title, markdown=markdown))
 
 
 def parse_sizes(text: str) -> list[int]:

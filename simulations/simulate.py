@@ -192,20 +192,28 @@ def _run(
     client_app: ClientApp | None,
 ) -> None:
     # Imported here: the apps import torch, heavy to import.
+    import torch
     from threadpoolctl import threadpool_limits
 
     from fedcare.client.client_app import app as fedcare_client_app
     from fedcare.server.server_app import make_server_app
 
-    # One BLAS thread in this process: its server thread once hung spinning in a BLAS
-    # call beside Ray and torch; the heavy work runs in torch and the Ray actors anyway.
-    with threadpool_limits(limits=1, user_api="blas"):
-        run_simulation(
-            server_app=make_server_app(config),
-            client_app=client_app or fedcare_client_app,
-            num_supernodes=config.data.hospitals,
-            backend_config=resources.backend_config(),
-        )
+    # One BLAS thread and one torch thread in this process: the actors have the cores.
+    # The server thread once hung spinning in a BLAS call beside Ray and torch, and
+    # torch's two threads made each step of the baselines' training wait on the other
+    # (ten times slower on a busy machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            run_simulation(
+                server_app=make_server_app(config),
+                client_app=client_app or fedcare_client_app,
+                num_supernodes=config.data.hospitals,
+                backend_config=resources.backend_config(),
+            )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _start_ray(resources: SimulationResources, log_path: Path, *, verbose: bool) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from fedcare.server.run_directory import LOG_FILE
-from fedcare.simulations.process_memory import MemorySamples, TreeMemorySampler, supported
+from fedcare.simulations.process_tree import TreeSampler, TreeSamples, supported
 from fedcare.simulations.scale_benchmark import round_windows
 
 pytestmark = [
@@ -34,7 +34,7 @@ a long run (the first round is left out: it warms the hospitals' workers up)."""
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], MemorySamples]:
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], TreeSamples]:
     out = tmp_path_factory.mktemp("many-hospitals") / "run"
     command = [
         sys.executable,
@@ -47,19 +47,22 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any],
         str(HOSPITALS),
         "--rounds",
         str(ROUNDS),
+        # One local epoch: the test is about many hospitals, not about training longer.
+        "--set",
+        "local-epochs=1",
         "--out",
         str(out),
     ]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
-        with TreeMemorySampler(process.pid) as sampler:
+        with TreeSampler(process.pid) as sampler:
             stdout, stderr = process.communicate(timeout=840)
     assert process.returncode == 0, (stdout + stderr).decode(errors="replace")[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    return out, summary, sampler.memory
+    return out, summary, sampler.readings
 
 
 def test_every_round_aggregates_every_hospital_under_dp_and_secagg(
-    run: tuple[Path, dict[str, Any], MemorySamples],
+    run: tuple[Path, dict[str, Any], TreeSamples],
 ) -> None:
     out, summary, _ = run
     assert summary["status"] == "completed"
@@ -74,12 +77,12 @@ def test_every_round_aggregates_every_hospital_under_dp_and_secagg(
 
 
 def test_memory_stays_flat_from_round_to_round(
-    run: tuple[Path, dict[str, Any], MemorySamples],
+    run: tuple[Path, dict[str, Any], TreeSamples],
 ) -> None:
-    out, _, memory = run
+    out, _, readings = run
     windows = round_windows((out / LOG_FILE).read_text())
     assert sorted(windows) == list(range(1, ROUNDS + 1))
-    peaks = [memory.peak_between(*windows[r]) for r in sorted(windows)]
+    peaks = [readings.peak_between(*windows[r]) for r in sorted(windows)]
     assert all(peak > 0 for peak in peaks), peaks
     growth = [peak - peaks[1] for peak in peaks[2:]]
     assert max(growth) <= FLAT_WITHIN_BYTES, [f"{peak / 2**20:.0f} MiB" for peak in peaks]

@@ -18,7 +18,7 @@ import pytest
 from fedcare.shared.config import RunConfig, SecureAggregationSettings
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.privacy import epsilon_spent, plan_dp_sgd
-from fedcare.simulations.process_memory import supported, tree, tree_resident_bytes
+from fedcare.simulations.process_tree import cpu_seconds, supported, tree, tree_resident_bytes
 from fedcare.simulations.scale_benchmark import round_windows
 from fedcare.simulations.simulate import SimulationResources
 from fedcare.tables import epsilon_table
@@ -99,6 +99,7 @@ def test_a_process_trees_memory_counts_its_children() -> None:
     try:
         assert child.pid in tree(os.getpid())
         assert tree_resident_bytes(os.getpid()) > tree_resident_bytes(child.pid) > 0
+        assert cpu_seconds(os.getpid()) > 0
     finally:
         child.kill()
         child.wait()
