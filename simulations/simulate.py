@@ -75,6 +75,11 @@ class SimulationResources:
         gpus = 1 if _uses_gpu(config) else 0
         return cls(cpus=cpus, actors=actors or cpus, gpus=gpus)
 
+    @property
+    def threads_per_actor(self) -> int:
+        """CPU threads each actor's torch may use: its whole cores, at least one."""
+        return max(1, self.cpus // self.actors)
+
     def backend_config(self) -> dict[str, Any]:
         """Flower's backend config: each actor's share of the CPUs (and GPU)."""
         return {
@@ -234,7 +239,13 @@ def _start_ray(resources: SimulationResources, log_path: Path, *, verbose: bool)
         log_to_driver=verbose,
         configure_logging=verbose,
         runtime_env={
-            "env_vars": {"PYTHONPATH": import_path, RUN_LOG_ENV: str(log_path.resolve())},
+            "env_vars": {
+                "PYTHONPATH": import_path,
+                RUN_LOG_ENV: str(log_path.resolve()),
+                # torch's threads per actor: its share of the cores. With more, the
+                # threads of all actors wait on each other (a step took ten times longer).
+                "OMP_NUM_THREADS": str(resources.threads_per_actor),
+            },
             "worker_process_setup_hook": prepare_hospital_worker,
         },
     )
