@@ -98,13 +98,15 @@ def budget(config: SiteConfig = Path("site.toml")) -> None:
             summary = Table(
                 title=f"Privacy budget of {settings.node.name} (delta {limits.delta:g})"
             )
-            for column in ("dataset", "spent", "cap", "remaining", "releases", "runs"):
+            columns = ("dataset", "fingerprint", "spent", "cap", "remaining", "releases", "runs")
+            for column in columns:
                 summary.add_column(column, justify="right")
             for item in ledger.datasets():
-                spent = ledger.spent(item.dataset_id, delta=limits.delta)
+                spent = ledger.spent(item.dataset_id, label=item.label, delta=limits.delta)
                 remaining = max(limits.max_epsilon - spent, 0.0)
                 summary.add_row(
-                    item.dataset_id,
+                    item.label,
+                    item.dataset_id[:12],
                     f"{spent:.3f}",
                     f"{limits.max_epsilon:g}",
                     f"{remaining:.3f}",
@@ -117,6 +119,7 @@ def budget(config: SiteConfig = Path("site.toml")) -> None:
                 "recorded (UTC)",
                 "run",
                 "round",
+                "release",
                 "noise",
                 "sample rate",
                 "steps",
@@ -124,11 +127,12 @@ def budget(config: SiteConfig = Path("site.toml")) -> None:
                 "status",
             ):
                 history.add_column(column, justify="right")
-            for entry in ledger.history(settings.node.dataset):
+            for entry in ledger.history("", label=settings.node.dataset):
                 history.add_row(
                     f"{entry.recorded_at:%Y-%m-%d %H:%M:%S}",
                     entry.run_id,
                     str(entry.server_round),
+                    "evaluation" if entry.is_evaluation else "model update",
                     f"{entry.noise_multiplier:.3f}",
                     f"{entry.sample_rate:.4f}",
                     str(entry.steps),

@@ -19,7 +19,7 @@ import torch
 
 from fedcare.client.training import train_plain, train_private
 from fedcare.shared.config import RunConfig
-from fedcare.shared.data import Examples, Standardizer
+from fedcare.shared.data import Examples
 from fedcare.shared.errors import DataError
 from fedcare.shared.evaluation import evaluate_model
 from fedcare.shared.metrics import weighted_mean
@@ -105,16 +105,17 @@ def _fresh_model(
 def _pooled(
     config: RunConfig, federation: SimulatedFederation, test: Examples, device: torch.device
 ) -> dict[str, float]:
-    raw = Examples(
-        features=np.concatenate([h.raw_train.features for h in federation.hospitals]),
-        labels=np.concatenate([h.raw_train.labels for h in federation.hospitals]),
+    # Every hospital's training rows together, scaled as each hospital scaled them.
+    pooled = Examples(
+        features=np.concatenate([h.site.train.features for h in federation.hospitals]),
+        labels=np.concatenate([h.site.train.labels for h in federation.hospitals]),
         feature_names=test.feature_names,
         kind=test.kind,
     )
     model = _fresh_model(config, federation, test)
     train_plain(
         model,
-        Standardizer.fit(raw).transform(raw),
+        pooled,
         _task(config, federation),
         learning_rate=config.training.learning_rate,
         epochs=_total_epochs(config),
@@ -143,6 +144,9 @@ def _local_only(
             rounds=1,
             target_epsilon=config.privacy.target_epsilon,
             delta=config.privacy.delta,
+            # The same share of the budget is kept for evaluation as in the federation.
+            evaluation_epsilon=config.privacy.evaluation_epsilon,
+            evaluation_releases=config.privacy.evaluation_rounds,
         )
         train_private(
             model,

@@ -124,6 +124,10 @@ def site_toml(
             "delta": 1e-5,
             "require-secure-aggregation": require_secure_aggregation,
             "min-count": 10,
+            "min-participants": 3,
+            "split-seed": 0,
+            "eval-fraction": 0.25,
+            "min-batch-size": 16,
         },
     }
 

@@ -85,13 +85,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
-from fedcare.shared.contract.features import Feature, MissingPolicy
+from fedcare.shared.contract.features import Feature, FeatureType, MissingPolicy
 from fedcare.shared.contract.fields import ContractError
 from fedcare.shared.contract.images import (
     IMAGE_CHANNEL_NAMES,
@@ -106,7 +107,7 @@ from fedcare.shared.contract.sequences import (
     SequenceSpec,
     SequenceSpecError,
 )
-from fedcare.shared.data import InputKind
+from fedcare.shared.data import FeatureBounds, InputKind
 from fedcare.shared.tasks import Task, TaskKind
 
 _Layout = TypeVar("_Layout", ImageLayout, SequenceLayout)
@@ -204,6 +205,27 @@ class DataContract:
             return (*(feature.name for feature in self.features), MASK_NAME)
         return tuple(name for feature in self.features for name in feature.encoded_names())
 
+    def feature_bounds(self) -> FeatureBounds | None:
+        """Return the public bounds of the model's input features: what hospitals scale with.
+
+        A table's numeric column keeps its ``min``/``max`` (unbounded where the
+        contract gives none, and then left unscaled) and a one-hot column is in
+        [0, 1]; a sequence's channels take their feature's range. Images have
+        none: their pixels are already in [0, 1].
+        """
+        if self.images is not None:
+            return None
+        pairs: list[tuple[float, float, bool]] = []
+        for feature in self.features:
+            if feature.type is FeatureType.CATEGORY:
+                pairs.extend([(0.0, 1.0, False)] * len(feature.categories))
+            else:
+                low = -math.inf if feature.minimum is None else feature.minimum
+                high = math.inf if feature.maximum is None else feature.maximum
+                pairs.append((low, high, feature.log_scale))
+        low_bounds, high_bounds, log = np.array(pairs, dtype=np.float64).reshape(-1, 3).T
+        return FeatureBounds(low=low_bounds, high=high_bounds, log=log.astype(bool))
+
     def image_spec(self) -> ImageSpec:
         """Return what :func:`client.readers.images.load_image_file` holds the images to.
 
@@ -280,6 +302,9 @@ class DataContract:
         contracts had formats.
         """
         content = {k: v for k, v in asdict(self).items() if k != "source"}
+        for feature in content["features"]:
+            if not feature["log_scale"]:  # as before features had a scale
+                feature.pop("log_scale")
         if self.format is InputKind.TABLE:
             for key in ("format", "images", "sequences"):
                 content.pop(key)

@@ -1,8 +1,11 @@
 """A contract's features: the ``[features.NAME]`` tables, and what a missing cell means.
 
 A table contract's features may be numbers (``float``, ``int``, with an optional
-``min`` and ``max``) or categories (one-hot encoded); a sequence contract's are
-numbers only (:func:`shared.contract.sequences.parse_sequence_features`).
+``min`` and ``max``, and ``scale = "log"`` for a size or concentration whose range
+spans orders of magnitude) or categories (one-hot encoded); a sequence contract's
+are numbers only (:func:`shared.contract.sequences.parse_sequence_features`).
+Hospitals scale every numeric feature with its range, never with their data's
+statistics (:meth:`shared.contract.DataContract.feature_bounds`).
 """
 
 from __future__ import annotations
@@ -41,9 +44,13 @@ class Feature:
     type : FeatureType
         Numeric (float, int) or categorical.
     minimum, maximum : float | None
-        Inclusive allowed range of a numeric feature.
+        Inclusive allowed range of a numeric feature; hospitals scale the
+        feature with it (never with their data's statistics).
     categories : tuple[str, ...]
         Allowed values of a categorical feature, in one-hot order.
+    log_scale : bool
+        ``scale = "log"``: scaled on a log scale within its range (a size or
+        concentration whose range spans orders of magnitude; needs ``min >= 0``).
     """
 
     name: str
@@ -51,6 +58,7 @@ class Feature:
     minimum: float | None = None
     maximum: float | None = None
     categories: tuple[str, ...] = ()
+    log_scale: bool = False
 
     def encoded_names(self) -> list[str]:
         """Return the model input columns this feature becomes (one per category if one-hot)."""
@@ -59,7 +67,8 @@ class Feature:
         return [self.name]
 
 
-_FEATURE_KEYS = {"type", "min", "max", "categories"}
+_FEATURE_KEYS = {"type", "min", "max", "categories", "scale"}
+_SCALES = ("linear", "log")
 
 
 def feature_tables(fields: FieldReader) -> dict[str, Any]:
@@ -122,7 +131,20 @@ def parse_feature(fields: FieldReader, name: str, table: Any) -> Feature:
     minimum, maximum = (_bound(fields, f"{field}.{key}", table.get(key)) for key in ("min", "max"))
     if minimum is not None and maximum is not None and minimum > maximum:
         raise fields.fail(field, "has min greater than max")
-    return Feature(name=name, type=kind, minimum=minimum, maximum=maximum)
+    log_scale = _log_scale(fields, field, table.get("scale", "linear"), minimum, maximum)
+    return Feature(name=name, type=kind, minimum=minimum, maximum=maximum, log_scale=log_scale)
+
+
+def _log_scale(
+    fields: FieldReader, field: str, scale: Any, minimum: float | None, maximum: float | None
+) -> bool:
+    if scale not in _SCALES:
+        raise fields.fail(f"{field}.scale", "must be linear or log")
+    if scale == "log" and not (
+        minimum is not None and maximum is not None and 0 <= minimum < maximum
+    ):
+        raise fields.fail(f"{field}.scale", "log needs a min of 0 or more and a larger max")
+    return bool(scale == "log")
 
 
 def _categorical(fields: FieldReader, name: str, table: dict[str, Any]) -> Feature:
@@ -134,8 +156,8 @@ def _categorical(fields: FieldReader, name: str, table: dict[str, Any]) -> Featu
         raise fields.fail(field, "must be non-empty strings")
     if len(set(categories)) != len(categories):
         raise fields.fail(field, "lists a category twice")
-    if "min" in table or "max" in table:
-        raise fields.fail(f"features.{name}", "a category has no min or max")
+    if "min" in table or "max" in table or "scale" in table:
+        raise fields.fail(f"features.{name}", "a category has no min, max or scale")
     return Feature(name=name, type=FeatureType.CATEGORY, categories=tuple(categories))
 
 
