@@ -8,9 +8,10 @@ default legacy workflows lack (their ``send_and_receive`` waits forever).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flwr.app import Context, Message
+from flwr.app.message_type import MessageType
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.strategy import Strategy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
@@ -23,6 +24,9 @@ REPLY_POLL_SECONDS = 0.2
 pulls; SecAgg+ makes four exchanges per round, so a tighter poll saves seconds on
 every round for the cost of a few small requests to the local SuperLink."""
 
+ErrorListener = Callable[[int, str], None]
+"""Told ``(node id, reason)`` of every error a hospital answers a training message with."""
+
 
 class DeadlineGrid(Grid):
     """A :class:`Grid` whose ``send_and_receive`` has a deadline and a short reply poll.
@@ -33,11 +37,16 @@ class DeadlineGrid(Grid):
         The grid Flower handed the ServerApp.
     timeout : float
         Seconds any one exchange may take; replies arriving later are not collected.
+    on_error : ErrorListener | None
+        Told of every error reply to a training message, with its sender: when
+        SecAgg+ halts, Flower hands the strategy none of them, so this is the
+        only way a hospital's refusal reaches the report.
     """
 
-    def __init__(self, grid: Grid, timeout: float) -> None:
+    def __init__(self, grid: Grid, timeout: float, on_error: ErrorListener | None = None) -> None:
         self._grid = grid
         self._timeout = timeout
+        self._on_error = on_error
 
     def set_run(self, run: object) -> None:  # noqa: D102 - delegation
         self._grid.set_run(run)  # type: ignore[arg-type]
@@ -69,11 +78,19 @@ class DeadlineGrid(Grid):
         while pending:
             received = list(self._grid.pull_messages(pending))
             replies.extend(received)
+            self._tell_errors(received)
             pending -= {reply.metadata.reply_to_message_id for reply in received}
             if not pending or time.monotonic() >= deadline:
                 break
             time.sleep(REPLY_POLL_SECONDS)
         return replies
+
+    def _tell_errors(self, replies: Iterable[Message]) -> None:
+        if self._on_error is None:
+            return
+        for reply in replies:
+            if reply.has_error() and reply.metadata.message_type == MessageType.TRAIN:
+                self._on_error(reply.metadata.src_node_id, reply.error.reason)
 
 
 def secagg_fit_workflow(settings: SecureAggregationSettings, timeout: float) -> SecAggPlusWorkflow:
@@ -95,6 +112,7 @@ def run_rounds(
     rounds: int,
     federation: FederationSettings,
     secure_aggregation: SecureAggregationSettings,
+    on_error: ErrorListener | None = None,
 ) -> None:
     """Run every round of ``strategy``, with SecAgg+ when it is enabled.
 
@@ -112,6 +130,8 @@ def run_rounds(
         The per-exchange deadline.
     secure_aggregation : SecureAggregationSettings
         Whether, and how, to mask updates.
+    on_error : ErrorListener | None
+        Told of every hospital's error reply to a training message.
     """
     timeout = federation.round_timeout
     legacy_context = LegacyContext(
@@ -122,4 +142,6 @@ def run_rounds(
     fit_workflow = (
         secagg_fit_workflow(secure_aggregation, timeout) if secure_aggregation.enabled else None
     )
-    DefaultWorkflow(fit_workflow=fit_workflow)(DeadlineGrid(grid, timeout), legacy_context)
+    DefaultWorkflow(fit_workflow=fit_workflow)(
+        DeadlineGrid(grid, timeout, on_error), legacy_context
+    )
