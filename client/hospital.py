@@ -1,14 +1,21 @@
 """One hospital's part of a round, as plain functions that know nothing of Flower.
 
 :func:`train_round` runs DP-SGD from the global model and returns the *delta* to
-send. Before training it refuses a round that would take the run past its target
-epsilon, or the dataset's whole history (every run, from the privacy ledger) past
-the hospital's cap; after training it refuses to release an update that is
-non-finite or outside SecAgg+'s range, and it records the release in the ledger
-*before* handing the update over (write-ahead). :func:`evaluate_round` scores the
-global model on the hospital's held-out split. Only aggregate scalars ever go
-into the metrics. A model's site-local parameters (patient embeddings) come from
-and go back to the hospital's state folder (:mod:`client.local_parameters`).
+send. Before training it applies the hospital's policy and refuses a round that
+would take the run past its target epsilon, or the dataset's whole history (every
+run, from the privacy ledger) past the hospital's cap; after training it refuses
+to release an update that is non-finite or outside SecAgg+'s range, and it
+records the release in the ledger *before* handing the update over (write-ahead).
+The training loss of a DP run never leaves: it would be an exact statistic of
+the batches.
+
+:func:`evaluate_round` answers an evaluation request under the same policy and
+the same ledger: it releases only noisy statistics of the held-out rows
+(:mod:`shared.private_metrics`) as many times as the run planned, each booked
+before it leaves, and refuses when any class (reported group) has fewer than
+``min-count`` held-out rows. A model's site-local parameters (patient
+embeddings) come from and go back to the hospital's state folder
+(:mod:`client.local_parameters`).
 """
 
 from __future__ import annotations
@@ -20,18 +27,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.ledger import LedgerEntry, Mechanism, PrivacyLedger
 from fedcare.client.local_parameters import load_local_parameters, save_local_parameters
-from fedcare.client.policy import check_policy
+from fedcare.client.policy import PolicyRefusal, check_policy
 from fedcare.client.site import Site
-from fedcare.client.training import TrainOutcome, train_plain, train_private
+from fedcare.client.training import train_plain, train_private
 from fedcare.shared.config import FlatValue, RunConfig
 from fedcare.shared.device import resolve_device
 from fedcare.shared.errors import InvalidUpdateError, PrivacyBudgetExceededError
-from fedcare.shared.evaluation import evaluate_model
+from fedcare.shared.evaluation import evaluate_model, score_model
 from fedcare.shared.keys import InstructionKey, ReplyKey
 from fedcare.shared.models import MODELS, build_model
 from fedcare.shared.privacy import DpSgdPlan, HistoryEntry, epsilon_spent, plan_dp_sgd
+from fedcare.shared.private_metrics import (
+    metrics_from_sums,
+    noisy_sums,
+    released_count,
+    row_statistics,
+    statistics_design,
+    sums_as_reply,
+)
 from fedcare.shared.serialization import get_weights, set_weights
 
 ReplyMetrics = dict[str, bool | int | float | str]
@@ -48,7 +63,8 @@ class RoundUpdate:
     num_examples : int
         Training rows (the aggregation weight).
     metrics : ReplyMetrics
-        Aggregate scalars: hospital name, loss, DP mechanism, epsilon spent.
+        Aggregate scalars: hospital name, DP mechanism, epsilon spent (and the
+        training loss, only when DP is off).
     plan : DpSgdPlan | None
         The DP-SGD plan used (to reuse next round); ``None`` without DP.
     reservation : int | None
@@ -62,6 +78,32 @@ class RoundUpdate:
     reservation: int | None = None
 
 
+@dataclass(frozen=True)
+class EvaluationRelease:
+    """What a hospital releases after evaluating: noisy statistics and what they cost.
+
+    Attributes
+    ----------
+    loss : float
+        Flower's loss field; 0 under DP (the exact loss is never released).
+    num_examples : int
+        The noisy count of evaluated rows (never below ``min-count``); the exact
+        count without DP.
+    metrics : ReplyMetrics
+        Hospital name, metrics computed from the noisy sums, epsilon spent.
+    plan : DpSgdPlan | None
+        The plan used (to reuse); ``None`` without DP.
+    reservation : int | None
+        The ledger entry recording this release (``None`` without DP).
+    """
+
+    loss: float
+    num_examples: int
+    metrics: ReplyMetrics
+    plan: DpSgdPlan | None = None
+    reservation: int | None = None
+
+
 def parse_instruction(instruction: Mapping[str, FlatValue]) -> RunConfig:
     """Parse the run config the aggregator sent with an instruction."""
     return RunConfig.from_flat(
@@ -70,7 +112,7 @@ def parse_instruction(instruction: Mapping[str, FlatValue]) -> RunConfig:
 
 
 def privacy_plan(config: RunConfig, site: Site) -> DpSgdPlan:
-    """Calibrate this hospital's DP-SGD noise for the whole run."""
+    """Calibrate this hospital's noise for the whole run: DP-SGD and its evaluations."""
     return plan_dp_sgd(
         n_samples=len(site.data.train),
         batch_size=config.training.batch_size,
@@ -78,14 +120,15 @@ def privacy_plan(config: RunConfig, site: Site) -> DpSgdPlan:
         rounds=config.federation.rounds,
         target_epsilon=config.privacy.target_epsilon,
         delta=config.privacy.delta,
+        evaluation_epsilon=config.privacy.evaluation_epsilon,
+        evaluation_releases=config.privacy.evaluation_rounds,
     )
 
 
-def run_history(ledger: PrivacyLedger, site: Site, run_id: str) -> list[HistoryEntry]:
-    """The accountant entries this run has released from the site's dataset so far."""
-    return [
-        entry.history_entry() for entry in ledger.history(site.dataset) if entry.run_id == run_id
-    ]
+def run_entries(ledger: PrivacyLedger, site: Site, run_id: str) -> list[LedgerEntry]:
+    """Return the ledger entries this run has released from the site's dataset so far."""
+    entries = ledger.history(site.ledger_key, label=site.dataset)
+    return [entry for entry in entries if entry.run_id == run_id]
 
 
 def dataset_cap(config: RunConfig, site: Site) -> float:
@@ -95,44 +138,59 @@ def dataset_cap(config: RunConfig, site: Site) -> float:
     return site.limits.max_epsilon if site.limits is not None else config.privacy.target_epsilon
 
 
-def check_dataset_budget(ledger: PrivacyLedger, site: Site, plan: DpSgdPlan, cap: float) -> None:
-    """Refuse a round that would take the dataset's whole history past ``cap``.
+def check_dataset_budget(
+    ledger: PrivacyLedger, site: Site, entry: HistoryEntry, cap: float, *, delta: float
+) -> None:
+    """Refuse a release that would take the dataset's whole history past ``cap``.
 
     Raises
     ------
     PrivacyBudgetExceededError
-        Naming what the dataset has spent, the cap and what the round would cost.
+        Naming what the dataset has spent, the cap and what the release would cost.
     """
-    spent = ledger.spent(site.dataset, delta=plan.delta)
+    spent = ledger.spent(site.ledger_key, label=site.dataset, delta=delta)
+    noise, rate, steps = entry
     after = ledger.preview(
-        site.dataset,
-        noise_multiplier=plan.noise_multiplier,
-        sample_rate=plan.sample_rate,
-        steps=plan.steps_per_round,
-        delta=plan.delta,
+        site.ledger_key,
+        label=site.dataset,
+        noise_multiplier=noise,
+        sample_rate=rate,
+        steps=steps,
+        delta=delta,
     )
     if after > cap:
         raise PrivacyBudgetExceededError(
-            f"{site.name} refuses to train: dataset '{site.dataset}' has spent epsilon "
-            f"{spent:.3f} over all runs (delta {plan.delta:g}); this round would bring it to "
-            f"{after:.3f}, past the hospital's cap of {cap:g}. Nothing was trained or sent."
+            f"{site.name} refuses: dataset '{site.dataset}' has spent epsilon "
+            f"{spent:.3f} over all runs (delta {delta:g}); this release would bring it to "
+            f"{after:.3f}, past the hospital's cap of {cap:g}. Nothing was computed or sent."
         )
 
 
-def check_budget(plan: DpSgdPlan, history: Sequence[HistoryEntry], *, site: str) -> None:
-    """Refuse a round whose steps would take the run's epsilon past its target.
+def check_budget(  # noqa: PLR0913 - the release and what it must leave room for
+    plan: DpSgdPlan,
+    history: Sequence[HistoryEntry],
+    *,
+    site: str,
+    entry: HistoryEntry | None = None,
+    reserved: Sequence[HistoryEntry] = (),
+    action: str = "train",
+) -> None:
+    """Refuse a release (a round by default) that would take the run past its target epsilon.
+
+    ``reserved`` holds releases the plan still owes (the run's evaluations not yet
+    made): the check counts them as spent, so training never eats their share.
 
     Raises
     ------
     PrivacyBudgetExceededError
-        Naming what is spent, the target, and what the round would cost.
+        Naming what is spent, the target, and what the release would cost.
     """
     spent = epsilon_spent(history, delta=plan.delta)
-    after = epsilon_spent([*history, plan.round_entry()], delta=plan.delta)
+    after = epsilon_spent([*history, entry or plan.round_entry(), *reserved], delta=plan.delta)
     if after > plan.target_epsilon:
         raise PrivacyBudgetExceededError(
-            f"{site} refuses to train: it has spent epsilon {spent:.3f} of its "
-            f"{plan.target_epsilon:.3f} budget (delta {plan.delta:g}) and this round would "
+            f"{site} refuses to {action}: it has spent epsilon {spent:.3f} of its "
+            f"{plan.target_epsilon:.3f} budget (delta {plan.delta:g}) and this release would "
             f"bring it to {after:.3f}. Start a run with fewer rounds or a larger budget."
         )
 
@@ -157,7 +215,8 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     Raises
     ------
     PrivacyBudgetExceededError
-        If the round would overspend; nothing is trained.
+        If the run breaks the hospital's policy or the round would overspend;
+        nothing is trained.
     InvalidUpdateError
         If the global model is malformed, or the update could not be sent safely.
     """
@@ -178,6 +237,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
             seed=config.data.seed,
             device=device,
         )
+        # Without DP nothing is protected anyway (the run says so loudly).
         metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
         delta = _checked_delta(model, global_weights, config, site)
         save_local_parameters(model, site.state, run_id)
@@ -185,10 +245,13 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
             delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=None
         )
     plan = plan or privacy_plan(config, site)
-    history = run_history(ledger, site, run_id)
-    check_budget(plan, history, site=site.name)
+    entries = run_entries(ledger, site, run_id)
+    history = [entry.history_entry() for entry in entries]
+    evaluated = sum(entry.is_evaluation for entry in entries)
+    owed = [plan.evaluation_entry()] * max(plan.evaluation_releases - evaluated, 0)
+    check_budget(plan, history, site=site.name, reserved=owed)
     cap = dataset_cap(config, site)
-    check_dataset_budget(ledger, site, plan, cap)
+    check_dataset_budget(ledger, site, plan.round_entry(), cap, delta=plan.delta)
     outcome = train_private(
         model,
         site.data.train,
@@ -202,10 +265,10 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         device=device,
         grad_sample_mode=MODELS[config.training.model].grad_sample_mode,
     )
-    metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
     delta = _checked_delta(model, global_weights, config, site)
     reservation = ledger.reserve(
-        site.dataset,
+        site.ledger_key,
+        label=site.dataset,
         run_id=run_id,
         server_round=server_round,
         noise_multiplier=plan.noise_multiplier,
@@ -217,7 +280,13 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     # Kept only once the release is booked: later rounds build on these values,
     # so they must come from spending the ledger has counted.
     save_local_parameters(model, site.state, run_id)
-    metrics |= _privacy_metrics(plan, outcome, reservation.epsilon_after)
+    metrics |= _spent(run_entries(ledger, site, run_id), plan.delta, reservation.epsilon_after)
+    metrics |= {
+        ReplyKey.DELTA: plan.delta,
+        ReplyKey.NOISE_MULTIPLIER: plan.noise_multiplier,
+        ReplyKey.SAMPLE_RATE: plan.sample_rate,
+        ReplyKey.STEPS: outcome.steps,
+    }
     return RoundUpdate(
         delta=delta,
         num_examples=len(site.data.train),
@@ -256,16 +325,15 @@ def _checked_delta(
     return delta
 
 
-def _privacy_metrics(
-    plan: DpSgdPlan, outcome: TrainOutcome, dataset_epsilon: float
-) -> ReplyMetrics:
+def _spent(entries: Sequence[LedgerEntry], delta: float, dataset_epsilon: float) -> ReplyMetrics:
+    """Epsilon this run has spent (in all, on training, on evaluation) and the dataset's total."""
+    training = [entry.history_entry() for entry in entries if not entry.is_evaluation]
+    evaluation = [entry.history_entry() for entry in entries if entry.is_evaluation]
     return {
-        ReplyKey.EPSILON: epsilon_spent(outcome.history, delta=plan.delta),
+        ReplyKey.EPSILON: epsilon_spent([*training, *evaluation], delta=delta),
+        ReplyKey.TRAINING_EPSILON: epsilon_spent(training, delta=delta),
+        ReplyKey.EVALUATION_EPSILON: epsilon_spent(evaluation, delta=delta),
         ReplyKey.DATASET_EPSILON: dataset_epsilon,
-        ReplyKey.DELTA: plan.delta,
-        ReplyKey.NOISE_MULTIPLIER: plan.noise_multiplier,
-        ReplyKey.SAMPLE_RATE: plan.sample_rate,
-        ReplyKey.STEPS: outcome.steps,
     }
 
 
@@ -291,23 +359,131 @@ def check_update(delta: Sequence[np.ndarray], config: RunConfig, *, site: str) -
         )
 
 
-def evaluate_round(
+def evaluate_round(  # noqa: PLR0913 - the release's inputs, each needed
     global_weights: Sequence[np.ndarray],
     config: RunConfig,
     site: Site,
-    history: Sequence[HistoryEntry],
     *,
+    plan: DpSgdPlan | None,
+    ledger: PrivacyLedger,
     run_id: str,
-) -> tuple[float, int, ReplyMetrics]:
-    """Score the global model on the hospital's held-out split.
+    server_round: int,
+) -> EvaluationRelease:
+    """Score the global model on the hospital's held-out rows; release only noisy statistics.
 
-    ``run_id`` picks the site-local parameters the model is completed with.
+    Everything that can refuse runs before the model is scored: the hospital's
+    policy, the minimum count per class, the run's planned number of
+    evaluations, its budget and the dataset's cap. The release is in the ledger
+    before this returns.
 
-    Returns
-    -------
-    tuple[float, int, ReplyMetrics]
-        Loss, evaluated rows, and the metrics (with the epsilon spent so far).
+    Raises
+    ------
+    PrivacyBudgetExceededError
+        If the run breaks the hospital's policy, a class has too few held-out
+        rows, or the release would exceed the plan, the run's budget or the cap.
     """
+    if site.limits is not None:
+        check_policy(config, site.limits, site=site.name)
+    check_group_counts(site)
+    if not config.privacy.enabled:
+        return _exact_evaluation(global_weights, config, site, run_id)
+    plan = plan or privacy_plan(config, site)
+    entry = _check_evaluation_allowed(plan, ledger, site, run_id)
+    cap = dataset_cap(config, site)
+    check_dataset_budget(ledger, site, entry, cap, delta=plan.delta)
+    model = _global_model(global_weights, config, site, run_id)
+    scored = score_model(
+        model,
+        site.data.evaluation,
+        site.task,
+        resolve_device(config.training.device),
+        known=site.data.train,
+    )
+    design = statistics_design(site.task)
+    rows = row_statistics(site.task, scored.truth, scored.scores)
+    sums = noisy_sums(rows, design, plan.evaluation_noise_multiplier)
+    reservation = ledger.reserve(
+        site.ledger_key,
+        label=site.dataset,
+        mechanism=Mechanism.GAUSSIAN,
+        run_id=run_id,
+        server_round=server_round,
+        noise_multiplier=entry[0],
+        sample_rate=entry[1],
+        steps=entry[2],
+        delta=plan.delta,
+        cap_epsilon=cap,
+    )
+    metrics: ReplyMetrics = {
+        ReplyKey.HOSPITAL: site.name,
+        **metrics_from_sums(site.task, sums),
+        **sums_as_reply(sums),
+    }
+    metrics |= _spent(run_entries(ledger, site, run_id), plan.delta, reservation.epsilon_after)
+    count = max(round(released_count(site.task, sums)), site.min_count)
+    return EvaluationRelease(
+        loss=0.0,
+        num_examples=count,
+        metrics={k: v for k, v in metrics.items() if not _is_nan(v)},
+        plan=plan,
+        reservation=reservation.id,
+    )
+
+
+def check_group_counts(site: Site) -> None:
+    """Refuse to evaluate unless every class (reported group) has ``min-count`` held-out rows.
+
+    The refusal says which rule, never a count; that it happened tells the
+    aggregator one bit: some group of this hospital's held-out rows is small.
+
+    Raises
+    ------
+    PolicyRefusal
+        If the held-out rows, or any class of them, number fewer than ``min-count``.
+    """
+    evaluation = site.data.evaluation
+    groups = [len(evaluation)]
+    if site.task.stratified:
+        strata = site.task.strata(evaluation.labels)
+        groups += [int((strata == value).sum()) for value in np.unique(strata)]
+    if min(groups) < site.min_count:
+        raise PolicyRefusal(
+            f"{site.name} refuses to evaluate: its held-out rows, or one class of them, number "
+            f"fewer than its min-count ({site.min_count}); metrics about so few patients never "
+            "leave. The hospital can hold out more rows (eval-fraction in its site.toml)."
+        )
+
+
+def _check_evaluation_allowed(
+    plan: DpSgdPlan, ledger: PrivacyLedger, site: Site, run_id: str
+) -> HistoryEntry:
+    """Return the ledger entry of one more evaluation release, if the run's plan allows it.
+
+    Raises
+    ------
+    PolicyRefusal
+        If the run planned no evaluation, or has had every evaluation it planned.
+    PrivacyBudgetExceededError
+        If one more would take the run past its target epsilon.
+    """
+    entries = run_entries(ledger, site, run_id)
+    done = sum(entry.is_evaluation for entry in entries)
+    if done >= plan.evaluation_releases:
+        raise PolicyRefusal(
+            f"{site.name} refuses to evaluate: the run planned {plan.evaluation_releases} "
+            f"evaluation release(s) and has had {done}; each one spends privacy budget, so "
+            "no more are answered (raise evaluation-rounds when starting a run)"
+        )
+    entry = plan.evaluation_entry()
+    history = [e.history_entry() for e in entries]
+    check_budget(plan, history, site=site.name, entry=entry, action="evaluate")
+    return entry
+
+
+def _exact_evaluation(
+    global_weights: Sequence[np.ndarray], config: RunConfig, site: Site, run_id: str
+) -> EvaluationRelease:
+    """Exact metrics, for a run that turned DP off (and says so in its report)."""
     model = _global_model(global_weights, config, site, run_id)
     result = evaluate_model(
         model,
@@ -321,9 +497,11 @@ def evaluate_round(
         ReplyKey.LOSS: result.loss,
         **result.metrics,
     }
-    if config.privacy.enabled:
-        metrics[ReplyKey.EPSILON] = epsilon_spent(history, delta=config.privacy.delta)
-    return result.loss, result.num_examples, {k: v for k, v in metrics.items() if not _is_nan(v)}
+    return EvaluationRelease(
+        loss=result.loss,
+        num_examples=result.num_examples,
+        metrics={k: v for k, v in metrics.items() if not _is_nan(v)},
+    )
 
 
 def _is_nan(value: object) -> bool:

@@ -1,9 +1,10 @@
-"""A hospital's own limits, checked against every instruction before anything is trained.
+"""A hospital's own limits, checked against every instruction before anything is computed.
 
 The aggregator proposes; the hospital decides. A run that asks for more epsilon or
-a larger delta than the hospital accepts, or that would send updates outside
-SecAgg+ when the hospital requires it, is refused with a message saying which
-limit and how the run would have to change.
+a larger delta than the hospital accepts, that would send updates outside
+SecAgg+ when the hospital requires it, or that asks for DP-SGD batches smaller
+than the hospital accepts, is refused with a message saying which limit and how
+the run would have to change. Training and evaluation requests are checked alike.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def check_policy(config: RunConfig, limits: SitePrivacy, *, site: str) -> None:
             f"{site} refuses: the run asks for epsilon {config.privacy.target_epsilon:g}, "
             f"above the hospital's limit of {limits.max_epsilon:g}; rerun with --epsilon "
             f"{limits.max_epsilon:g} or less"
+        )
+    if config.training.batch_size < limits.min_batch_size:
+        raise PolicyRefusal(
+            f"{site} refuses: the run asks for DP-SGD batches of {config.training.batch_size}, "
+            f"below the hospital's min-batch-size of {limits.min_batch_size}; rerun with "
+            f"--set batch-size={limits.min_batch_size} or more"
         )
     if config.privacy.delta > limits.delta:
         raise PolicyRefusal(

@@ -51,9 +51,32 @@ def epsilon_table(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> Tab
     for name in hospitals:
         table.add_column(name, justify="right")
     for r in rounds:
-        spent = [r["hospitals"].get(name, {}).get("train", {}).get("epsilon") for name in hospitals]
+        spent = [_privacy(r["hospitals"].get(name, {})).get("epsilon") for name in hospitals]
         table.add_row(str(r["round"]), *(_fmt(e) for e in spent))
     return table
+
+
+def privacy_table(summary: Mapping[str, Any]) -> Table:
+    """Tabulate per hospital the epsilon spent on training, on evaluation, in all, per dataset."""
+    privacy = summary["privacy"]
+    table = Table(title=f"Privacy spent per hospital (delta {privacy['delta']:g})")
+    columns = (
+        ("training", "per_hospital_training"),
+        ("evaluation", "per_hospital_evaluation"),
+        ("this run", "per_hospital"),
+        ("dataset, all runs", "per_hospital_dataset"),
+    )
+    table.add_column("hospital", no_wrap=True)
+    for title, _ in columns:
+        table.add_column(title, justify="right")
+    for name in sorted(privacy["per_hospital"]):
+        table.add_row(name, *(_fmt(privacy.get(key, {}).get(name)) for _, key in columns))
+    return table
+
+
+def _privacy(hospital: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return a hospital's privacy scalars in a round (older records kept them with training's)."""
+    return hospital.get("privacy") or hospital.get("train", {})
 
 
 def comparison_table(summary: Mapping[str, Any], metric_names: list[str]) -> Table:
@@ -76,6 +99,7 @@ def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
     console.print(rounds_table(metrics, metric_names))
     if summary["privacy"]["differential_privacy"]:
         console.print(epsilon_table(metrics, summary))
+        console.print(privacy_table(summary))
     console.print(comparison_table(summary, metric_names))
     for warning in summary["warnings"]:
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)

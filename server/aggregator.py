@@ -185,6 +185,7 @@ def run_aggregator(
         record=record,
         checkpoints=checkpoints,
         test_evaluator=_test_evaluator(config, reference),
+        task=reference.task,
         audit=audit,
         progress=ProgressWriter(
             run_dir, record, config=config, layout=layout, ledger_run=start.ledger_run
@@ -200,6 +201,7 @@ def run_aggregator(
             rounds=config.federation.rounds - start.first_round + 1,
             federation=config.federation,
             secure_aggregation=config.secure_aggregation,
+            on_error=strategy.note_training_error,
         )
         status = COMPLETED
     except RunStoppedError as error:

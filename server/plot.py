@@ -71,9 +71,9 @@ def _plot_epsilon(axis: plt.Axes, record: RunRecord, target_epsilon: float | Non
     names = sorted({name for r in record.rounds for name in r.hospitals})
     for name in names:
         points = [
-            (r.round, r.hospitals[name].train[ReplyKey.EPSILON])
+            (r.round, r.hospitals[name].privacy[ReplyKey.EPSILON])
             for r in record.rounds
-            if name in r.hospitals and ReplyKey.EPSILON in r.hospitals[name].train
+            if name in r.hospitals and ReplyKey.EPSILON in r.hospitals[name].privacy
         ]
         if points:
             axis.plot(*zip(*points, strict=True), marker="o", label=name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -44,9 +45,11 @@ from fedcare.shared.audit import AuditEvent, AuditLog
 from fedcare.shared.config import FailedRoundPolicy, RunConfig
 from fedcare.shared.errors import InvalidUpdateError, RunStoppedError
 from fedcare.shared.evaluation import Evaluation
-from fedcare.shared.keys import InstructionKey, ReplyKey
+from fedcare.shared.keys import NOISY_SUM_KEY, InstructionKey, ReplyKey
 from fedcare.shared.metrics import weighted_mean
+from fedcare.shared.private_metrics import pooled_metrics
 from fedcare.shared.serialization import ModelLayout
+from fedcare.shared.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,10 @@ class FedCareStrategy(FedAvg):
         Saves the global model after every aggregated round.
     test_evaluator : TestEvaluator | None
         Scores a global model on the aggregator's held-out test set, if it has one.
+    task : Task | None
+        What the model learns: the federated metrics are computed from the
+        hospitals' pooled noisy evaluation sums for it (without it, or without
+        sums, they are the row-weighted mean of the hospitals' metrics).
     audit : AuditLog
         The aggregator's audit log: every update received, every aggregate computed.
     progress : ProgressWriter
@@ -95,6 +102,7 @@ class FedCareStrategy(FedAvg):
         checkpoints: CheckpointWriter,
         test_evaluator: TestEvaluator | None,
         audit: AuditLog,
+        task: Task | None = None,
         progress: ProgressWriter,
         first_round: int = 1,
     ) -> None:
@@ -112,6 +120,7 @@ class FedCareStrategy(FedAvg):
         self._record = record
         self._checkpoints = checkpoints
         self._test_evaluator = test_evaluator
+        self._task = task
         self._audit = audit
         self._progress = progress
         self._offset = first_round - 1
@@ -126,6 +135,8 @@ class FedCareStrategy(FedAvg):
         self._round_started = time.monotonic()
         self._names: dict[int, str] = config.federation.names_by_node()
         self._asked: dict[str, set[int]] = {}
+        self._evaluation_rounds = config.evaluation_round_numbers()
+        self._training_errors: list[str] = []
 
     @property
     def global_weights(self) -> list[np.ndarray]:
@@ -180,16 +191,29 @@ class FedCareStrategy(FedAvg):
         server_round = self._run_round(server_round)
         self._global = parameters_to_ndarrays(parameters)
         self._round_started = time.monotonic()
+        self._training_errors = []
         fit_ins = FitIns(parameters, self._instruction(server_round))
         return [(c, fit_ins) for c in self._sample(server_round, client_manager, "train")]
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        """Ask every connected hospital to evaluate the global model locally."""
+        """Ask every connected hospital to evaluate the global model locally, in evaluation rounds.
+
+        Each hospital evaluation spends privacy budget, so hospitals are asked only
+        in the run's ``evaluation-rounds``; any other round ends here.
+        """
         server_round = self._run_round(server_round)
+        sampled = (
+            self._sample(server_round, client_manager, "evaluate")
+            if server_round in self._evaluation_rounds
+            else []
+        )
+        if not sampled:  # Flower calls no aggregate_evaluate: the round ends here
+            self._finish_round(self._record.round(server_round))
+            return []
         evaluate_ins = EvaluateIns(parameters, self._instruction(server_round))
-        return [(c, evaluate_ins) for c in self._sample(server_round, client_manager, "evaluate")]
+        return [(proxy, evaluate_ins) for proxy in sampled]
 
     # --- aggregation ------------------------------------------------------------
 
@@ -208,7 +232,8 @@ class FedCareStrategy(FedAvg):
         for proxy, res in results:
             name = self._learn_name(proxy, res.metrics)
             hospital = record.hospital(name)
-            hospital.train = _scalars(res.metrics)
+            hospital.train = _scalars(res.metrics, without=PRIVACY_KEYS)
+            hospital.privacy |= _scalars(res.metrics, only=PRIVACY_KEYS)
             hospital.num_train_examples = res.num_examples
             self._audit.append(
                 AuditEvent.UPDATE_RECEIVED,
@@ -266,18 +291,14 @@ class FedCareStrategy(FedAvg):
         self._note_silent(record, "evaluate", results, failures)
         for proxy, res in results:
             hospital = record.hospital(self._learn_name(proxy, res.metrics))
-            hospital.evaluation = _scalars(res.metrics, without=(ReplyKey.EPSILON,))
+            hospital.evaluation = _metrics(res.metrics)
+            hospital.privacy |= _scalars(res.metrics, only=PRIVACY_KEYS)
             hospital.num_eval_examples = res.num_examples
         loss = None
         if results:
-            weights = [res.num_examples for _, res in results]
-            record.federated_metrics = weighted_mean(
-                [_scalars(res.metrics, without=(ReplyKey.EPSILON,)) for _, res in results], weights
-            )
+            record.federated_metrics = self._federated_metrics(results)
             loss = record.federated_metrics.get(ReplyKey.LOSS)
-        record.seconds = time.monotonic() - self._round_started
-        self._log_round(record)
-        self._progress.save_record()
+        self._finish_round(record)
         return loss, dict(record.federated_metrics)
 
     def evaluate(
@@ -311,6 +332,24 @@ class FedCareStrategy(FedAvg):
             )
         return accepted
 
+    def _federated_metrics(
+        self, results: list[tuple[ClientProxy, EvaluateRes]]
+    ) -> dict[str, float]:
+        """Metrics of the hospitals together: from their pooled noisy sums when they sent them."""
+        pooled = (
+            pooled_metrics(self._task, [res.metrics for _, res in results]) if self._task else None
+        )
+        if pooled is not None:
+            return {k: v for k, v in pooled.items() if not math.isnan(v)}
+        weights = [res.num_examples for _, res in results]
+        return weighted_mean([_metrics(res.metrics) for _, res in results], weights)
+
+    def _finish_round(self, record: RoundRecord) -> None:
+        """Close a round's record: its wall time, its log line, and the saved record."""
+        record.seconds = time.monotonic() - self._round_started
+        self._log_round(record)
+        self._progress.save_record()
+
     def _fail(self, record: RoundRecord, message: str) -> None:
         record.failures.append(message)
         logger.error("round %s %s", record.round, message)
@@ -329,6 +368,12 @@ class FedCareStrategy(FedAvg):
             "train: secure aggregation halted before aggregating (too few hospitals completed "
             f"the protocol; asked: {unfinished or 'none'}); the global model is unchanged",
         )
+        for error in self._training_errors:
+            self._fail(record, f"train: {error}")
+
+    def note_training_error(self, node_id: int, reason: str) -> None:
+        """Keep a hospital's error reply to this round's training (a refusal says why)."""
+        self._training_errors.append(f"{self._describe(node_id)}: {reason}")
 
     def _stop_if_asked(self, record: RoundRecord) -> None:
         """Stop the run after a failed round when ``on-failed-round`` says so.
@@ -410,10 +455,37 @@ class FedCareStrategy(FedAvg):
         )
 
 
-def _scalars(metrics: dict[str, Scalar], without: tuple[str, ...] = ()) -> dict[str, float]:
-    """The numeric entries of a reply, minus the hospital name and ``without`` keys."""
+PRIVACY_KEYS = frozenset(
+    {
+        ReplyKey.EPSILON,
+        ReplyKey.TRAINING_EPSILON,
+        ReplyKey.EVALUATION_EPSILON,
+        ReplyKey.DATASET_EPSILON,
+    }
+)
+"""Reply scalars that say what a hospital has spent, kept apart from its metrics."""
+
+
+def _metrics(reply: dict[str, Scalar]) -> dict[str, float]:
+    """Return a reply's evaluation metrics: without what it spent or its raw noisy sums."""
+    return {
+        key: value
+        for key, value in _scalars(reply, without=PRIVACY_KEYS).items()
+        if not NOISY_SUM_KEY.fullmatch(key)
+    }
+
+
+def _scalars(
+    metrics: dict[str, Scalar],
+    without: frozenset[str] = frozenset(),
+    only: frozenset[str] | None = None,
+) -> dict[str, float]:
+    """Return the numeric entries of a reply (``only`` those keys, if given), minus ``without``."""
     return {
         key: float(value)
         for key, value in metrics.items()
-        if key not in without and isinstance(value, int | float) and not isinstance(value, bool)
+        if key not in without
+        and (only is None or key in only)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
     }
