@@ -3,7 +3,7 @@
 Every instruction received, every release and every refusal is appended to the
 hospital's hash-chained audit log; every release, a DP-SGD update or noisy
 evaluation statistics, is recorded in its privacy ledger before it is handed
-over (:func:`client.hospital.train_round`, :func:`client.hospital.evaluate_round`).
+over (:func:`client.hospital.train_round`, :func:`client.evaluation_round.evaluate_round`).
 Both live in the hospital's state folder and never leave it. The hospital's
 policy is checked before its data is even read, for training and evaluation alike.
 """
@@ -17,13 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedcare.client.hospital import (
-    EvaluationRelease,
-    RoundUpdate,
-    evaluate_round,
-    parse_instruction,
-    train_round,
-)
+from fedcare.client.evaluation_round import EvaluationRelease, evaluate_round
+from fedcare.client.hospital import RoundUpdate, parse_instruction, train_round
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.policy import check_policy
 from fedcare.client.site import load_site, site_limits, site_records

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from fedcare.client.evaluation_round import evaluate_round
 from fedcare.client.hospital import (
     check_update,
-    evaluate_round,
     fresh_model,
     parse_instruction,
     train_round,
@@ -13,8 +13,8 @@ from fedcare.client.hospital import (
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.site import Site, load_site
 from fedcare.shared.config import RunConfig
-from fedcare.shared.private_metrics import SCORE_BINS
 from fedcare.shared.errors import DataError, InvalidUpdateError
+from fedcare.shared.private_metrics import SCORE_BINS
 from fedcare.shared.serialization import ModelLayout, get_weights
 
 

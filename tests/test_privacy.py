@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fedcare.client.hospital import check_budget, fresh_model, privacy_plan, train_round
+from fedcare.client.budget import check_budget, privacy_plan
+from fedcare.client.hospital import fresh_model, train_round
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.site import Site
 from fedcare.shared.config import RunConfig

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedcare.client.hospital import evaluate_round, fresh_model, train_round
+from fedcare.client.evaluation_round import evaluate_round
+from fedcare.client.hospital import fresh_model, train_round
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.local_parameters import local_parameters_path
 from fedcare.client.site import Site
