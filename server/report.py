@@ -97,7 +97,7 @@ def build_summary(
             "per_hospital_evaluation": record.latest_epsilons(ReplyKey.EVALUATION_EPSILON),
             "per_hospital_dataset": record.latest_epsilons(ReplyKey.DATASET_EPSILON),
             "target_epsilon": config.privacy.target_epsilon,
-            "evaluation_epsilon": config.privacy.evaluation_epsilon,
+            "evaluation_share": config.privacy.evaluation_share,
             "evaluation_rounds": sorted(config.evaluation_round_numbers()),
             "delta": config.privacy.delta,
             "accountant": ACCOUNTANT,

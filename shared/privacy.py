@@ -8,7 +8,7 @@ so they compose into one epsilon.
 
 Each hospital's noise is calibrated *once*, for every release it plans in the
 run: first the evaluation noise, so that the run's evaluations alone spend the
-run's ``evaluation-epsilon``; then the DP-SGD noise, so that all planned
+run's share of the budget (``evaluation-share``); then the DP-SGD noise, so that all planned
 training steps composed with those evaluations spend at most the run's target.
 Epsilon is always recomputed from the full history: that is sequential RDP
 composition, valid across rounds, release kinds and runs.

@@ -58,6 +58,7 @@ def demo_contract(feature_names: tuple[str, ...], features: np.ndarray) -> dict[
                 "type": "float",
                 "min": min(0.0, round(float(low), 4)),
                 "max": round(float(high), 4),
+                "scale": "log",  # sizes and shape measures spanning orders of magnitude
             }
             for name, low, high in zip(feature_names, lows, highs, strict=True)
         },

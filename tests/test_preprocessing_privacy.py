@@ -114,3 +114,40 @@ def test_the_split_follows_the_seed_and_fraction_it_is_given() -> None:
     assert np.array_equal(split(1, 0.2), split(1, 0.2))
     assert not np.array_equal(split(1, 0.2), split(2, 0.2))
     assert len(split(1, 0.3)) == 30
+
+
+CONTRACT = """
+name = "c"
+task = "binary"
+label = "y"
+classes = ["0", "1"]
+positive_class = "1"
+
+[features.size]
+type = "float"
+min = 0.0
+max = 500.0
+{scale}
+
+[features.sex]
+type = "category"
+categories = ["F", "M"]
+"""
+
+
+def test_a_contract_gives_the_public_bounds_hospitals_scale_with() -> None:
+    from fedcare.shared.contract import ContractError, DataContract
+
+    linear = DataContract.parse(CONTRACT.format(scale=""), source="c")
+    logged = DataContract.parse(CONTRACT.format(scale='scale = "log"'), source="c")
+    bounds = logged.feature_bounds()
+    assert bounds is not None and bounds.log is not None
+    assert list(bounds.low) == [0.0, 0.0, 0.0] and list(bounds.high) == [500.0, 1.0, 1.0]
+    assert list(bounds.log) == [True, False, False]
+    assert linear.fingerprint() != logged.fingerprint()
+    with pytest.raises(ContractError, match="log needs a min of 0 or more"):
+        DataContract.parse(
+            CONTRACT.format(scale='scale = "log"').replace("min = 0.0", "min = -1.0"), source="c"
+        )
+    with pytest.raises(ContractError, match="must be linear or log"):
+        DataContract.parse(CONTRACT.format(scale='scale = "cubic"'), source="c")

@@ -282,7 +282,7 @@ def test_an_evaluation_in_a_run_that_breaks_the_policy_is_refused_before_the_dat
     for settings, words in [
         ({"secure-aggregation": False}, "requires secure aggregation"),
         ({"differential-privacy": False}, "turned differential privacy off"),
-        ({"epsilon": 8.0, "evaluation-epsilon": 1.0}, "above the hospital's limit"),
+        ({"epsilon": 8.0}, "above the hospital's limit"),
         ({"batch-size": 4}, "below the hospital's min-batch-size"),
     ]:
         config = _run(demo, **settings)
