@@ -185,7 +185,8 @@ class TrainingSettings:
         Passes over the hospital's training split per round.
     batch_size : int
         Expected batch size; with DP-SGD, batches are Poisson-sampled at rate
-        ``1 / ceil(n / batch_size)``.
+        ``1 / ceil(n / batch_size)``. A hospital refuses a run whose batch size is
+        below its own ``min-batch-size``.
     learning_rate : float
         SGD step size.
     device : DeviceName
