@@ -115,6 +115,11 @@ class Examples:
 _UNSCALED = frozenset({InputKind.IMAGES, InputKind.INTERACTIONS})
 
 
+SCALED_RANGE = 3.0
+"""A bounded feature's public range is mapped onto [-3, 3]: about the spread of a
+standardised feature (a z-score rarely leaves +-3), so that DP-SGD's clipped and
+noised steps move the weights as far as they would on standardised inputs."""
+
 LOG_OFFSET = 0.01
 """A log-scaled feature is scaled as ``log(x + LOG_OFFSET * (high - low))``: the offset
 keeps a value of 0 finite and is fixed by the public range, not by the data."""
@@ -156,7 +161,7 @@ class Standardizer:
     """Per-feature centring and scaling.
 
     Hospitals build it from public bounds (:meth:`from_bounds`): every bounded
-    feature is clipped to its range and mapped onto [-1, 1] (log-scaled ones on
+    feature is clipped to its range and mapped onto [-3, 3] (log-scaled ones on
     a log scale). :meth:`fit` fits the data's own mean and spread; only the
     central, non-private baseline of a simulation uses it. Tables are scaled per
     column and sequences per channel over their real (unpadded) steps. Images
@@ -173,14 +178,14 @@ class Standardizer:
 
     @classmethod
     def from_bounds(cls, bounds: FeatureBounds | None, kind: InputKind) -> Standardizer:
-        """Scale each bounded feature from its range onto [-1, 1]; leave the others as they are."""
+        """Map each bounded feature's range onto [-3, 3]; leave the others as they are."""
         if bounds is None or kind in _UNSCALED:
             return cls(mean=np.zeros(1), scale=np.ones(1), kind=kind)
         offset = bounds.log_offset
         low, high = _log_scaled(bounds.low, offset), _log_scaled(bounds.high, offset)
         finite = np.isfinite(low) & np.isfinite(high)
         mean = np.where(finite, (low + high) / 2, 0.0)
-        half = np.where(finite, (high - low) / 2, 1.0)
+        half = np.where(finite, (high - low) / (2 * SCALED_RANGE), 1.0)
         return cls(
             mean=mean.astype(np.float32),
             scale=np.where(half > 0, half, 1.0).astype(np.float32),
