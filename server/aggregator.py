@@ -204,6 +204,7 @@ def run_aggregator(
             rounds=config.federation.rounds - start.first_round + 1,
             federation=config.federation,
             secure_aggregation=config.secure_aggregation,
+            observer=strategy.observe_exchange,
         )
         status = COMPLETED
     except RunStoppedError as error:

@@ -39,6 +39,7 @@ from fedcare.server.checkpoint import CheckpointWriter
 from fedcare.server.resume import ProgressWriter
 from fedcare.server.robust_aggregation import AggregationError, RobustMethod, aggregate_updates
 from fedcare.server.run_record import RoundRecord, RunRecord
+from fedcare.server.secure_aggregation import Exchange
 from fedcare.server.update_validation import UpdateBounds, screen_replies
 from fedcare.shared.audit import AuditEvent, AuditLog
 from fedcare.shared.config import FailedRoundPolicy, RunConfig
@@ -126,6 +127,7 @@ class FedCareStrategy(FedAvg):
         self._round_started = time.monotonic()
         self._names: dict[int, str] = config.federation.names_by_node()
         self._asked: dict[str, set[int]] = {}
+        self._erred: dict[str, set[int]] = {}
 
     @property
     def global_weights(self) -> list[np.ndarray]:
@@ -156,7 +158,9 @@ class FedCareStrategy(FedAvg):
     ) -> list[ClientProxy]:
         expected = self._config.data.hospitals
         timeout = self._config.federation.round_timeout
+        waited = time.monotonic()
         client_manager.wait_for(expected, timeout=int(timeout))
+        self._record.round(server_round).stage_seconds[f"wait-{stage}"] = time.monotonic() - waited
         available = client_manager.num_available()
         if available < self._minimum:
             self._fail(
@@ -298,6 +302,16 @@ class FedCareStrategy(FedAvg):
 
     # --- bookkeeping ------------------------------------------------------------
 
+    def observe_exchange(self, exchange: Exchange) -> None:
+        """Record an exchange's time and every error reply, naming the hospital that sent it."""
+        record = self._record.round(self._run_round(exchange.flower_round))
+        spent = record.stage_seconds.get(exchange.stage, 0.0)
+        record.stage_seconds[exchange.stage] = spent + exchange.seconds
+        kind = "evaluate" if exchange.stage == "evaluate" else "train"
+        for node_id, reason in exchange.errors:
+            self._erred.setdefault(kind, set()).add(node_id)
+            self._fail(record, f"{kind}: {self._describe(node_id)}: {reason}")
+
     def _screen(self, record: RoundRecord, server_round: int, updates: list[Reply]) -> list[Reply]:
         """Keep the plaintext updates that pass every check; report and audit the others."""
         accepted, rejected = screen_replies(updates, self._bounds)
@@ -361,9 +375,9 @@ class FedCareStrategy(FedAvg):
 
     def _note_failures(self, record: RoundRecord, stage: str, failures: list[Failure]) -> None:
         for failure in failures:
-            if isinstance(failure, BaseException):
-                self._fail(record, f"{stage}: {failure}")
-            else:
+            # An error reply arrives as a bare exception; observe_exchange recorded it
+            # already, with the hospital that sent it.
+            if not isinstance(failure, BaseException):
                 proxy, res = failure
                 self._fail(
                     record, f"{stage}: {self._describe(proxy.node_id)}: {res.status.message}"
@@ -376,19 +390,19 @@ class FedCareStrategy(FedAvg):
         results: list[tuple[ClientProxy, FitRes]] | list[tuple[ClientProxy, EvaluateRes]],
         failures: list[Failure],
     ) -> None:
-        """Record every hospital that was asked and returned no result.
+        """Record every hospital that was asked and returned neither a result nor an error.
 
-        Flower's legacy workflows strip the sender from error replies, so such a
-        hospital either dropped out, missed the deadline, or sent one of the
-        errors recorded just before.
+        Error replies were recorded with their sender by :meth:`observe_exchange`
+        (Flower's legacy workflows strip the sender from them); a hospital that
+        sent none either dropped out or missed the deadline.
         """
-        answered = {proxy.node_id for proxy, _ in results}
+        answered = {proxy.node_id for proxy, _ in results} | self._erred.pop(stage, set())
         answered |= {f[0].node_id for f in failures if not isinstance(f, BaseException)}
         for node_id in sorted(self._asked.pop(stage, set()) - answered):
             self._fail(
                 record,
-                f"{stage}: no result from {self._describe(node_id)} (dropped out, missed the "
-                "deadline, or sent an error)",
+                f"{stage}: no result from {self._describe(node_id)} (dropped out or missed "
+                "the deadline)",
             )
 
     def _log_round(self, record: RoundRecord) -> None:
