@@ -30,6 +30,7 @@ does.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import threading
@@ -65,7 +66,7 @@ from flwr.supercore.interceptors import (
     RuntimeVersionHttpInterceptor,
     SuperExecAuthHttpInterceptor,
 )
-from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.retry import RetryInvoker, exponential
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
@@ -83,8 +84,29 @@ POLL_SECONDS = 0.1
 MESSAGE_WAIT_SECONDS = 30.0
 """How long to wait for a claimed task's message: the SuperNode creates the task
 before it has stored the message's content."""
+RETRY_SECONDS = 60.0
+"""How long one call keeps retrying while the SuperNode does not answer (e.g. restarting)."""
 _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
 _WORKER = "fedcare-worker"
+_UNAVAILABLE = frozenset({502, 503, 504})
+
+
+def _retry_invoker() -> RetryInvoker:
+    """Retry a call the SuperNode did not answer; give up at once on a refusal.
+
+    Flower's own HTTP retry policy sends SIGINT to its process on a 401, which
+    would stop the worker when a task it gave up on is refused.
+    """
+    return RetryInvoker(
+        wait_gen_factory=lambda: exponential(max_delay=5),
+        recoverable_exceptions=(httpx.TransportError, httpx.HTTPStatusError),
+        max_tries=None,
+        max_time=RETRY_SECONDS,
+        should_giveup=lambda error: (
+            isinstance(error, httpx.HTTPStatusError)
+            and error.response.status_code not in _UNAVAILABLE
+        ),
+    )
 
 
 def runtime_client(
@@ -103,7 +125,7 @@ def runtime_client(
         insecure=True,  # loopback only; the SuperNode serves it on 127.0.0.1
         root_certificates=None,
         interceptors=interceptors,  # type: ignore[arg-type]
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=_retry_invoker(),
     )
 
 
@@ -211,6 +233,9 @@ class Worker:
     """
 
     def __init__(self, site_toml: Path) -> None:
+        # Warm from the start: torch and Opacus are imported once, before the first message.
+        importlib.import_module("fedcare.client.session")
+        importlib.import_module("fedcare.client.training")
         self.admission = Admission(site_toml)
         settings = self.admission.settings
         self.address = f"127.0.0.1:{settings.runtime_port}"
@@ -292,12 +317,22 @@ class Worker:
         return reply, SubStatus.COMPLETED
 
 
+def _log_to_stderr() -> None:
+    # fedcare's own logger, not the root one: Opacus configures the root logger on import.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger("fedcare")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the worker for ``--config site.toml`` until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(description="fedcare's hospital worker (see module docs)")
     parser.add_argument("--config", type=Path, required=True, help="the hospital's site.toml")
     arguments = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _log_to_stderr()
     worker = Worker(arguments.config.resolve())
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, worker.stop)

@@ -203,11 +203,9 @@ def run(  # noqa: PLR0913 - one option per documented setting
         raise fail(ConfigError("--contract", f"cannot read {contract}: {error.strerror}")) from None
     except FedcareError as error:
         raise fail(error) from None
-    console.print(
-        f"run configuration hash: [bold]{run_config_hash(config)}[/] (hospitals that require "
-        "approval run it after `fedcare hospital approve HASH`)",
-        highlight=False,
-    )
+    # On a line of its own, never wrapped: operators copy it to the hospitals.
+    console.print(f"run configuration hash: {run_config_hash(config)}", soft_wrap=True)
+    console.print("hospitals that require approval take part after `fedcare hospital approve HASH`")
     with tempfile.TemporaryDirectory(prefix="fedcare-run-") as tmp:
         app = write_app(Path(tmp) / "app", config, version("fedcare"))
         command = flwr_run_command(flower_executable("flwr"), app)
