@@ -84,6 +84,9 @@ POLL_SECONDS = 0.1
 MESSAGE_WAIT_SECONDS = 30.0
 """How long to wait for a claimed task's message: the SuperNode creates the task
 before it has stored the message's content."""
+OBJECT_RETRY_SECONDS = (0.02, 0.2)
+"""First and longest pause between asks for a message object the SuperNode is still
+receiving (Flower's defaults, 1 s and 10 s, would add a second to most messages)."""
 RETRY_SECONDS = 60.0
 """How long one call keeps retrying while the SuperNode does not answer (e.g. restarting)."""
 _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
@@ -202,6 +205,8 @@ def _pull_message(client: RuntimeHttpClient, context: Context) -> Message:
             client.ConfirmMessageReceived, node, context.run_id
         ),
         return_type=Message,
+        initial_backoff=OBJECT_RETRY_SECONDS[0],
+        backoff_cap=OBJECT_RETRY_SECONDS[1],
     )
     # The inflated message does not carry its own id (it is its object id).
     message.metadata.__dict__["_message_id"] = tree.object_id
@@ -285,7 +290,7 @@ class Worker:
             except Exception:  # noqa: BLE001 - the task is failed below; Flower answers it
                 logger.exception("could not push the reply of run %s", facts.run_id)
                 status = SubStatus.FAILED
-            details = reply.error.reason if reply.has_error() else ""
+            details = (reply.error.reason or "") if reply.has_error() else ""
             push_task_output(client, context, status, details)
             self.inflight.end()
         logger.info(

@@ -190,7 +190,7 @@ def approve_run(site_toml: Path, config_hash: str) -> bool:
     if POLICY_TABLE not in document:
         document[POLICY_TABLE] = tomlkit.table()
     policy = document[POLICY_TABLE]
-    approved = policy.setdefault(APPROVED_KEY, tomlkit.array())  # type: ignore[union-attr]
+    approved = policy.setdefault(APPROVED_KEY, tomlkit.array())
     if config_hash in approved:
         return False
     approved.append(config_hash)

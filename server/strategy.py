@@ -128,6 +128,9 @@ class FedCareStrategy(FedAvg):
         self._names: dict[int, str] = config.federation.names_by_node()
         self._asked: dict[str, set[int]] = {}
         self._erred: dict[str, set[int]] = {}
+        # Whether this round's training ended in the strategy (aggregated, or failed and
+        # said why); if not, SecAgg+ halted before it could.
+        self._train_concluded = False
 
     @property
     def global_weights(self) -> list[np.ndarray]:
@@ -168,6 +171,8 @@ class FedCareStrategy(FedAvg):
                 f"{stage}: only {available} of {expected} hospitals connected within "
                 f"{timeout:.0f} s; at least {self._minimum} are needed",
             )
+            if stage == "train":
+                self._train_concluded = True
             return []
         sampled = client_manager.sample(num_clients=available, min_num_clients=self._minimum)
         self._asked[stage] = {proxy.node_id for proxy in sampled}
@@ -184,6 +189,7 @@ class FedCareStrategy(FedAvg):
         server_round = self._run_round(server_round)
         self._global = parameters_to_ndarrays(parameters)
         self._round_started = time.monotonic()
+        self._train_concluded = False
         fit_ins = FitIns(parameters, self._instruction(server_round))
         return [(c, fit_ins) for c in self._sample(server_round, client_manager, "train")]
 
@@ -206,6 +212,7 @@ class FedCareStrategy(FedAvg):
         """Average the hospitals' deltas into a new global model and checkpoint it."""
         server_round = self._run_round(server_round)
         record = self._record.round(server_round)
+        self._train_concluded = True
         self._note_failures(record, "train", failures)
         self._note_silent(record, "train", results, failures)
         updates: list[Reply] = []
@@ -335,7 +342,7 @@ class FedCareStrategy(FedAvg):
         SecAgg+ halts without calling the strategy when too few hospitals finish
         its stages; Flower then goes on to evaluation with the old model.
         """
-        if record.aggregated or any(line.startswith("train:") for line in record.failures):
+        if record.aggregated or self._train_concluded:
             return
         unfinished = ", ".join(self._describe(n) for n in sorted(self._asked.pop("train", set())))
         self._fail(

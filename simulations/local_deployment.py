@@ -186,7 +186,8 @@ class LocalFederation:
     def start_hospital(self, name: str, cwd: Path | None = None) -> None:
         """Start (or restart) hospital ``name`` with the ``fedcare`` command, as its IT would."""
         command = [fedcare_script(), "hospital", "start", "--config", str(self.site(name))]
-        self.processes.start(name, command, cwd=cwd)
+        # Three hospitals and an aggregator share this machine's cores: one thread each.
+        self.processes.start(name, command, env={"OMP_NUM_THREADS": "1"}, cwd=cwd)
 
     def worker_pid(self, name: str) -> int | None:
         """Return the process id of hospital ``name``'s worker (``None`` before it started)."""

@@ -6,7 +6,8 @@ The tests run in order on one federation:
    memory stays within a bound;
 2. a hospital's data file changed between runs is read and checked again: a value
    outside the contract is refused by name, and the run goes on without it;
-3. a killed worker is replaced by the supervisor and the run goes on with the
+3. a worker killed while it handles a message is replaced by the supervisor, the
+   message is answered with an error at once, and the run goes on with the
    hospital still in it.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,17 +110,28 @@ def test_a_changed_data_file_is_read_and_checked_again(federation: LocalFederati
     assert sorted(summary["privacy"]["per_hospital"]) == ["hospital-2", "hospital-3"]
 
 
-def test_a_killed_worker_is_replaced_and_the_run_goes_on(federation: LocalFederation) -> None:
+def _kill_while_handling(federation: LocalFederation, hospital: str, pid: int) -> bool:
+    """SIGKILL the worker while it handles a message; return whether it had not yet replied."""
+    inflight = federation.root / hospital / "state" / "worker-task.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            record = json.loads(inflight.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            time.sleep(0.01)
+            continue
+        os.kill(pid, signal.SIGKILL)
+        return not record["replying"]
+    raise TimeoutError(f"{hospital}'s worker never handled a message")
+
+
+def test_a_worker_killed_mid_message_is_replaced_and_the_run_goes_on(
+    federation: LocalFederation,
+) -> None:
     before = federation.worker_pid("hospital-2")
     assert before is not None
     run, out = federation.start_run("run-killed", rounds=3, timeout=90)
-    first = _messages(federation, "hospital-2")
-    wait_for(
-        lambda: _messages(federation, "hospital-2") > first,
-        timeout=300,
-        what="hospital-2 to answer a message of the run",
-    )
-    os.kill(before, signal.SIGKILL)
+    answered_at_once = _kill_while_handling(federation, "hospital-2", before)
     wait_for(
         lambda: federation.worker_pid("hospital-2") not in (None, before),
         timeout=60,
@@ -127,6 +140,8 @@ def test_a_killed_worker_is_replaced_and_the_run_goes_on(federation: LocalFedera
     assert run.wait(timeout=900) == 0, federation.processes.log("run-killed")[-3000:]
     summary = _summary(out)
     assert summary["status"] == "completed"
+    if answered_at_once:
+        assert any("worker stopped while handling" in w for w in summary["warnings"])
     last = json.loads((out / "metrics.json").read_text())["rounds"][-1]
     assert last["aggregated"], summary["warnings"]
     assert sorted(last["hospitals"]) == ["hospital-1", "hospital-2", "hospital-3"]
