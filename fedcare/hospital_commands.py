@@ -17,11 +17,11 @@ from fedcare.client.supernode import (
     supernode_command,
     worker_command,
 )
-from fedcare.console import console, fail
+from fedcare.console import console, errors, fail
 from fedcare.shared.errors import ConfigError, FedcareError
-from fedcare.shared.flower_process import flower_environment, flower_executable
+from fedcare.shared.flower_process import flower_environment, flower_executable, port_open
 from fedcare.shared.private_files import write_private
-from fedcare.shared.supervision import Program, supervise
+from fedcare.shared.supervision import Program, Supervisor
 
 hospital_app = typer.Typer(
     help="Run a hospital: train on local data, under the hospital's own privacy limits.",
@@ -47,11 +47,9 @@ def _load(config: Path) -> SiteSettings:
 def start(config: SiteConfig = Path("site.toml")) -> None:
     """Connect this hospital to the aggregator (runs until stopped); data never leaves.
 
-    Runs Flower's SuperNode and fedcare's worker beside it, restarts the worker
+    Runs Flower's SuperNode and fedcare's worker beside it, starts the worker again
     if it stops, and stops both on Ctrl-C or SIGTERM.
     """
-    import logging
-
     try:
         settings = _load(config)
         node_config = prepare_state(settings)
@@ -63,19 +61,30 @@ def start(config: SiteConfig = Path("site.toml")) -> None:
         "authentication; patient data stays in this hospital, and only the fedcare installed "
         "here runs"
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    programs = [
-        Program("supernode", supernode_command(settings, executable, node_config)),
-        Program("worker", worker_command(settings), restart=True),
-    ]
+    environment = flower_environment(settings.node.state / FLWR_HOME)
     pid_file = settings.node.state / WORKER_PID_FILE
 
     def record_worker(program: Program, pid: int) -> None:
         if program.name == "worker":
             write_private(pid_file, f"{pid}\n".encode())
 
-    environment = flower_environment(settings.node.state / FLWR_HOME)
-    raise typer.Exit(supervise(programs, environment, on_start=record_worker))
+    with Supervisor(on_start=record_worker) as supervisor:
+        try:
+            supervisor.start(
+                Program(
+                    "supernode",
+                    supernode_command(settings, executable, node_config),
+                    environment,
+                    ready=lambda: port_open(settings.runtime_port),
+                )
+            )
+            supervisor.start(Program("worker", worker_command(settings), environment, restart=True))
+        except FedcareError as error:
+            raise fail(error) from None
+        code = supervisor.wait()
+        if code:
+            errors.print(f"{supervisor.failure()}; stopping the hospital")
+    raise typer.Exit(code)
 
 
 @hospital_app.command()

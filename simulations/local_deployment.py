@@ -21,6 +21,7 @@ from typing import Any
 import tomli_w
 
 from fedcare.shared.config import DataSettings
+from fedcare.shared.flower_process import port_open
 from fedcare.simulations.hospital_files import DemoFiles, site_toml, write_demo_hospitals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,13 +56,6 @@ def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
             return
         time.sleep(0.5)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def port_open(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Processes:
