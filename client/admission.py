@@ -30,6 +30,15 @@ from fedcare.shared.run_identity import run_config_hash
 
 logger = logging.getLogger(__name__)
 
+KEY_EXCHANGE_STAGES = frozenset({"setup", "share_keys", "unmask"})
+"""SecAgg+'s protocol-only stages: keys and key shares, no data. A hospital outside a
+run's policy still answers them and refuses at the first message that would use its
+data (training or evaluation): Flower 1.41's SecAgg+ cannot finish a round for the
+others when a hospital leaves before it has shared its keys (at unmask, the missing
+shares of a hospital that left at setup halt the round), while a hospital that
+leaves after sharing them is a dropout the protocol recovers from. The bundle is
+checked at every stage."""
+
 
 class TaskRefused(FedcareError):
     """The hospital will not act on this task; the message says which run and why.
@@ -126,9 +135,12 @@ class Admission:
             error = RunRefused(f"{self._settings.node.name} refuses: its site settings are invalid")
             self._refuse(facts, error)
         try:
-            config, config_hash = self._decide(facts)
+            decided = self._decide(facts)
         except FedcareError as error:
             self._refuse(facts, error)
+        if decided is None:
+            return _identify(facts)[0]
+        config, config_hash = decided
         run = self._state(config, facts.run_id)
         if config_hash not in run.admitted:
             run.admitted.add(config_hash)
@@ -160,13 +172,15 @@ class Admission:
         if facts.evaluation and self._run is not None:
             self._run.evaluations += 1
 
-    def _decide(self, facts: TaskFacts) -> tuple[RunConfig, str]:
+    def _decide(self, facts: TaskFacts) -> tuple[RunConfig, str] | None:
         if not facts.client_app:
             raise BundleRefused(
                 "the run is an AgentApp run; hospitals run only fedcare's ClientApp"
             )
         verify_bundle(facts.bundle, declared_hash=facts.bundle_hash, run_hash=facts.run_bundle_hash)
         config = RunConfig.from_flat(facts.run_config)
+        if facts.stage in KEY_EXCHANGE_STAGES:
+            return None
         config_hash = run_config_hash(config)
         if facts.instruction is not None:
             asked = {k: v for k, v in facts.instruction.items() if k != InstructionKey.SERVER_ROUND}

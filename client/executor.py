@@ -87,6 +87,10 @@ before it has stored the message's content."""
 OBJECT_RETRY_SECONDS = (0.02, 0.2)
 """First and longest pause between asks for a message object the SuperNode is still
 receiving (Flower's defaults, 1 s and 10 s, would add a second to most messages)."""
+HEARTBEAT_DELAY_SECONDS = 10.0
+"""When a task's heartbeats start: most messages are answered well before (a heartbeat
+is one more request each); a long one keeps its task alive from then on (Flower fails
+a running task that sent none for 60 s)."""
 RETRY_SECONDS = 60.0
 """How long one call keeps retrying while the SuperNode does not answer (e.g. restarting)."""
 _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
@@ -153,14 +157,19 @@ def _heartbeat(client: RuntimeHttpClient) -> Callable[[], bool]:
 
 @contextmanager
 def task_channel(address: str, token: str) -> Iterator[RuntimeHttpClient]:
-    """Open a runtime client authenticated as the task, with the task's heartbeat running."""
+    """Open a runtime client authenticated as the task; heartbeats start if the task runs long."""
     client = runtime_client(address, token=token)
     heartbeat = HeartbeatSender(_heartbeat(client))
-    heartbeat.start()
+    timer = threading.Timer(HEARTBEAT_DELAY_SECONDS, heartbeat.start)
+    timer.daemon = True
+    timer.start()
     try:
         yield client
     finally:
-        heartbeat.stop()
+        timer.cancel()
+        timer.join()  # a heartbeat being started right now is then stopped below
+        if heartbeat.is_running:
+            heartbeat.stop()
         client.close()
 
 
@@ -304,22 +313,21 @@ class Worker:
     def _answer(self, message: Message, context: Context, facts: TaskFacts) -> tuple[Message, str]:
         try:
             self.admission.check(facts)
+            reply = installed_app(message, context)
         except TaskRefused as refusal:
             code = ErrorCode.INVALID_FAB if refusal.bundle else REFUSED
-            return Message(
-                Error(code=code, reason=str(refusal)), reply_to=message
-            ), SubStatus.FAILED
-        try:
-            reply = installed_app(message, context)
+            return _error(message, code, str(refusal)), SubStatus.FAILED
         except Exception as error:  # noqa: BLE001 - the aggregator must always get an answer
-            logger.exception("the ClientApp failed on run %s", facts.run_id)
+            logger.exception("could not answer run %s", facts.run_id)
             reason = f"{type(error).__name__} inside the hospital; the details stay in its log"
-            return Message(
-                Error(code=INTERNAL_ERROR, reason=reason), reply_to=message
-            ), SubStatus.FAILED
+            return _error(message, INTERNAL_ERROR, reason), SubStatus.FAILED
         if not reply.has_error():
             self.admission.answered(facts)
         return reply, SubStatus.COMPLETED
+
+
+def _error(message: Message, code: int, reason: str) -> Message:
+    return Message(Error(code=code, reason=reason), reply_to=message)
 
 
 def _log_to_stderr() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import stat
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -242,9 +243,24 @@ def test_an_instruction_that_differs_from_the_run_or_an_agentapp_task_is_refused
     admission = Admission(_site(tmp_path))
     config = RunConfig.from_flat({"contract": "x"})
     facts = _facts(_bundle(app_pyproject(config, "0.1.0")), config)
-    sneaky = TaskFacts(**{**facts.__dict__, "instruction": {"epsilon": 3.0, "contract": "y"}})
+    sneaky = replace(facts, instruction={"epsilon": 3.0, "contract": "y"})
     with pytest.raises(TaskRefused, match="differ from the run's configuration"):
         admission.check(sneaky)
-    agent = TaskFacts(**{**facts.__dict__, "client_app": False})
+    agent = replace(facts, client_app=False)
     with pytest.raises(TaskRefused, match="AgentApp"):
         admission.check(agent)
+
+
+def test_key_exchange_stages_pass_the_policy_but_never_a_foreign_bundle(tmp_path: Path) -> None:
+    # SecAgg+ cannot finish a round for the others if a hospital leaves before sharing
+    # its keys; a hospital outside the policy refuses at the first stage that uses data.
+    admission = Admission(_site(tmp_path, {"require-approval": True}))
+    config = RunConfig.from_flat({"contract": "x"})
+    facts = _facts(_bundle(app_pyproject(config, "0.1.0")), config)
+    for stage in ("setup", "share_keys", "unmask"):
+        admission.check(replace(facts, stage=stage, instruction=None))
+    with pytest.raises(TaskRefused, match="approved runs"):
+        admission.check(replace(facts, stage="collect_masked_vectors"))
+    shipped = _bundle(app_pyproject(config, "0.1.0"), {"client/x.py": b""})
+    with pytest.raises(TaskRefused, match="client/x.py"):
+        admission.check(replace(_facts(shipped, config), stage="setup"))
