@@ -237,6 +237,24 @@ def _stage(message: Message) -> str:
     return str(message.metadata.message_type)
 
 
+def warm_up() -> None:
+    """Pay every one-time import before the first message, so round 1 is not slower.
+
+    torch, Opacus and pandas come with fedcare's modules; the compiler module torch
+    imports when the first optimizer is built (several seconds) comes with a throwaway one.
+    """
+    for module in (
+        "fedcare.client.session",
+        "fedcare.client.training",
+        "fedcare.client.site_table",
+        "fedcare.shared.contract",
+    ):
+        importlib.import_module(module)
+    import torch
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
 class Worker:
     """Takes the SuperNode's tasks one at a time and answers each.
 
@@ -247,9 +265,7 @@ class Worker:
     """
 
     def __init__(self, site_toml: Path) -> None:
-        # Warm from the start: torch and Opacus are imported once, before the first message.
-        importlib.import_module("fedcare.client.session")
-        importlib.import_module("fedcare.client.training")
+        warm_up()
         self.admission = Admission(site_toml)
         settings = self.admission.settings
         self.address = f"127.0.0.1:{settings.runtime_port}"

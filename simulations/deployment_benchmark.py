@@ -113,7 +113,8 @@ def stage_table(title: str, stages: tuple[str, ...], ours: Rounds, bare: Rounds)
         table.add_column(column, justify="right")
     for stage in (*stages, "round"):
         mine, theirs = _mean(ours, stage, first=False), _mean(bare, stage, first=False)
-        ratio = f"{theirs / mine:.2f}x" if mine and theirs else "-"
+        # A ratio of two waits for connected hospitals (milliseconds) says nothing.
+        ratio = f"{theirs / mine:.2f}x" if mine and theirs and min(mine, theirs) > 0.5 else "-"
         table.add_row(
             stage, _cell(mine), _cell(theirs), ratio, _cell(_mean(ours, stage, first=True))
         )

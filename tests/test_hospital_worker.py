@@ -3,7 +3,8 @@
 The tests run in order on one federation:
 
 1. one worker process answers fifty messages (ten SecAgg+ rounds) and its resident
-   memory stays within a bound;
+   memory stays within a bound; everything in the hospital's state folder, which
+   existed before with wider permissions, is owner-only;
 2. a hospital's data file changed between runs is read and checked again: a value
    outside the contract is refused by name, and the run goes on without it;
 3. a worker killed while it handles a message is replaced by the supervisor, the
@@ -39,6 +40,17 @@ RSS_GROWTH_BOUND_MB = 64
 
 def _roomy(name: str, site: dict) -> None:
     site["privacy"]["max-epsilon"] = 50.0
+    if name == "hospital-1":  # a state folder that already existed, readable by all
+        state = Path(site["hospital"]["state"])
+        state.mkdir(parents=True)
+        state.chmod(0o755)
+        (state / "audit.jsonl").touch(mode=0o644)
+
+
+def _owner_only(state: Path) -> list[str]:
+    """Everything in ``state`` that group or others may read, write or enter."""
+    paths = [state, *state.rglob("*")]
+    return [f"{p} {p.stat().st_mode & 0o777:o}" for p in paths if p.stat().st_mode & 0o077]
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +102,11 @@ def test_one_worker_answers_fifty_messages_within_a_memory_bound(
     assert summary["rounds"]["aggregated"] == list(range(1, rounds + 1))
     stages = json.loads((out / "metrics.json").read_text())["rounds"][-1]["stage_seconds"]
     assert {"setup", "share_keys", "collect_masked_vectors", "unmask", "evaluate"} <= set(stages)
+    state = federation.root / "hospital-1" / "state"
+    assert {"privacy-ledger.db", "audit.jsonl", "runtime.secret", "node-config.toml"} <= {
+        p.name for p in state.iterdir()
+    }
+    assert _owner_only(state) == []
 
 
 def test_a_changed_data_file_is_read_and_checked_again(federation: LocalFederation) -> None:
