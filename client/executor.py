@@ -246,7 +246,7 @@ def warm_up() -> None:
     for module in (
         "fedcare.client.session",
         "fedcare.client.training",
-        "fedcare.client.site_table",
+        "fedcare.client.readers.table",
         "fedcare.shared.contract",
     ):
         importlib.import_module(module)
