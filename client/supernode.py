@@ -29,14 +29,19 @@ FLWR_HOME = "flwr-home"
 CA_CERTIFICATE = "ca.crt"
 NODE_KEY = "node.key"
 WORKER_PID_FILE = "worker.pid"
-PRIVATE_FILES = ("privacy-ledger.db", "privacy-ledger.db-wal", "privacy-ledger.db-shm", "audit.jsonl")
+PRIVATE_FILES = (
+    "privacy-ledger.db",
+    "privacy-ledger.db-wal",
+    "privacy-ledger.db-shm",
+    "audit.jsonl",
+)
 """Records the worker writes: created 0600 by their writers, tightened here if they are not."""
 
 _SECRET_BYTES = 32
 
 
 def node_config_toml(settings: SiteSettings) -> str:
-    """The node config file Flower passes to the ClientApp (flat TOML)."""
+    """Render the node config file Flower passes to the ClientApp (flat TOML)."""
     return tomli_w.dumps(settings.node.to_node_config())
 
 
@@ -67,7 +72,7 @@ def prepare_state(settings: SiteSettings) -> Path:
 
 
 def supernode_command(settings: SiteSettings, executable: str, node_config: Path) -> list[str]:
-    """The ``flower-supernode`` command line: TLS, authentication, process isolation, secret."""
+    """Build ``flower-supernode``'s command line: TLS, authentication, process isolation."""
     return [
         executable,
         "--superlink",
@@ -90,7 +95,7 @@ def supernode_command(settings: SiteSettings, executable: str, node_config: Path
 
 
 def worker_command(settings: SiteSettings) -> list[str]:
-    """The worker's command line: isolated mode, so the working directory is never imported."""
+    """Build the worker's command line: isolated mode, the working directory never imported."""
     return [
         sys.executable,
         "-I",

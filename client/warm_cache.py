@@ -86,7 +86,7 @@ class RunCache:
         reset_process_state()
 
     def site(self, node_config: Mapping[str, object], config: RunConfig, run_id: str) -> Site:
-        """This node's prepared site for the run: read once, again only if its files changed.
+        """Return this node's prepared site for the run: read once, again if its files changed.
 
         Raises
         ------
@@ -106,7 +106,7 @@ class RunCache:
         return site
 
     def model(self, site: Site, config: RunConfig, build: Callable[[], _Model]) -> _Model:
-        """A fresh copy of the run's initial model for ``site`` (built once, then copied)."""
+        """Return a fresh copy of the run's initial model for ``site`` (built once, then copied)."""
         key = (site.name, run_config_hash(config))
         if key not in self._entries.models:
             self._entries.models[key] = build()

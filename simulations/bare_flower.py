@@ -19,8 +19,7 @@ from typing import Any
 
 import tomli_w
 
-from fedcare.shared.flower_process import flower_environment, flower_executable
-from fedcare.shared.flower_process import port_open
+from fedcare.shared.flower_process import flower_environment, flower_executable, port_open
 from fedcare.simulations.local_deployment import Processes, free_port, wait_for
 
 PACKAGE = "bareflower"

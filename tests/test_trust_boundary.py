@@ -77,7 +77,7 @@ def _audit(federation: LocalFederation, hospital: str) -> list[dict[str, Any]]:
 
 
 def _markers(federation: LocalFederation) -> list[Path]:
-    return [p for p in [*federation.root.rglob(f"{MARKER}*"), *Path("/tmp").glob(f"{MARKER}*")]]
+    return [*federation.root.rglob(f"{MARKER}*"), *Path("/tmp").glob(f"{MARKER}*")]
 
 
 def _runtime_port(federation: LocalFederation, hospital: str) -> int:

@@ -1,4 +1,4 @@
-"""A warm process reads a site once per run, again when its file changes, and never keeps two runs."""
+"""A warm process reads a site once per run, again when its file changes, never two runs."""
 
 from __future__ import annotations
 
