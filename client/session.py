@@ -29,8 +29,8 @@ from fedcare.shared.audit import AuditEvent, AuditLog, canonical_json
 from fedcare.shared.config import FlatValue
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.keys import InstructionKey, ReplyKey
-from fedcare.shared.private_files import private_directory, restrict_file
 from fedcare.shared.privacy import DpSgdPlan
+from fedcare.shared.private_files import private_directory, restrict_file
 
 LEDGER_FILE = "privacy-ledger.db"
 AUDIT_FILE = "audit.jsonl"
