@@ -125,21 +125,16 @@ def runs(config: SiteConfig = Path("site.toml")) -> None:
     except FedcareError as error:
         raise fail(error) from None
     table = Table(title=f"Runs that asked {settings.node.name}")
-    for column in (
-        "run",
-        "first asked (UTC)",
-        "configuration",
-        "approved",
-        "decision",
-        "refused",
-        "last reason",
-    ):
+    # Identifiers are never wrapped (a hash prefix is what the operator compares).
+    for column in ("run", "first asked (UTC)", "configuration"):
+        table.add_column(column, no_wrap=True)
+    for column in ("approved", "decision", "refused", "last reason"):
         table.add_column(column)
     for item in decisions:
         table.add_row(
             item.run,
             item.first_seen[:19].replace("T", " "),
-            item.config_hash or "unreadable",
+            item.config_hash[:12] if item.config_hash else "unreadable",
             "yes" if item.config_hash in settings.policy.approved else "no",
             "took part" if item.admitted else "refused",
             str(item.refusals),
