@@ -148,7 +148,7 @@ class Admission:
                 AuditEvent.RUN_ADMITTED,
                 run=run.name,
                 config_sha256=config_hash,
-                model=config.training.model.value,
+                model=config.training.model,
                 rounds=config.federation.rounds,
                 epsilon=config.privacy.target_epsilon,
             )

@@ -73,8 +73,8 @@ def check_run(request: RunRequest, policy: SitePolicy, limits: SitePrivacy, *, s
 def _policy_problems(request: RunRequest, policy: SitePolicy) -> list[str]:
     config = request.config
     problems = []
-    if config.training.model not in policy.models:
-        allowed = ", ".join(sorted(m.value for m in policy.models))
+    if policy.models is not None and config.training.model not in policy.models:
+        allowed = ", ".join(sorted(policy.models))
         problems.append(f"it does not train model '{config.training.model}' (allowed: {allowed})")
     cap = policy.max_epsilon_per_run
     if cap is not None and config.privacy.target_epsilon > cap:

@@ -13,7 +13,7 @@ Example
 .. code-block:: toml
 
     [policy]
-    models = ["logreg", "mlp"]      # default: every model in the registry
+    models = ["logreg", "mlp"]      # default: every model installed here (built-in or plugin)
     max-epsilon-per-run = 1.0       # default: [privacy] max-epsilon
     max-rounds = 50
     max-local-epochs = 5
@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcare.shared.config import ModelName
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.run_identity import is_run_config_hash
 
@@ -49,8 +48,9 @@ class SitePolicy:
 
     Attributes
     ----------
-    models : frozenset[ModelName]
-        Models the hospital trains.
+    models : frozenset[str] | None
+        Models the hospital trains: built-in names or installed plugins' names;
+        ``None`` (the default) allows every model installed here.
     max_epsilon_per_run : float | None
         Most epsilon one run may ask for; ``None``: only ``[privacy] max-epsilon``.
     max_rounds : int | None
@@ -67,7 +67,7 @@ class SitePolicy:
         Approved run-configuration hashes.
     """
 
-    models: frozenset[ModelName] = frozenset(ModelName)
+    models: frozenset[str] | None = None
     max_epsilon_per_run: float | None = None
     max_rounds: int | None = None
     max_local_epochs: int | None = None
@@ -112,19 +112,12 @@ class SitePolicy:
         )
 
 
-def _models(value: object, source: Path) -> frozenset[ModelName]:
+def _models(value: object, source: Path) -> frozenset[str] | None:
     if value is None:
-        return frozenset(ModelName)
-    choices = [m.value for m in ModelName]
+        return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise PolicyConfigError("policy.models", f"in {source} must be a list of model names")
-    unknown = [v for v in value if v not in choices]
-    if unknown:
-        raise PolicyConfigError(
-            "policy.models",
-            f"in {source}: unknown {unknown[0]!r}; choose from {', '.join(choices)}",
-        )
-    return frozenset(ModelName(v) for v in value)
+    return frozenset(value)
 
 
 def _epsilon(value: object, source: Path) -> float | None:

@@ -191,7 +191,7 @@ def test_a_bad_policy_table_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(PolicyConfigError, match="policy.max-round"):
         SiteSettings.load(_site(tmp_path, {"max-round": 3}))
     with pytest.raises(PolicyConfigError, match="policy.models"):
-        SiteSettings.load(_site(tmp_path, {"models": ["gpt"]}))
+        SiteSettings.load(_site(tmp_path, {"models": "logreg"}))
 
 
 def _facts(bundle: bytes, config: RunConfig, *, evaluation: bool = False) -> TaskFacts:
