@@ -101,7 +101,7 @@ def evaluate_round(  # noqa: PLR0913 - the release's inputs, each needed
     entry = _check_evaluation_allowed(plan, ledger, site, run_id)
     cap = dataset_cap(config, site)
     check_dataset_budget(ledger, site, entry, cap, delta=plan.delta)
-    model = global_model(global_weights, config, site, run_id)
+    model = global_model(global_weights, config, site, run_id).module
     scored = score_model(
         model,
         site.data.evaluation,
@@ -195,7 +195,7 @@ def _exact_evaluation(
     global_weights: Sequence[np.ndarray], config: RunConfig, site: Site, run_id: str
 ) -> EvaluationRelease:
     """Exact metrics, for a run that turned DP off (and says so in its report)."""
-    model = global_model(global_weights, config, site, run_id)
+    model = global_model(global_weights, config, site, run_id).module
     result = evaluate_model(
         model,
         site.data.evaluation,

@@ -34,12 +34,13 @@ from fedcare.client.local_parameters import load_local_parameters, save_local_pa
 from fedcare.client.policy import check_policy
 from fedcare.client.site import Site
 from fedcare.client.training import train_plain, train_private
+from fedcare.client.warm_cache import RUN_CACHE
 from fedcare.shared.config import FlatValue, RunConfig
 from fedcare.shared.device import resolve_device
 from fedcare.shared.errors import InvalidUpdateError
 from fedcare.shared.keys import InstructionKey, ReplyKey
-from fedcare.shared.models import MODELS, build_model
-from fedcare.shared.privacy import DpSgdPlan
+from fedcare.shared.privacy import DpSgdPlan, check_noise
+from fedcare.shared.run_model import RunModel, build_run_model, run_criterion
 from fedcare.shared.serialization import get_weights, set_weights
 
 ReplyMetrics = dict[str, bool | int | float | str]
@@ -105,9 +106,11 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     """
     if site.limits is not None:
         check_policy(config, site.limits, site=site.name)
-    model = global_model(global_weights, config, site, run_id)
+    run_model = global_model(global_weights, config, site, run_id)
+    model = run_model.module
     device = resolve_device(config.training.device)
     training = config.training
+    criterion = run_criterion(training, site.task)
     metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name}
     if not config.privacy.enabled:
         outcome = train_plain(
@@ -119,6 +122,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
             batch_size=training.batch_size,
             seed=config.data.seed,
             device=device,
+            criterion=criterion,
         )
         # Without DP nothing is protected anyway (the run says so loudly).
         metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
@@ -128,6 +132,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
             delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=None
         )
     plan = plan or privacy_plan(config, site)
+    check_noise(plan, len(site.data.train), site=site.name)
     entries = run_entries(ledger, site, run_id)
     history = [entry.history_entry() for entry in entries]
     evaluated = sum(entry.is_evaluation for entry in entries)
@@ -146,7 +151,8 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         batch_size=training.batch_size,
         history=history,
         device=device,
-        grad_sample_mode=MODELS[config.training.model].grad_sample_mode,
+        grad_sample_mode=run_model.grad_sample_mode,
+        criterion=criterion,
     )
     delta = _checked_delta(model, global_weights, config, site)
     reservation = ledger.reserve(
@@ -181,24 +187,41 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
 
 
 def fresh_model(config: RunConfig, site: Site) -> torch.nn.Module:
-    """The run's model for this site's data, freshly initialised (as the aggregator's)."""
-    return build_model(
-        config.training.model,
+    """Return the run's network for this site's data, freshly initialised (as the aggregator's)."""
+    return fresh_run_model(config, site).module
+
+
+def fresh_run_model(config: RunConfig, site: Site) -> RunModel:
+    """Build the run's model for this site's data, freshly initialised (as the aggregator's).
+
+    Raises
+    ------
+    ModelPluginError
+        If the run's plugin model is not installed here in the run's version.
+    ConfigError
+        If the model cannot be trained with DP-SGD, or the pretrained file is
+        missing here or differs from the run's.
+    """
+    return build_run_model(
+        config.training,
         input_shape=site.data.train.input_shape,
         input_kind=site.data.train.kind,
         task=site.task,
         seed=config.data.seed,
+        private=config.privacy.enabled,
+        party=site.name,
     )
 
 
 def global_model(
     global_weights: Sequence[np.ndarray], config: RunConfig, site: Site, run_id: str
-) -> torch.nn.Module:
+) -> RunModel:
     """Build the global model, completed with this site's own local parameters for the run."""
-    model = fresh_model(config, site)
+    run_model = RUN_CACHE.model(site, config, lambda: fresh_run_model(config, site))
+    model = run_model.module
     set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
     load_local_parameters(model, site.state, run_id, site=site.name)
-    return model
+    return run_model
 
 
 def _checked_delta(

@@ -21,13 +21,15 @@ from fedcare.client.evaluation_round import EvaluationRelease, evaluate_round
 from fedcare.client.hospital import RoundUpdate, parse_instruction, train_round
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.policy import check_policy
-from fedcare.client.site import load_site, site_limits, site_records
+from fedcare.client.site import site_limits, site_records
 from fedcare.client.site_settings import AUDIT_FILE
+from fedcare.client.warm_cache import RUN_CACHE
 from fedcare.shared.audit import AuditEvent, AuditLog, canonical_json
 from fedcare.shared.config import FlatValue
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.keys import InstructionKey, ReplyKey
 from fedcare.shared.privacy import DpSgdPlan
+from fedcare.shared.private_files import private_directory, restrict_file
 
 LEDGER_FILE = "privacy-ledger.db"
 
@@ -71,8 +73,8 @@ class HospitalSession:
         name, self.state = site_records(node_config, self.config)
         self.name = name
         # Owner-only: the ledger and audit log describe what this hospital released.
-        self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.audit = AuditLog(self.state / AUDIT_FILE, actor=name)
+        private_directory(self.state)
+        self.audit = AuditLog(restrict_file(self.state / AUDIT_FILE), actor=name)
         self._instruction_sha256 = hashlib.sha256(
             canonical_json(dict(self.config.to_flat())).encode()
         ).hexdigest()
@@ -82,7 +84,7 @@ class HospitalSession:
         self._received("train")
         with self._refusals_audited():
             self._check_policy()
-            site = load_site(self._node_config, self.config)
+            site = RUN_CACHE.site(self._node_config, self.config, self.run_id)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
                 update = train_round(
                     parameters,
@@ -113,7 +115,7 @@ class HospitalSession:
         self._received("evaluate")
         with self._refusals_audited():
             self._check_policy()
-            site = load_site(self._node_config, self.config)
+            site = RUN_CACHE.site(self._node_config, self.config, self.run_id)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
                 release = evaluate_round(
                     parameters,

@@ -122,7 +122,7 @@ def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
     # Imported here: only real hospitals read files (pandas, pyarrow, Pillow).
     from fedcare.client.readers import read_site_data
     from fedcare.shared.contract import DataContract
-    from fedcare.shared.models import model_task
+    from fedcare.shared.run_model import run_task
 
     if not config.data.contract:
         raise DataError(
@@ -148,7 +148,7 @@ def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
     )
     return Site(
         name=node.name,
-        task=model_task(config.training.model, contract.task()),
+        task=run_task(config.training, contract.task()),
         data=prepared,
         state=node.state,
         dataset=node.dataset,
@@ -175,7 +175,7 @@ def hospital_fingerprint(node: SiteNode) -> str:
 
 def _simulated_site(index: int, config: RunConfig) -> Site:
     # Imported here: only simulated hospitals need the simulation package.
-    from fedcare.shared.models import model_task
+    from fedcare.shared.run_model import run_task
     from fedcare.simulations.federation import build_federation
 
     federation = build_federation(config.data)
@@ -187,7 +187,7 @@ def _simulated_site(index: int, config: RunConfig) -> Site:
     hospital = federation.hospitals[index]
     return Site(
         name=hospital.name,
-        task=model_task(config.training.model, federation.task),
+        task=run_task(config.training, federation.task),
         data=hospital.site,
         state=simulated_state(config, hospital.name),
         dataset=hospital.name,

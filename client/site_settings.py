@@ -29,6 +29,11 @@ Example
     split-seed = 0                  # how this hospital splits its rows (never the run's seed)
     eval-fraction = 0.25            # share of its rows held out for its own evaluation
     min-batch-size = 16             # smallest DP-SGD batch size it accepts from a run
+
+    [policy]                        # which runs it joins (see client.site_policy)
+    max-rounds = 50
+    require-approval = true
+    approved = []                   # `fedcare hospital approve HASH` adds to it
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedcare.client.site_policy import POLICY_TABLE, SitePolicy
 from fedcare.shared.config import DeviceName, FlatValue
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.keys import NodeConfigKey
@@ -240,6 +246,8 @@ class SiteSettings:
         Loopback port of the SuperNode's local runtime API.
     source : Path
         The file these settings came from.
+    policy : SitePolicy
+        Which runs the hospital takes part in.
     """
 
     node: SiteNode
@@ -247,6 +255,7 @@ class SiteSettings:
     credentials: Path
     runtime_port: int
     source: Path
+    policy: SitePolicy = SitePolicy()
 
     @classmethod
     def load(cls, path: Path) -> SiteSettings:
@@ -267,10 +276,11 @@ class SiteSettings:
 
 
 def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
-    unknown = set(raw) - {"hospital", "privacy"}
+    unknown = set(raw) - {"hospital", "privacy", POLICY_TABLE}
     if unknown:
         raise SiteConfigError(
-            sorted(unknown)[0], f"unknown section in {path}; expected [hospital] and [privacy]"
+            sorted(unknown)[0],
+            f"unknown section in {path}; expected [hospital], [privacy] and [{POLICY_TABLE}]",
         )
     hospital = _table(raw, "hospital", path)
     privacy = _table(raw, "privacy", path, required=False)
@@ -306,6 +316,7 @@ def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
         credentials=base / _field(hospital, "credentials", str, path),
         runtime_port=int(hospital.get("runtime-port", 9094)),
         source=path,
+        policy=SitePolicy.from_table(_table(raw, POLICY_TABLE, path, required=False), path),
     )
 
 

@@ -41,6 +41,7 @@ from fedcare.server.superlink import (
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.shared.flower_process import flower_environment, flower_executable, run_foreground
+from fedcare.shared.run_identity import run_config_hash
 from fedcare.tables import print_summary
 from fedcare.tracking_commands import Track, TrackingUri, check_trackers, track_after
 
@@ -202,6 +203,9 @@ def run(  # noqa: PLR0913 - one option per documented setting
         raise fail(ConfigError("--contract", f"cannot read {contract}: {error.strerror}")) from None
     except FedcareError as error:
         raise fail(error) from None
+    # On a line of its own, never wrapped: operators copy it to the hospitals.
+    console.print(f"run configuration hash: {run_config_hash(config)}", soft_wrap=True)
+    console.print("hospitals that require approval take part after `fedcare hospital approve HASH`")
     with tempfile.TemporaryDirectory(prefix="fedcare-run-") as tmp:
         app = write_app(Path(tmp) / "app", config, version("fedcare"))
         command = flwr_run_command(flower_executable("flwr"), app)

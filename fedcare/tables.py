@@ -40,7 +40,7 @@ def rounds_table(metrics: Mapping[str, Any], metric_names: list[str]) -> Table:
 
 
 def epsilon_table(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> Table:
-    """Epsilon each hospital has spent after each round."""
+    """Epsilon each hospital has spent after each round, and its noise multiplier."""
     privacy = summary["privacy"]
     rounds = [r for r in metrics["rounds"] if r["hospitals"]]
     hospitals = sorted({name for r in rounds for name in r["hospitals"]})
@@ -53,6 +53,13 @@ def epsilon_table(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> Tab
     for r in rounds:
         spent = [_privacy(r["hospitals"].get(name, {})).get("epsilon") for name in hospitals]
         table.add_row(str(r["round"]), *(_fmt(e) for e in spent))
+    # The noise each hospital calibrated for the run, and the noise-to-signal it implies.
+    for label, key in (
+        ("noise multiplier", "noise_multiplier_per_hospital"),
+        ("noise-to-signal", "noise_to_signal_per_hospital"),
+    ):
+        values = privacy.get(key, {})
+        table.add_row(label, *(_fmt(values.get(name)) for name in hospitals))
     return table
 
 

@@ -29,7 +29,7 @@ from fedcare.shared.audit import AuditEvent, AuditLog
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import ConfigError, RunStoppedError
 from fedcare.shared.evaluation import Evaluation, evaluate_model
-from fedcare.shared.models import build_model
+from fedcare.shared.run_model import RunModel, build_run_model
 from fedcare.shared.scoring import score_examples
 from fedcare.shared.serialization import (
     ModelLayout,
@@ -45,19 +45,22 @@ FAILED = "failed"
 STOPPED = "stopped"
 
 
-def _build_model(config: RunConfig, reference: DataReference) -> torch.nn.Module:
-    return build_model(
-        config.training.model,
+def _build_model(config: RunConfig, reference: DataReference) -> RunModel:
+    return build_run_model(
+        config.training,
         input_shape=reference.input_shape,
         input_kind=reference.input_kind,
         task=reference.task,
         seed=config.data.seed,
+        private=config.privacy.enabled,
+        party="the aggregator",
     )
 
 
-def _initial_model(config: RunConfig, reference: DataReference) -> torch.nn.Module:
-    """The run's first global model: fresh, or partly loaded from ``initial-model``."""
-    model = _build_model(config, reference)
+def _initial_model(config: RunConfig, reference: DataReference) -> RunModel:
+    """Build the run's first global model: fresh, or partly loaded from ``initial-model``."""
+    run_model = _build_model(config, reference)
+    model = run_model.module
     if config.training.initial_model:
         loaded = load_matching_weights(model, Path(config.training.initial_model))
         logger.info(
@@ -66,13 +69,15 @@ def _initial_model(config: RunConfig, reference: DataReference) -> torch.nn.Modu
             len(model.state_dict()),
             config.training.initial_model,
         )
-    return model
+    for line in run_model.fixed_layers:
+        logger.warning("fix-model replaced %s", line)
+    return run_model
 
 
 def checkpoint_metadata(config: RunConfig, reference: DataReference) -> dict[str, str]:
     """Return what every checkpoint records about its model, so it can be used on its own."""
     return {
-        "model": config.training.model.value,
+        "model": config.training.model,
         "task": reference.task.kind.value,
         "features": ",".join(reference.feature_names),
         # Regression targets are learnt scaled: whoever uses the model needs the constants.
@@ -85,7 +90,7 @@ def _test_evaluator(config: RunConfig, reference: DataReference) -> TestEvaluato
     test = reference.test
     if test is None:
         return None
-    model = _build_model(config, reference)
+    model = _build_model(config, reference).module
 
     def evaluate(weights: list[np.ndarray]) -> Evaluation:
         set_weights(model, weights, what="global model")
@@ -101,7 +106,7 @@ def _test_scores(
     test = reference.test
     if test is None or reference.task.kind not in INTERVAL_TASKS:
         return None
-    model = _build_model(config, reference)
+    model = _build_model(config, reference).module
     set_weights(model, weights, what="final global model")
     scores = score_examples(model, test.features, reference.task, torch.device("cpu"))
     if not np.all(np.isfinite(scores)):
@@ -162,7 +167,8 @@ def run_aggregator(
     """
     for warning in config.weakened_protections():
         logger.warning("PROTECTION OFF: %s", warning)
-    model = _initial_model(config, reference)
+    run_model = _initial_model(config, reference)
+    model = run_model.module
     layout = ModelLayout.of(model)
     start = _starting_point(run_dir, config, layout, get_weights(model), str(context.run_id))
     config = replace(config, privacy=replace(config.privacy, ledger_run=start.ledger_run))
@@ -174,9 +180,7 @@ def run_aggregator(
         audit.append(AuditEvent.RUN_RESUMED, round=start.first_round, config=config.to_flat())
         logger.info("resuming %s at round %s", run_dir.path, start.first_round)
     else:
-        audit.append(
-            AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model.value
-        )
+        audit.append(AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model)
     strategy = FedCareStrategy(
         config=config,
         initial_weights=start.weights,
@@ -201,7 +205,7 @@ def run_aggregator(
             rounds=config.federation.rounds - start.first_round + 1,
             federation=config.federation,
             secure_aggregation=config.secure_aggregation,
-            on_error=strategy.note_training_error,
+            observer=strategy.observe_exchange,
         )
         status = COMPLETED
     except RunStoppedError as error:
@@ -221,6 +225,7 @@ def run_aggregator(
             status=status,
             audit_head=audit.head(),
             test=_test_scores(config, reference, strategy.global_weights),
+            model=run_model.describe(config.training),
         )
         logger.info("run %s; report in %s", status, run_dir.path)
     return summary

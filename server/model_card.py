@@ -149,7 +149,7 @@ def _data(
 def _training(config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
     training = config.training
     return {
-        "model": training.model.value,
+        "model": training.model,
         "rounds_planned": config.federation.rounds,
         "rounds_aggregated": summary["rounds"]["aggregated"],
         "aggregation": config.federation.aggregation.value,

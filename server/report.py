@@ -28,7 +28,7 @@ from fedcare.shared.audit import format_head
 from fedcare.shared.config import RunConfig
 from fedcare.shared.keys import ReplyKey
 from fedcare.shared.metrics import metric_names
-from fedcare.shared.privacy import ACCOUNTANT
+from fedcare.shared.privacy import ACCOUNTANT, NOISE_TO_SIGNAL_WARNING, noise_to_signal
 
 SUMMARY = "summary.json"
 METRICS_JSON = "metrics.json"
@@ -76,9 +76,11 @@ def build_summary(
     reference: DataReference,
     status: str,
     audit_head: tuple[int, str],
+    model: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble ``summary.json``."""
     federated, source = final_metrics(record)
+    noise = noise_by_hospital(record)
     aggregated = [r.round for r in record.rounds if r.aggregated]
     failures = [f"round {r.round}: {line}" for r in record.rounds for line in r.failures]
     return {
@@ -96,6 +98,8 @@ def build_summary(
             "per_hospital_training": record.latest_epsilons(ReplyKey.TRAINING_EPSILON),
             "per_hospital_evaluation": record.latest_epsilons(ReplyKey.EVALUATION_EPSILON),
             "per_hospital_dataset": record.latest_epsilons(ReplyKey.DATASET_EPSILON),
+            "noise_multiplier_per_hospital": record.latest_epsilons(ReplyKey.NOISE_MULTIPLIER),
+            "noise_to_signal_per_hospital": noise,
             "target_epsilon": config.privacy.target_epsilon,
             "evaluation_share": config.privacy.evaluation_share,
             "evaluation_rounds": sorted(config.evaluation_round_numbers()),
@@ -108,11 +112,38 @@ def build_summary(
             "protocol": "SecAgg+ (Flower)" if config.secure_aggregation.enabled else "none",
             "guarantee": SECAGG_GUARANTEE if config.secure_aggregation.enabled else "none",
         },
+        "model": dict(model or {}),
         "audit": {"log": AUDIT_FILE, "head": format_head(audit_head)},
-        "warnings": [*config.weakened_protections(), *failures],
+        "warnings": [*config.weakened_protections(), *failures, *_noise_warnings(noise)],
         "errors": list(record.errors),
         "config": config.to_flat(),
     }
+
+
+def noise_by_hospital(record: RunRecord) -> dict[str, float]:
+    """Each hospital's DP-SGD noise-to-signal, from what it reported when it last trained.
+
+    Computed from its noise multiplier, sampling rate and training rows (all
+    already in its reply): :func:`shared.privacy.noise_to_signal`.
+    """
+    ratios = {}
+    for round_record in record.rounds:
+        for name, hospital in round_record.hospitals.items():
+            noise = hospital.train.get(ReplyKey.NOISE_MULTIPLIER)
+            rate = hospital.train.get(ReplyKey.SAMPLE_RATE)
+            if noise is not None and rate is not None and hospital.num_train_examples:
+                ratios[name] = noise_to_signal(noise, rate, hospital.num_train_examples)
+    return ratios
+
+
+def _noise_warnings(ratios: Mapping[str, float]) -> list[str]:
+    return [
+        f"{name}: DP-SGD noise-to-signal {ratio:.3f} is above {NOISE_TO_SIGNAL_WARNING:g}: "
+        "its noise may swamp what it learns; a larger batch-size, fewer rounds or local "
+        "epochs, or a larger epsilon lower it"
+        for name, ratio in sorted(ratios.items())
+        if ratio > NOISE_TO_SIGNAL_WARNING
+    ]
 
 
 def metrics_rows(record: RunRecord, metric_columns: list[str]) -> list[dict[str, Any]]:
@@ -171,6 +202,7 @@ def write_report(
     status: str,
     audit_head: tuple[int, str],
     test: TestScores | None = None,
+    model: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write every report file into ``run_dir`` and return the summary.
 
@@ -193,7 +225,12 @@ def write_report(
         "dataset_epsilon",
     ]
     summary = build_summary(
-        config=config, record=record, reference=reference, status=status, audit_head=audit_head
+        config=config,
+        record=record,
+        reference=reference,
+        status=status,
+        audit_head=audit_head,
+        model=model,
     )
     run_dir.write_json(METRICS_JSON, record.to_dict())
     run_dir.write_text(METRICS_CSV, _csv(metrics_rows(record, metric_columns), columns))

@@ -61,6 +61,11 @@ class RoundRecord:
         Whether the global model was updated this round.
     seconds : float | None
         Wall time from sending the training instructions to the last evaluation reply.
+    stage_seconds : dict[str, float]
+        Where that time went: ``wait-train`` and ``wait-evaluate`` (waiting for
+        hospitals to connect), then each exchange (``train`` or the SecAgg+
+        stages ``setup``, ``share_keys``, ``collect_masked_vectors``, ``unmask``;
+        and ``evaluate``), from sending to the last reply.
     """
 
     round: int
@@ -71,6 +76,7 @@ class RoundRecord:
     failures: list[str] = field(default_factory=list)
     aggregated: bool = False
     seconds: float | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def hospital(self, name: str) -> HospitalRound:
         """Return (creating if needed) the entry of hospital ``name``."""
@@ -141,6 +147,7 @@ class RunRecord:
                     failures=list(raw.get("failures", [])),
                     aggregated=bool(raw.get("aggregated", False)),
                     seconds=raw.get("seconds"),
+                    stage_seconds=_numbers(raw.get("stage_seconds", {})),
                 )
             )
         return cls(rounds=rounds, errors=list(payload.get("errors", [])))

@@ -40,6 +40,7 @@ from fedcare.server.checkpoint import CheckpointWriter
 from fedcare.server.resume import ProgressWriter
 from fedcare.server.robust_aggregation import AggregationError, RobustMethod, aggregate_updates
 from fedcare.server.run_record import RoundRecord, RunRecord
+from fedcare.server.secure_aggregation import Exchange
 from fedcare.server.update_validation import UpdateBounds, screen_replies
 from fedcare.shared.audit import AuditEvent, AuditLog
 from fedcare.shared.config import FailedRoundPolicy, RunConfig
@@ -136,7 +137,10 @@ class FedCareStrategy(FedAvg):
         self._names: dict[int, str] = config.federation.names_by_node()
         self._asked: dict[str, set[int]] = {}
         self._evaluation_rounds = config.evaluation_round_numbers()
-        self._training_errors: list[str] = []
+        self._erred: dict[str, set[int]] = {}
+        # Whether this round's training ended in the strategy (aggregated, or failed and
+        # said why); if not, SecAgg+ halted before it could.
+        self._train_concluded = False
 
     @property
     def global_weights(self) -> list[np.ndarray]:
@@ -167,7 +171,9 @@ class FedCareStrategy(FedAvg):
     ) -> list[ClientProxy]:
         expected = self._config.data.hospitals
         timeout = self._config.federation.round_timeout
+        waited = time.monotonic()
         client_manager.wait_for(expected, timeout=int(timeout))
+        self._record.round(server_round).stage_seconds[f"wait-{stage}"] = time.monotonic() - waited
         available = client_manager.num_available()
         if available < self._minimum:
             self._fail(
@@ -175,6 +181,8 @@ class FedCareStrategy(FedAvg):
                 f"{stage}: only {available} of {expected} hospitals connected within "
                 f"{timeout:.0f} s; at least {self._minimum} are needed",
             )
+            if stage == "train":
+                self._train_concluded = True
             return []
         sampled = client_manager.sample(num_clients=available, min_num_clients=self._minimum)
         self._asked[stage] = {proxy.node_id for proxy in sampled}
@@ -191,7 +199,7 @@ class FedCareStrategy(FedAvg):
         server_round = self._run_round(server_round)
         self._global = parameters_to_ndarrays(parameters)
         self._round_started = time.monotonic()
-        self._training_errors = []
+        self._train_concluded = False
         fit_ins = FitIns(parameters, self._instruction(server_round))
         return [(c, fit_ins) for c in self._sample(server_round, client_manager, "train")]
 
@@ -226,6 +234,7 @@ class FedCareStrategy(FedAvg):
         """Average the hospitals' deltas into a new global model and checkpoint it."""
         server_round = self._run_round(server_round)
         record = self._record.round(server_round)
+        self._train_concluded = True
         self._note_failures(record, "train", failures)
         self._note_silent(record, "train", results, failures)
         updates: list[Reply] = []
@@ -319,6 +328,16 @@ class FedCareStrategy(FedAvg):
 
     # --- bookkeeping ------------------------------------------------------------
 
+    def observe_exchange(self, exchange: Exchange) -> None:
+        """Record an exchange's time and every error reply, naming the hospital that sent it."""
+        record = self._record.round(self._run_round(exchange.flower_round))
+        spent = record.stage_seconds.get(exchange.stage, 0.0)
+        record.stage_seconds[exchange.stage] = spent + exchange.seconds
+        kind = "evaluate" if exchange.stage == "evaluate" else "train"
+        for node_id, reason in exchange.errors:
+            self._erred.setdefault(kind, set()).add(node_id)
+            self._fail(record, f"{kind}: {self._describe(node_id)}: {reason}")
+
     def _screen(self, record: RoundRecord, server_round: int, updates: list[Reply]) -> list[Reply]:
         """Keep the plaintext updates that pass every check; report and audit the others."""
         accepted, rejected = screen_replies(updates, self._bounds)
@@ -360,7 +379,7 @@ class FedCareStrategy(FedAvg):
         SecAgg+ halts without calling the strategy when too few hospitals finish
         its stages; Flower then goes on to evaluation with the old model.
         """
-        if record.aggregated or any(line.startswith("train:") for line in record.failures):
+        if record.aggregated or self._train_concluded:
             return
         unfinished = ", ".join(self._describe(n) for n in sorted(self._asked.pop("train", set())))
         self._fail(
@@ -368,12 +387,6 @@ class FedCareStrategy(FedAvg):
             "train: secure aggregation halted before aggregating (too few hospitals completed "
             f"the protocol; asked: {unfinished or 'none'}); the global model is unchanged",
         )
-        for error in self._training_errors:
-            self._fail(record, f"train: {error}")
-
-    def note_training_error(self, node_id: int, reason: str) -> None:
-        """Keep a hospital's error reply to this round's training (a refusal says why)."""
-        self._training_errors.append(f"{self._describe(node_id)}: {reason}")
 
     def _stop_if_asked(self, record: RoundRecord) -> None:
         """Stop the run after a failed round when ``on-failed-round`` says so.
@@ -406,9 +419,9 @@ class FedCareStrategy(FedAvg):
 
     def _note_failures(self, record: RoundRecord, stage: str, failures: list[Failure]) -> None:
         for failure in failures:
-            if isinstance(failure, BaseException):
-                self._fail(record, f"{stage}: {failure}")
-            else:
+            # An error reply arrives as a bare exception; observe_exchange recorded it
+            # already, with the hospital that sent it.
+            if not isinstance(failure, BaseException):
                 proxy, res = failure
                 self._fail(
                     record, f"{stage}: {self._describe(proxy.node_id)}: {res.status.message}"
@@ -421,19 +434,19 @@ class FedCareStrategy(FedAvg):
         results: list[tuple[ClientProxy, FitRes]] | list[tuple[ClientProxy, EvaluateRes]],
         failures: list[Failure],
     ) -> None:
-        """Record every hospital that was asked and returned no result.
+        """Record every hospital that was asked and returned neither a result nor an error.
 
-        Flower's legacy workflows strip the sender from error replies, so such a
-        hospital either dropped out, missed the deadline, or sent one of the
-        errors recorded just before.
+        Error replies were recorded with their sender by :meth:`observe_exchange`
+        (Flower's legacy workflows strip the sender from them); a hospital that
+        sent none either dropped out or missed the deadline.
         """
-        answered = {proxy.node_id for proxy, _ in results}
+        answered = {proxy.node_id for proxy, _ in results} | self._erred.pop(stage, set())
         answered |= {f[0].node_id for f in failures if not isinstance(f, BaseException)}
         for node_id in sorted(self._asked.pop(stage, set()) - answered):
             self._fail(
                 record,
-                f"{stage}: no result from {self._describe(node_id)} (dropped out, missed the "
-                "deadline, or sent an error)",
+                f"{stage}: no result from {self._describe(node_id)} (dropped out or missed "
+                "the deadline)",
             )
 
     def _log_round(self, record: RoundRecord) -> None:

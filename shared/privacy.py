@@ -33,6 +33,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from fedcare.shared.errors import SiteTooSmallError
+
 HistoryEntry = tuple[float, float, int]
 """One homogeneous stretch of releases: (noise multiplier, sample rate, steps)."""
 
@@ -45,6 +47,15 @@ _MAX_NOISE = 1e6
 """Largest noise multiplier calibration tries (as Opacus' own search)."""
 _EPSILON_TOLERANCE = 0.01
 """How close below the target a calibrated plan lands (as Opacus' own search)."""
+NOISE_TO_SIGNAL_WARNING = 1.0
+"""Noise-to-signal (:func:`noise_to_signal`) above which the run report warns that a
+site's DP noise may swamp what it learns. Measured on the built-in data
+(simulations/BENCHMARKS.md): federations whose sites stayed below 1 learnt as well
+as at epsilon 3; above 1 the results began to spread."""
+
+NOISE_TO_SIGNAL_LIMIT = 10.0
+"""Noise-to-signal above which a hospital declines to train: ten times the noise at
+which the built-in data was still measured to learn."""
 
 
 def steps_per_epoch(n_samples: int, batch_size: int) -> int:
@@ -204,3 +215,38 @@ def epsilon_spent(history: Sequence[HistoryEntry], *, delta: float) -> float:
         (noise, rate, steps) for (noise, rate), steps in steps_by_mechanism.items()
     ]
     return float(accountant.get_epsilon(delta=delta))
+
+
+def noise_to_signal(noise_multiplier: float, sample_rate: float, n_samples: int) -> float:
+    """Noise std of one DP-SGD step's mean gradient, per coordinate, over its largest signal.
+
+    Each step sums at most ``q * n`` clipped gradients (norm <= C each) and adds
+    Gaussian noise of std ``sigma * C`` per coordinate; the mean divides both by
+    the expected batch ``q * n``. So ``sigma / (q * n)`` is the noise per
+    coordinate in units of the clipping bound C, which also bounds the mean
+    gradient's norm. Larger batches (a higher sampling rate) lower it.
+    """
+    return noise_multiplier / max(sample_rate * n_samples, 1e-12)
+
+
+def check_noise(plan: DpSgdPlan, n_samples: int, *, site: str) -> float:
+    """Return the plan's noise-to-signal; refuse a plan whose noise swamps any signal.
+
+    Raises
+    ------
+    SiteTooSmallError
+        If the noise-to-signal exceeds :data:`NOISE_TO_SIGNAL_LIMIT`; the message
+        names the noise multiplier and how to lower it.
+    """
+    ratio = noise_to_signal(plan.noise_multiplier, plan.sample_rate, n_samples)
+    if ratio > NOISE_TO_SIGNAL_LIMIT:
+        raise SiteTooSmallError(
+            f"{site} declines to train: with {n_samples} training rows and this run's budget "
+            f"(epsilon {plan.target_epsilon:g} over {plan.rounds} rounds of "
+            f"{plan.steps_per_round} steps), DP-SGD needs noise multiplier "
+            f"{plan.noise_multiplier:.2f} at an expected batch of "
+            f"{plan.sample_rate * n_samples:.1f}, a noise-to-signal of {ratio:.2f} (limit "
+            f"{NOISE_TO_SIGNAL_LIMIT:g}): nothing would be learnt. Raise epsilon or "
+            "batch-size, or run fewer rounds or local epochs."
+        )
+    return ratio

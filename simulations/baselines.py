@@ -23,8 +23,8 @@ from fedcare.shared.data import Examples
 from fedcare.shared.errors import DataError
 from fedcare.shared.evaluation import evaluate_model
 from fedcare.shared.metrics import weighted_mean
-from fedcare.shared.models import MODELS, build_model, model_task
 from fedcare.shared.privacy import plan_dp_sgd
+from fedcare.shared.run_model import RunModel, build_run_model, run_criterion, run_task
 from fedcare.shared.tasks import Task
 from fedcare.simulations.federation import SimulatedFederation, SimulatedHospital
 
@@ -87,18 +87,18 @@ def _total_epochs(config: RunConfig) -> int:
 
 
 def _task(config: RunConfig, federation: SimulatedFederation) -> Task:
-    return model_task(config.training.model, federation.task)
+    return run_task(config.training, federation.task)
 
 
-def _fresh_model(
-    config: RunConfig, federation: SimulatedFederation, test: Examples
-) -> torch.nn.Module:
-    return build_model(
-        config.training.model,
+def _fresh_model(config: RunConfig, federation: SimulatedFederation, test: Examples) -> RunModel:
+    return build_run_model(
+        config.training,
         input_shape=test.input_shape,
         input_kind=test.kind,
         task=_task(config, federation),
         seed=config.data.seed,
+        private=config.privacy.enabled,
+        party="the simulation's baselines",
     )
 
 
@@ -112,18 +112,20 @@ def _pooled(
         feature_names=test.feature_names,
         kind=test.kind,
     )
-    model = _fresh_model(config, federation, test)
+    model = _fresh_model(config, federation, test).module
+    task = _task(config, federation)
     train_plain(
         model,
         pooled,
-        _task(config, federation),
+        task,
         learning_rate=config.training.learning_rate,
         epochs=_total_epochs(config),
         batch_size=config.training.batch_size,
         seed=config.data.seed,
         device=device,
+        criterion=run_criterion(config.training, task),
     )
-    return evaluate_model(model, test, _task(config, federation), device).metrics
+    return evaluate_model(model, test, task, device).metrics
 
 
 def _local_only(
@@ -133,9 +135,11 @@ def _local_only(
     hospital: SimulatedHospital,
     device: torch.device,
 ) -> dict[str, float]:
-    model = _fresh_model(config, federation, test)
+    run_model = _fresh_model(config, federation, test)
+    model = run_model.module
     train = hospital.site.train
     training = config.training
+    criterion = run_criterion(training, _task(config, federation))
     if config.privacy.enabled:
         plan = plan_dp_sgd(
             n_samples=len(train),
@@ -159,7 +163,8 @@ def _local_only(
             batch_size=training.batch_size,
             history=(),
             device=device,
-            grad_sample_mode=MODELS[config.training.model].grad_sample_mode,
+            grad_sample_mode=run_model.grad_sample_mode,
+            criterion=criterion,
         )
     else:
         train_plain(
@@ -171,5 +176,6 @@ def _local_only(
             batch_size=training.batch_size,
             seed=config.data.seed,
             device=device,
+            criterion=criterion,
         )
     return evaluate_model(model, test, _task(config, federation), device).metrics

@@ -80,7 +80,7 @@ def write_run(
     config = RunConfig.from_flat(
         {"contract": contract_text, "model": model.value, "out-dir": str(folder), "device": "cpu"}
     )
-    reference = contract_reference(contract_text, model)
+    reference = contract_reference(contract_text, config.training)
     contract = DataContract.parse(contract_text, source="test contract")
     examples = read_site_data(train, contract)
     scaler = Standardizer.from_bounds(contract.feature_bounds(), contract.input_kind())

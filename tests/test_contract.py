@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedcare.server.reference import contract_reference
-from fedcare.shared.config import ModelName
+from fedcare.shared.config import ModelName, TrainingSettings
 from fedcare.shared.contract import ContractError, DataContract
 from fedcare.shared.data import InputKind
 from fedcare.shared.models import build_model
@@ -195,7 +195,7 @@ def test_refusals_name_the_fix() -> None:
 def test_contract_reference_carries_shape_and_kind(
     text: str, model: ModelName, shape: tuple[int, ...], kind: InputKind
 ) -> None:
-    reference = contract_reference(text, model)
+    reference = contract_reference(text, TrainingSettings(model=model))
     assert reference.input_shape == shape and reference.input_kind is kind
     assert reference.feature_names == parse_contract(text).feature_names()
     built = build_model(

@@ -14,7 +14,7 @@ from fedcare.cli import app
 from fedcare.server.model_card import TRIPOD_AI_ITEMS, build_model_card, model_card_markdown
 from fedcare.server.reference import contract_reference
 from fedcare.server.run_record import HospitalRound, RoundRecord, RunRecord
-from fedcare.shared.config import ModelName, RunConfig
+from fedcare.shared.config import ModelName, RunConfig, TrainingSettings
 from tests.model_runs import IMAGE_CONTRACT
 
 runner = CliRunner()
@@ -55,7 +55,7 @@ def test_a_deployed_runs_card_names_hospitals_contract_privacy_and_where_interva
     card = build_model_card(
         config=config,
         record=record,
-        reference=contract_reference(IMAGE_CONTRACT, ModelName.CNN),
+        reference=contract_reference(IMAGE_CONTRACT, TrainingSettings(model=ModelName.CNN)),
         summary=_summary(config),
     )
     assert set(card["tripod_ai"]) == set(TRIPOD_AI_ITEMS)

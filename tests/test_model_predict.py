@@ -82,7 +82,7 @@ def test_rows_that_break_the_contract_are_reported_and_the_others_scored(
     assert list(failed["patient_id"]) == [frame.loc[3, "patient_id"], frame.loc[5, "patient_id"]]
     assert list(failed["predicted"]) == ["", ""]
     problems = list(failed["problem"])
-    assert "mean_radius: Input should be greater than or equal to 0" in problems[0]
+    assert "mean_radius: Input should be greater than or equal to 6.981" in problems[0]
     assert "mean_texture" in problems[1] and "mean_area" in problems[1]
     assert "lots" not in problems[1]  # never the value
     assert set(rows.drop(index=[3, 5])["status"]) == {"scored"}

@@ -92,7 +92,7 @@ def test_the_service_and_predict_give_the_same_probabilities(
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [
-        ({"mean_radius": -3.0}, "mean_radius", "greater than or equal to 0"),
+        ({"mean_radius": -3.0}, "mean_radius", "greater than or equal to 6.981"),
         ({"mean_radius": "wide"}, "mean_radius", "valid number"),
         ({"mean_radius": None}, "mean_radius", "valid number"),
         ({"radius": 3.0}, "radius", "Extra inputs are not permitted"),
@@ -132,7 +132,7 @@ def test_the_model_card_and_the_openapi_description_are_served(
         (table.run / "model_card.json").unlink()
     schema = table_client.get("/openapi.json").json()
     record = schema["components"]["schemas"]["PatientRecord"]
-    assert record["properties"]["mean_radius"]["minimum"] == 0.0
+    assert record["properties"]["mean_radius"]["minimum"] == 6.981
     assert table_client.get("/docs").status_code == 200
 
 

@@ -17,7 +17,7 @@ from fedcare.client.preflight import Status, _data
 from fedcare.client.site import load_site
 from fedcare.client.site_settings import SiteNode, SitePrivacy
 from fedcare.server.reference import contract_reference
-from fedcare.shared.config import DeviceName, ModelName, RunConfig
+from fedcare.shared.config import DeviceName, ModelName, RunConfig, TrainingSettings
 from fedcare.shared.data import InputKind
 from fedcare.shared.errors import DataError
 from fedcare.shared.models import build_model
@@ -63,7 +63,7 @@ def _vitals_file(tmp_path: Path, n_patients: int = 60) -> Path:
 
 
 def _forward(model: ModelName, text: str, features: np.ndarray) -> torch.Tensor:
-    reference = contract_reference(text, model)
+    reference = contract_reference(text, TrainingSettings(model=model))
     network = build_model(
         model,
         input_shape=reference.input_shape,

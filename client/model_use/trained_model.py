@@ -23,7 +23,7 @@ from fedcare.shared.config import RunConfig
 from fedcare.shared.contract import DataContract
 from fedcare.shared.data import InputKind, Standardizer
 from fedcare.shared.errors import FedcareError
-from fedcare.shared.models import build_model, model_task
+from fedcare.shared.run_model import build_run_model, run_task
 from fedcare.shared.scoring import model_outputs
 from fedcare.shared.serialization import ModelLayout, load_safetensors, set_weights
 from fedcare.shared.tasks import Task, TaskKind
@@ -132,13 +132,17 @@ def load_trained_model(run: Path, contract_path: Path | None = None) -> TrainedM
     metadata = _metadata(path)
     task = _task(config, contract, metadata)
     _check_features(contract, metadata, run)
-    model = build_model(
-        config.training.model,
+    # The run's model as training built it: plugin, size, fixed layers, and the
+    # pretrained backbone the hospital holds (frozen tensors are not in the file).
+    model = build_run_model(
+        config.training,
         input_shape=contract.input_shape(),
         input_kind=contract.input_kind(),
         task=task,
         seed=config.data.seed,
-    )
+        private=config.privacy.enabled,
+        party="this hospital",
+    ).module
     stored = load_safetensors(path)
     layout = ModelLayout.of(model)
     absent = [name for name in layout.names if name not in stored]
@@ -191,7 +195,7 @@ def _metadata(path: Path) -> dict[str, str]:
 
 
 def _task(config: RunConfig, contract: DataContract, metadata: dict[str, str]) -> Task:
-    task = model_task(config.training.model, contract.task())
+    task = run_task(config.training, contract.task())
     if task.kind not in SCORED_TASKS:
         raise ModelUseError(
             f"model '{config.training.model}' learns {task.kind}, which predicts nothing to "
