@@ -11,6 +11,9 @@ ARGS ?=
 # `make test MARKS=slow`; .ci/run runs them when time allows.
 MARKS ?= not slow
 STAMP := $(VENV)/.fedcare-installed
+# The worked example of a model plugin (README, "Bring your own model"), installed as a
+# hospital would install any plugin: a regular (not editable) install of its package.
+EXAMPLE_PLUGIN := examples/fedcare-example-models
 
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 export FLWR_DISABLE_UPDATE_CHECK := 1
@@ -20,11 +23,12 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 install: $(STAMP)
 
 # torch goes first, pinned: an unpinned torch would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml $(wildcard $(EXAMPLE_PLUGIN)/src/*/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet $(TORCH)
 	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	$(VENV)/bin/python -m pip install --quiet ./$(EXAMPLE_PLUGIN)
 	touch $(STAMP)
 
 simulate: $(STAMP)

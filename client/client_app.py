@@ -41,12 +41,14 @@ class HospitalClient(NumPyClient):
         return update.delta, update.num_examples, update.metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:  # type: ignore[type-arg]
-        """Score the global model on this hospital's held-out split."""
+        """Score the global model on this hospital's held-out split; noisy statistics only."""
         from fedcare.client.session import HospitalSession
 
-        return HospitalSession(
-            self._context.node_config, config, str(self._context.run_id)
-        ).evaluate(parameters)
+        session = HospitalSession(self._context.node_config, config, str(self._context.run_id))
+        release = session.evaluate(parameters, load_plan(self._context))
+        if release.plan is not None:
+            store_plan(self._context, release.plan)
+        return release.loss, release.num_examples, release.metrics
 
 
 def _client_fn(context: Context) -> Client:

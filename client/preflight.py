@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
-from fedcare.client.image_files import load_image_file
 from fedcare.client.ledger import PrivacyLedger
-from fedcare.client.sequence_files import load_sequence_file
+from fedcare.client.readers import read_site_data
+from fedcare.client.site import hospital_fingerprint
 from fedcare.client.site_settings import SiteSettings
-from fedcare.client.site_table import load_site_table
 from fedcare.shared.contract import DataContract
 from fedcare.shared.credentials import certificate_status, check_certificate, load_bundle, probe_tls
 from fedcare.shared.data import Examples, InputKind
@@ -82,7 +80,7 @@ def _aggregator(settings: SiteSettings) -> Check:
 
 def _data(settings: SiteSettings) -> Check:
     contract = DataContract.load(settings.node.contract)
-    data = _load(settings.node.data, contract)
+    data = read_site_data(settings.node.data, contract)
     counts = f"{_count(len(data), _UNITS[contract.input_kind()])}, {_shape(contract)}"
     if contract.task_kind is not TaskKind.REGRESSION:
         per_class = zip(contract.classes, _per_class(contract, data), strict=True)
@@ -95,26 +93,13 @@ def _data(settings: SiteSettings) -> Check:
 _UNITS = {InputKind.TABLE: "row", InputKind.IMAGES: "image", InputKind.SEQUENCES: "patient"}
 
 
-def _load(path: Path, contract: DataContract) -> Examples:
-    """Read the hospital's data with the reader its contract's format names, as it trains on it."""
-    kind = contract.input_kind()
-    if kind is InputKind.IMAGES:
-        inputs, classes = load_image_file(path, contract.image_spec())
-    elif kind is InputKind.SEQUENCES:
-        inputs, classes = load_sequence_file(path, contract.sequence_spec())
-        contract.check_sequence_values(inputs, str(path))
-    else:
-        return load_site_table(path, contract)
-    return Examples(inputs, contract.labels_from_indices(classes), contract.feature_names(), kind)
-
-
 def _count(count: int, unit: str) -> str:
     return f"{count} {unit}{'s' if count != 1 else ''}"
 
 
 def _shape(contract: DataContract) -> str:
     shape = contract.input_shape()
-    if contract.images is not None:
+    if contract.input_kind().is_image:
         return f"{'x'.join(map(str, shape))} pixels (channels x height x width)"
     if contract.sequences is not None:
         return f"up to {shape[0]} steps of {_count(shape[1] - 1, 'feature')}"
@@ -140,8 +125,10 @@ def _budget(settings: SiteSettings) -> Check:
             Status.OK,
             f"nothing spent yet; limit epsilon {limits.max_epsilon:g} at delta {limits.delta:g}",
         )
+    # The budget follows the rows (their fingerprint) as well as the label.
+    fingerprint = hospital_fingerprint(settings.node)
     with PrivacyLedger(path) as ledger:
-        spent = ledger.spent(settings.node.dataset, delta=limits.delta)
+        spent = ledger.spent(fingerprint, label=settings.node.dataset, delta=limits.delta)
     left = limits.max_epsilon - spent
     status = (
         Status.FAIL if left <= 0 else Status.WARN if left < 0.1 * limits.max_epsilon else Status.OK

@@ -1,4 +1,10 @@
-"""Which data a hospital trains on, found from its node config."""
+"""Which data a hospital trains on, found from its node config, and how it prepares it.
+
+A real hospital splits its rows with its own ``split-seed`` and ``eval-fraction``
+(``site.toml``), never with the run's, and scales features with its contract's
+public ranges. A simulated hospital takes all of that from the simulation's own
+settings. Either way the privacy ledger knows the data by its fingerprint.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from pathlib import Path
 
 from fedcare.client.site_settings import SiteNode, SitePrivacy
 from fedcare.shared.config import RunConfig
-from fedcare.shared.data import SiteData, prepare_site
+from fedcare.shared.data import SiteData, Standardizer, dataset_fingerprint, prepare_site
 from fedcare.shared.errors import DataError
 from fedcare.shared.keys import NodeConfigKey
 from fedcare.shared.tasks import Task
@@ -32,15 +38,18 @@ class Site:
     task : Task
         What the model learns from its data (:func:`shared.models.model_task`).
     data : SiteData
-        Its training and local evaluation splits, standardised with training statistics.
+        Its training and local evaluation splits, scaled with public bounds.
     state : Path
         Folder of the hospital's own records: privacy ledger, audit log and the
         model's site-local parameters.
     dataset : str
-        What the privacy ledger keeps this data's budget under.
+        The hospital's label for this data (the privacy ledger's second key).
     limits : SitePrivacy | None
         The hospital's own privacy limits (``None`` for a simulated hospital,
         which follows the run's settings).
+    fingerprint : str
+        :func:`shared.data.dataset_fingerprint` of the data: the privacy
+        ledger's key, so the budget follows the rows whatever their label.
     """
 
     name: str
@@ -49,6 +58,17 @@ class Site:
     state: Path
     dataset: str
     limits: SitePrivacy | None = None
+    fingerprint: str = ""
+
+    @property
+    def ledger_key(self) -> str:
+        """What the privacy ledger keys this data on: its fingerprint (the label if none)."""
+        return self.fingerprint or self.dataset
+
+    @property
+    def min_count(self) -> int:
+        """Fewest rows any class or reported group may have before metrics about it leave."""
+        return (self.limits or SitePrivacy()).min_count
 
 
 def load_site(node_config: Mapping[str, object], config: RunConfig) -> Site:
@@ -91,17 +111,24 @@ def site_records(node_config: Mapping[str, object], config: RunConfig) -> tuple[
     raise DataError(_NO_DATA)
 
 
+def site_limits(node_config: Mapping[str, object]) -> SitePrivacy | None:
+    """Return the hospital's own privacy limits, read before its data (``None`` if simulated)."""
+    if NodeConfigKey.DATA_PATH in node_config:
+        return SiteNode.from_node_config(node_config).privacy
+    return None
+
+
 def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
     # Imported here: only real hospitals read files (pandas, pyarrow, Pillow).
+    from fedcare.client.readers import read_site_data
     from fedcare.shared.contract import DataContract
-    from fedcare.shared.data import Examples, InputKind
-    from fedcare.shared.models import model_task
+    from fedcare.shared.run_model import run_task
 
-    contract = DataContract.load(node.contract)
     if not config.data.contract:
         raise DataError(
             f"{node.name}: the run carries no data contract; it is not meant for real hospitals"
         )
+    contract = DataContract.load(node.contract)
     expected = DataContract.parse(config.data.contract, source="the run's contract")
     if contract.fingerprint() != expected.fingerprint():
         raise DataError(
@@ -109,45 +136,46 @@ def _hospital_site(node: SiteNode, config: RunConfig) -> Site:
             f"({contract.fingerprint()[:12]} here, {expected.fingerprint()[:12]} in the run); "
             "both sides must use the federation's contract"
         )
-    # The contract's format picks the reader; each checks the data against the contract.
-    kind = contract.input_kind()
-    if kind is InputKind.IMAGES:
-        from fedcare.client.image_files import load_image_file
-
-        inputs, classes = load_image_file(node.data, contract.image_spec())
-        labels = contract.labels_from_indices(classes)
-        data = Examples(inputs, labels, contract.feature_names(), kind)
-    elif kind is InputKind.SEQUENCES:
-        from fedcare.client.sequence_files import load_sequence_file
-
-        inputs, classes = load_sequence_file(node.data, contract.sequence_spec())
-        contract.check_sequence_values(inputs, str(node.data))
-        labels = contract.labels_from_indices(classes)
-        data = Examples(inputs, labels, contract.feature_names(), kind)
-    else:
-        from fedcare.client.site_table import load_site_table
-
-        data = load_site_table(node.data, contract)
+    data = read_site_data(node.data, contract)
+    # The hospital's own split and public scaling: nothing here comes from the run.
     prepared = prepare_site(
         data,
         contract.task(),
-        eval_fraction=config.data.eval_fraction,
-        seed=config.data.seed,
+        scaler=Standardizer.from_bounds(contract.feature_bounds(), data.kind),
+        eval_fraction=node.privacy.eval_fraction,
+        seed=node.privacy.split_seed,
         site=node.name,
     )
     return Site(
         name=node.name,
-        task=model_task(config.training.model, contract.task()),
-        data=prepared.site,
+        task=run_task(config.training, contract.task()),
+        data=prepared,
         state=node.state,
         dataset=node.dataset,
         limits=node.privacy,
+        fingerprint=dataset_fingerprint(data, source=contract.fingerprint()),
     )
+
+
+def hospital_fingerprint(node: SiteNode) -> str:
+    """Return the fingerprint the privacy ledger keys this hospital's data on (reads the data).
+
+    Raises
+    ------
+    DataError
+        If the data or the contract cannot be read, or they disagree.
+    """
+    from fedcare.client.readers import read_site_data
+    from fedcare.shared.contract import DataContract
+
+    contract = DataContract.load(node.contract)
+    data = read_site_data(node.data, contract)
+    return dataset_fingerprint(data, source=contract.fingerprint())
 
 
 def _simulated_site(index: int, config: RunConfig) -> Site:
     # Imported here: only simulated hospitals need the simulation package.
-    from fedcare.shared.models import model_task
+    from fedcare.shared.run_model import run_task
     from fedcare.simulations.federation import build_federation
 
     federation = build_federation(config.data)
@@ -159,10 +187,11 @@ def _simulated_site(index: int, config: RunConfig) -> Site:
     hospital = federation.hospitals[index]
     return Site(
         name=hospital.name,
-        task=model_task(config.training.model, federation.task),
+        task=run_task(config.training, federation.task),
         data=hospital.site,
         state=simulated_state(config, hospital.name),
         dataset=hospital.name,
+        fingerprint=hospital.fingerprint,
     )
 
 

@@ -16,11 +16,13 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+# Imported for its effect: registers ghost norms for convolutions with Opacus.
+from fedcare.client import conv_ghost_norm  # noqa: F401
 from fedcare.client.augmentation import shift_images
-from fedcare.shared.data import Examples, InputKind
+from fedcare.shared.data import Examples
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.privacy import ACCOUNTANT, DpSgdPlan, HistoryEntry
-from fedcare.shared.tasks import Task, TaskKind
+from fedcare.shared.tasks import PerExampleLoss, Task, TaskKind
 
 
 @dataclass(frozen=True)
@@ -57,37 +59,57 @@ def _run_epochs(
     model: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
-    task: Task,
+    criterion: nn.Module,
     *,
     epochs: int,
     device: torch.device,
     shift: bool,
+    reconstruct: bool,
 ) -> tuple[float, int]:
     """Train for ``epochs``; return (mean loss over non-empty batches, steps).
 
     With ``shift``, every image is moved by a few random pixels first (and an
-    autoencoder redraws the shifted image).
+    autoencoder, ``reconstruct``, redraws the shifted image).
     """
-    loss_fn = task.loss_fn()
     model.train()
     losses, steps = [], 0
     for _ in range(epochs):
         for features, targets in loader:
             features, targets = features.to(device), targets.to(device)
+            optimizer.zero_grad()
+            if len(targets) == 0:
+                # Poisson sampling can draw an empty batch; the step still happens
+                # (and is accounted) so the sampling analysis stays valid.
+                _step_without_examples(optimizer)
+                steps += 1
+                continue
             if shift:
                 features = shift_images(features)
-                if task.kind is TaskKind.RECONSTRUCTION:
+                if reconstruct:
                     targets = features
-            optimizer.zero_grad()
-            loss = loss_fn(model(features), targets)
+            loss = criterion(model(features), targets)
             loss.backward()
-            # Poisson sampling can draw an empty batch; the step still happens
-            # (and is accounted) so the sampling analysis stays valid.
             optimizer.step()
             steps += 1
-            if len(targets):
-                losses.append(loss.item())
+            losses.append(loss.item())
     return (sum(losses) / len(losses) if losses else math.nan), steps
+
+
+def _step_without_examples(optimizer: torch.optim.Optimizer) -> None:
+    """Take a DP-SGD step on an empty batch: noise only, accounted as any step.
+
+    The model never sees the empty batch (some layers, Opacus' DP attention among
+    them, cannot take one); every trainable parameter gets the empty
+    per-example gradients Opacus' optimizers read (``grad_sample`` for the
+    per-example modes, ``grad`` for ghost clipping), so the clipped sum is zero
+    and the step adds the calibrated noise alone.
+    """
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.requires_grad:
+                parameter.grad = torch.zeros_like(parameter)
+                parameter.grad_sample = parameter.new_zeros((0, *parameter.shape))
+    optimizer.step()
 
 
 def train_private(
@@ -104,8 +126,13 @@ def train_private(
     device: torch.device,
     grad_sample_mode: str = "hooks",
     augment: bool = True,
+    criterion: PerExampleLoss | None = None,
 ) -> TrainOutcome:
     """Train ``model`` in place with DP-SGD, continuing the accountant ``history``.
+
+    Only parameters that require gradients train: a frozen pretrained backbone
+    is neither clipped nor noised nor changed, and the accounting covers the
+    trained parameters, the only ones a hospital sends.
 
     Parameters
     ----------
@@ -126,12 +153,15 @@ def train_private(
     device : torch.device
         Where to train.
     grad_sample_mode : str
-        Opacus' per-sample-gradient engine (``hooks``, ``functorch``, ...); the
-        model registry names the fastest for each model. The privacy analysis is
-        the same for all.
+        Opacus' per-sample-gradient engine (``hooks``, ``functorch``, ``ghost``);
+        the model registry names the fastest for each model. The privacy
+        analysis is the same for all; ``ghost`` clips through the criterion,
+        which returns one loss per example (:class:`shared.tasks.PerExampleLoss`).
     augment : bool
         Shift images by a few pixels (:mod:`client.augmentation`); each example
         is transformed on its own, so the accounting is unchanged.
+    criterion : PerExampleLoss | None
+        The loss; ``None``: the task's unweighted loss.
 
     Returns
     -------
@@ -145,7 +175,8 @@ def train_private(
         size since the noise was calibrated).
     """
     model = model.to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    optimizer = torch.optim.SGD(trainable_parameters(model), lr=learning_rate)
+    criterion = criterion if criterion is not None else task.loss_fn()
     # No seeded generator: privacy amplification by subsampling needs fresh,
     # unpredictable Poisson draws in every round.
     loader = _loader(data, task, batch_size, generator=None)
@@ -154,15 +185,21 @@ def train_private(
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
         engine = PrivacyEngine(accountant=ACCOUNTANT)
         engine.accountant.history = [tuple(entry) for entry in history]
-        private_model, optimizer, private_loader = engine.make_private(
+        made = engine.make_private(
             module=model,
             optimizer=optimizer,
+            criterion=criterion,
             data_loader=loader,
             noise_multiplier=plan.noise_multiplier,
             max_grad_norm=max_grad_norm,
             poisson_sampling=True,
             grad_sample_mode=grad_sample_mode,
         )
+    if grad_sample_mode == "ghost":
+        # Ghost clipping runs its two backward passes inside the loss it returns.
+        private_model, optimizer, criterion, private_loader = made
+    else:
+        private_model, optimizer, private_loader = made
     if not math.isclose(private_loader.sample_rate, plan.sample_rate):
         raise FedcareError(
             f"Opacus samples at rate {private_loader.sample_rate:.6f} but the privacy plan "
@@ -176,10 +213,11 @@ def train_private(
             private_model,
             private_loader,
             optimizer,
-            task,
+            criterion,
             epochs=epochs,
             device=device,
-            shift=augment and data.kind is InputKind.IMAGES,
+            shift=augment and data.kind.is_image,
+            reconstruct=task.kind is TaskKind.RECONSTRUCTION,
         )
     private_model.remove_hooks()
     return TrainOutcome(
@@ -200,18 +238,28 @@ def train_plain(
     seed: int,
     device: torch.device,
     augment: bool = True,
+    criterion: PerExampleLoss | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` in place with plain (non-private) SGD (images shifted when ``augment``)."""
+    """Train ``model``'s trainable parameters in place with plain (non-private) SGD.
+
+    Images are shifted when ``augment``; ``criterion`` defaults to the task's loss.
+    """
     model = model.to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    optimizer = torch.optim.SGD(trainable_parameters(model), lr=learning_rate)
     loader = _loader(data, task, batch_size, generator=torch.Generator().manual_seed(seed))
     mean_loss, steps = _run_epochs(
         model,
         loader,
         optimizer,
-        task,
+        criterion if criterion is not None else task.loss_fn(),
         epochs=epochs,
         device=device,
-        shift=augment and data.kind is InputKind.IMAGES,
+        shift=augment and data.kind.is_image,
+        reconstruct=task.kind is TaskKind.RECONSTRUCTION,
     )
     return TrainOutcome(mean_loss=mean_loss, steps=steps)
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Return the parameters training changes (a frozen backbone's are left out)."""
+    return [parameter for parameter in model.parameters() if parameter.requires_grad]

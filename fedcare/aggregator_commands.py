@@ -47,7 +47,9 @@ from fedcare.shared.flower_process import (
     run_foreground,
     run_streaming,
 )
+from fedcare.shared.run_identity import run_config_hash
 from fedcare.tables import print_summary_if_written
+from fedcare.tracking_commands import Track, TrackingUri, check_trackers, track_after
 
 aggregator_app = typer.Typer(
     help="Run the central aggregator: Flower's SuperLink with TLS and hospital authentication.",
@@ -170,6 +172,8 @@ def run(  # noqa: PLR0913 - one option per documented setting
     no_secagg: NoSecagg = False,
     settings: Settings = None,
     verbose: Verbose = False,
+    track_to: Track = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Submit a training run to the running aggregator and follow its progress.
 
@@ -178,17 +182,18 @@ def run(  # noqa: PLR0913 - one option per documented setting
     folder's ``fedcare.log`` (and, with ``--verbose``, to the terminal).
     """
     configure_logging(verbose=verbose)
-    overrides = parse_set(settings) | common_overrides(
-        hospitals=hospitals,
-        rounds=rounds,
-        epsilon=epsilon,
-        delta=delta,
-        model=model,
-        out=out,
-        no_dp=no_dp,
-        no_secagg=no_secagg,
-    )
     try:
+        overrides = parse_set(settings) | common_overrides(
+            hospitals=hospitals,
+            rounds=rounds,
+            epsilon=epsilon,
+            delta=delta,
+            model=model,
+            out=out,
+            no_dp=no_dp,
+            no_secagg=no_secagg,
+        )
+        check_trackers(track_to)
         if resume is not None:
             config = resumed_run_config(resume, overrides, contract)
         else:
@@ -207,6 +212,9 @@ def run(  # noqa: PLR0913 - one option per documented setting
     except FedcareError as error:
         raise fail(error) from None
     log_path = run_dir / LOG_FILE
+    # On a line of its own, never wrapped: operators copy it to the hospitals.
+    console.print(f"run configuration hash: {run_config_hash(config)}", soft_wrap=True)
+    console.print("hospitals that require approval take part after `fedcare hospital approve HASH`")
     with tempfile.TemporaryDirectory(prefix="fedcare-run-") as tmp:
         app = write_app(Path(tmp) / "app", config, version("fedcare"))
         command = flwr_run_command(flower_executable("flwr"), app)
@@ -217,7 +225,8 @@ def run(  # noqa: PLR0913 - one option per documented setting
             secure_aggregation=config.secure_aggregation.enabled,
             verbose=verbose,
         )
-    print_summary_if_written(config)
+    if print_summary_if_written(config):
+        track_after(run_dir, track_to, tracking_uri)
     if code != 0:
         cause = f": {last_error}" if last_error else ""
         raise fail(

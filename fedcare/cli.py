@@ -16,6 +16,7 @@ from fedcare.aggregator_commands import aggregator_app, run
 from fedcare.ca_commands import ca_app
 from fedcare.console import configure_logging, console, fail
 from fedcare.hospital_commands import hospital_app
+from fedcare.model_commands import evaluate, predict, serve
 from fedcare.options import (
     Delta,
     Epsilon,
@@ -40,6 +41,7 @@ from fedcare.simulations.scenarios import DEFAULT_SCENARIO, SCENARIOS, scenario_
 from fedcare.simulations.simulate import SimulationError
 from fedcare.simulations.simulate import simulate as run_simulation
 from fedcare.tables import print_summary, print_summary_if_written
+from fedcare.tracking_commands import Track, TrackingUri, check_trackers, track, track_after
 
 app = typer.Typer(
     name="fedcare",
@@ -81,6 +83,8 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
         int | None,
         typer.Option(help="Hospitals served at once, each in a Ray actor (default: one per core)."),
     ] = None,
+    track_to: Track = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Simulate a federation of virtual hospitals on this machine (DP and SecAgg+ on).
 
@@ -100,6 +104,7 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     )
     simulation_only = {"partition": partition, "dirichlet-alpha": alpha, "seed": seed}
     try:
+        check_trackers(track_to)
         if resume is not None:
             given = {k: v for k, v in simulation_only.items() if v is not None}
             scenario_given = None if scenario == DEFAULT_SCENARIO else scenario
@@ -120,6 +125,7 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     except FedcareError as error:
         raise fail(error) from None
     print_summary(summary, Path(summary["config"]["out-dir"]))
+    track_after(Path(summary["config"]["out-dir"]), track_to, tracking_uri)
     if summary["status"] != "completed":
         raise typer.Exit(1)
 
@@ -151,6 +157,10 @@ def demo_data(
 
 
 app.command()(run)
+app.command()(evaluate)
+app.command()(predict)
+app.command()(serve)
+app.command()(track)
 app.add_typer(ca_app, name="ca")
 app.add_typer(aggregator_app, name="aggregator")
 app.add_typer(hospital_app, name="hospital")

@@ -16,7 +16,11 @@ Rounds = Annotated[int | None, typer.Option(help="Federated rounds.")]
 Epsilon = Annotated[float | None, typer.Option(help="Epsilon each hospital may spend in the run.")]
 Delta = Annotated[float | None, typer.Option(help="Delta of the DP guarantee.")]
 Model = Annotated[
-    str | None, typer.Option(help=f"Model from the registry: {', '.join(ModelName)}.")
+    str | None,
+    typer.Option(
+        help=f"Model from the registry ({', '.join(ModelName)}), or an installed model "
+        "plugin's name with --set model-version=VERSION."
+    ),
 ]
 Out = Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<timestamp>).")]
 NoDp = Annotated[bool, typer.Option("--no-dp", help="Turn DP-SGD OFF (updates are not private).")]

@@ -46,7 +46,11 @@ def rounds_table(metrics: Mapping[str, Any], metric_names: list[str]) -> Table:
 
 
 def epsilon_table(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> Table:
-    """Epsilon each hospital has spent after each round (spread only, for many hospitals)."""
+    """Epsilon each hospital has spent after each round, and its noise multiplier.
+
+    Past :data:`HOSPITAL_COLUMNS` hospitals, only the spread (how many, least, median,
+    most) of each row.
+    """
     privacy = summary["privacy"]
     rounds = [r for r in metrics["rounds"] if r["hospitals"]]
     hospitals = sorted({name for r in rounds for name in r["hospitals"]})
@@ -58,9 +62,19 @@ def epsilon_table(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> Tab
     for name in hospitals if listed else ("hospitals", "least", "median", "most"):
         table.add_column(name, justify="right")
     for r in rounds:
-        spent = [r["hospitals"].get(name, {}).get("train", {}).get("epsilon") for name in hospitals]
+        spent = [_privacy(r["hospitals"].get(name, {})).get("epsilon") for name in hospitals]
         cells = [_fmt(e) for e in spent] if listed else _spread([e for e in spent if e is not None])
         table.add_row(str(r["round"]), *cells)
+    # The noise each hospital calibrated for the run, and the noise-to-signal it implies.
+    for label, key in (
+        ("noise multiplier", "noise_multiplier_per_hospital"),
+        ("noise-to-signal", "noise_to_signal_per_hospital"),
+    ):
+        values = [privacy.get(key, {}).get(name) for name in hospitals]
+        cells = (
+            [_fmt(v) for v in values] if listed else _spread([v for v in values if v is not None])
+        )
+        table.add_row(label, *cells)
     return table
 
 
@@ -68,6 +82,29 @@ def _spread(values: list[float]) -> list[str]:
     if not values:
         return ["0", "-", "-", "-"]
     return [str(len(values)), _fmt(min(values)), _fmt(statistics.median(values)), _fmt(max(values))]
+
+
+def privacy_table(summary: Mapping[str, Any]) -> Table:
+    """Tabulate per hospital the epsilon spent on training, on evaluation, in all, per dataset."""
+    privacy = summary["privacy"]
+    table = Table(title=f"Privacy spent per hospital (delta {privacy['delta']:g})")
+    columns = (
+        ("training", "per_hospital_training"),
+        ("evaluation", "per_hospital_evaluation"),
+        ("this run", "per_hospital"),
+        ("dataset, all runs", "per_hospital_dataset"),
+    )
+    table.add_column("hospital", no_wrap=True)
+    for title, _ in columns:
+        table.add_column(title, justify="right")
+    for name in sorted(privacy["per_hospital"]):
+        table.add_row(name, *(_fmt(privacy.get(key, {}).get(name)) for _, key in columns))
+    return table
+
+
+def _privacy(hospital: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return a hospital's privacy scalars in a round (older records kept them with training's)."""
+    return hospital.get("privacy") or hospital.get("train", {})
 
 
 def comparison_table(summary: Mapping[str, Any], metric_names: list[str]) -> Table:
@@ -90,6 +127,7 @@ def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
     console.print(rounds_table(metrics, metric_names))
     if summary["privacy"]["differential_privacy"]:
         console.print(epsilon_table(metrics, summary))
+        console.print(privacy_table(summary))
     console.print(comparison_table(summary, metric_names))
     for warning in summary["warnings"]:
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
@@ -98,8 +136,16 @@ def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
     console.print(f"run {summary['status']}; report, plot and model in [bold]{run_dir}[/]")
 
 
-def print_summary_if_written(config: RunConfig) -> None:
-    """Print the run's tables if its report was written (a run that failed midway)."""
+def print_summary_if_written(config: RunConfig) -> bool:
+    """Print the run's tables if its report was written (not by a run that failed midway).
+
+    Returns
+    -------
+    bool
+        Whether there was a report to print.
+    """
     run_dir = Path(config.output.out_dir)
-    if (run_dir / SUMMARY).is_file():
-        print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)
+    if not (run_dir / SUMMARY).is_file():
+        return False
+    print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)
+    return True

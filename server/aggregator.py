@@ -17,6 +17,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid
 
 from fedcare.server.checkpoint import CheckpointWriter
+from fedcare.server.model_card import INTERVAL_TASKS, TestScores
 from fedcare.server.reference import DataReference
 from fedcare.server.report import AUDIT_FILE, CONFIG_JSON, write_report
 from fedcare.server.resume import ProgressWriter, load_resume_point, restored_record, resume_weights
@@ -28,7 +29,8 @@ from fedcare.shared.audit import AuditEvent, AuditLog
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import ConfigError, RunStoppedError
 from fedcare.shared.evaluation import Evaluation, evaluate_model
-from fedcare.shared.models import build_model
+from fedcare.shared.run_model import RunModel, build_run_model
+from fedcare.shared.scoring import score_examples
 from fedcare.shared.serialization import (
     ModelLayout,
     get_weights,
@@ -61,19 +63,22 @@ def log_rounds_to_stream() -> None:
     fedcare_logger.propagate = False
 
 
-def _build_model(config: RunConfig, reference: DataReference) -> torch.nn.Module:
-    return build_model(
-        config.training.model,
+def _build_model(config: RunConfig, reference: DataReference) -> RunModel:
+    return build_run_model(
+        config.training,
         input_shape=reference.input_shape,
         input_kind=reference.input_kind,
         task=reference.task,
         seed=config.data.seed,
+        private=config.privacy.enabled,
+        party="the aggregator",
     )
 
 
-def _initial_model(config: RunConfig, reference: DataReference) -> torch.nn.Module:
-    """The run's first global model: fresh, or partly loaded from ``initial-model``."""
-    model = _build_model(config, reference)
+def _initial_model(config: RunConfig, reference: DataReference) -> RunModel:
+    """Build the run's first global model: fresh, or partly loaded from ``initial-model``."""
+    run_model = _build_model(config, reference)
+    model = run_model.module
     if config.training.initial_model:
         loaded = load_matching_weights(model, Path(config.training.initial_model))
         logger.info(
@@ -82,20 +87,49 @@ def _initial_model(config: RunConfig, reference: DataReference) -> torch.nn.Modu
             len(model.state_dict()),
             config.training.initial_model,
         )
-    return model
+    for line in run_model.fixed_layers:
+        logger.warning("fix-model replaced %s", line)
+    return run_model
+
+
+def checkpoint_metadata(config: RunConfig, reference: DataReference) -> dict[str, str]:
+    """Return what every checkpoint records about its model, so it can be used on its own."""
+    return {
+        "model": config.training.model,
+        "task": reference.task.kind.value,
+        "features": ",".join(reference.feature_names),
+        # Regression targets are learnt scaled: whoever uses the model needs the constants.
+        "target-center": str(reference.task.target_center),
+        "target-scale": str(reference.task.target_scale),
+    }
 
 
 def _test_evaluator(config: RunConfig, reference: DataReference) -> TestEvaluator | None:
     test = reference.test
     if test is None:
         return None
-    model = _build_model(config, reference)
+    model = _build_model(config, reference).module
 
     def evaluate(weights: list[np.ndarray]) -> Evaluation:
         set_weights(model, weights, what="global model")
         return evaluate_model(model, test, reference.task, torch.device("cpu"))
 
     return evaluate
+
+
+def _test_scores(
+    config: RunConfig, reference: DataReference, weights: list[np.ndarray]
+) -> TestScores | None:
+    """Score the held-out test set with the final model, for the model card (simulation)."""
+    test = reference.test
+    if test is None or reference.task.kind not in INTERVAL_TASKS:
+        return None
+    model = _build_model(config, reference).module
+    set_weights(model, weights, what="final global model")
+    scores = score_examples(model, test.features, reference.task, torch.device("cpu"))
+    if not np.all(np.isfinite(scores)):
+        return None
+    return TestScores(labels=test.labels, scores=scores)
 
 
 @dataclass(frozen=True)
@@ -151,29 +185,20 @@ def run_aggregator(
     """
     for warning in config.weakened_protections():
         logger.warning("PROTECTION OFF: %s", warning)
-    model = _initial_model(config, reference)
+    run_model = _initial_model(config, reference)
+    model = run_model.module
     layout = ModelLayout.of(model)
     start = _starting_point(run_dir, config, layout, get_weights(model), str(context.run_id))
     config = replace(config, privacy=replace(config.privacy, ledger_run=start.ledger_run))
     run_dir.write_json(CONFIG_JSON, config.to_flat())
-    checkpoints = CheckpointWriter(
-        run_dir,
-        layout,
-        {
-            "model": config.training.model.value,
-            "task": reference.task.kind.value,
-            "features": ",".join(reference.feature_names),
-        },
-    )
+    checkpoints = CheckpointWriter(run_dir, layout, checkpoint_metadata(config, reference))
     record = start.record
     audit = AuditLog(run_dir.path / AUDIT_FILE, actor="aggregator")
     if start.first_round > 1:
         audit.append(AuditEvent.RUN_RESUMED, round=start.first_round, config=config.to_flat())
         logger.info("resuming %s at round %s", run_dir.path, start.first_round)
     else:
-        audit.append(
-            AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model.value
-        )
+        audit.append(AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model)
     strategy = FedCareStrategy(
         config=config,
         initial_weights=start.weights,
@@ -182,6 +207,7 @@ def run_aggregator(
         record=record,
         checkpoints=checkpoints,
         test_evaluator=_test_evaluator(config, reference),
+        task=reference.task,
         audit=audit,
         progress=ProgressWriter(
             run_dir, record, config=config, layout=layout, ledger_run=start.ledger_run
@@ -198,6 +224,7 @@ def run_aggregator(
             federation=config.federation,
             secure_aggregation=config.secure_aggregation,
             hospitals=config.data.hospitals,
+            observer=strategy.observe_exchange,
         )
         status = COMPLETED
     except RunStoppedError as error:
@@ -216,6 +243,8 @@ def run_aggregator(
             reference=reference,
             status=status,
             audit_head=audit.head(),
+            test=_test_scores(config, reference, strategy.global_weights),
+            model=run_model.describe(config.training),
         )
         logger.info("run %s; report in %s", status, run_dir.path)
     return summary

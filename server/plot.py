@@ -79,9 +79,9 @@ def _plot_epsilon(axis: plt.Axes, record: RunRecord, target_epsilon: float | Non
     many = len(names) > LABELLED_HOSPITALS
     for name in names:
         points = [
-            (r.round, r.hospitals[name].train[ReplyKey.EPSILON])
+            (r.round, r.hospitals[name].privacy[ReplyKey.EPSILON])
             for r in record.rounds
-            if name in r.hospitals and ReplyKey.EPSILON in r.hospitals[name].train
+            if name in r.hospitals and ReplyKey.EPSILON in r.hospitals[name].privacy
         ]
         if points:
             style = _MANY_STYLE if many else {"marker": "o", "label": name}

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from fedcare.shared.config import ModelName
+from fedcare.shared.config import TrainingSettings
 from fedcare.shared.contract import DataContract
 from fedcare.shared.data import Examples, InputKind
-from fedcare.shared.models import model_task
+from fedcare.shared.run_model import run_task
 from fedcare.shared.tasks import Task
 
 
@@ -47,7 +47,7 @@ class DataReference:
     baselines: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
-def contract_reference(contract_text: str, model: ModelName) -> DataReference:
+def contract_reference(contract_text: str, training: TrainingSettings) -> DataReference:
     """What a real aggregator knows: the task and input the federation's contract defines.
 
     The contract's format gives the input: a table row, an image or a padded
@@ -60,7 +60,7 @@ def contract_reference(contract_text: str, model: ModelName) -> DataReference:
     """
     contract = DataContract.parse(contract_text, source="the run's contract")
     return DataReference(
-        task=model_task(model, contract.task()),
+        task=run_task(training, contract.task()),
         feature_names=contract.feature_names(),
         input_shape=contract.input_shape(),
         input_kind=contract.input_kind(),

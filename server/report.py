@@ -13,6 +13,13 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
+from fedcare.server.model_card import (
+    MODEL_CARD_JSON,
+    MODEL_CARD_MD,
+    TestScores,
+    build_model_card,
+    model_card_markdown,
+)
 from fedcare.server.plot import plot_run
 from fedcare.server.reference import DataReference
 from fedcare.server.run_directory import RunDirectory
@@ -21,7 +28,7 @@ from fedcare.shared.audit import format_head
 from fedcare.shared.config import RunConfig
 from fedcare.shared.keys import ReplyKey
 from fedcare.shared.metrics import metric_names
-from fedcare.shared.privacy import ACCOUNTANT
+from fedcare.shared.privacy import ACCOUNTANT, NOISE_TO_SIGNAL_WARNING, noise_to_signal
 
 SUMMARY = "summary.json"
 METRICS_JSON = "metrics.json"
@@ -36,12 +43,15 @@ FEDERATED_SCOPE = "federated"
 
 DP_GUARANTEE = (
     "sample-level (epsilon, delta)-differential privacy for each hospital's patients: "
-    "per_hospital is what this run released, per_hospital_dataset what the hospital's "
-    "ledger composes over every run on that dataset (DP-SGD, Opacus RDP accountant)"
+    "per_hospital is what this run released (model updates and evaluation statistics "
+    "composed; per_hospital_training and per_hospital_evaluation each alone), "
+    "per_hospital_dataset what the hospital's ledger composes over every run on that "
+    "dataset (DP-SGD and Gaussian evaluation releases, Opacus RDP accountant)"
 )
 SECAGG_GUARANTEE = (
-    "the aggregator sees only the sum of the hospitals' updates, never one hospital's "
-    "update; it does see each hospital's training row count and its aggregate metrics"
+    "the aggregator sees only the sum of at least min-participants hospitals' updates, "
+    "never one hospital's update; it does see each hospital's training row count and its "
+    "DP evaluation metrics"
 )
 
 
@@ -66,9 +76,11 @@ def build_summary(
     reference: DataReference,
     status: str,
     audit_head: tuple[int, str],
+    model: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble ``summary.json``."""
     federated, source = final_metrics(record)
+    noise = noise_by_hospital(record)
     aggregated = [r.round for r in record.rounds if r.aggregated]
     failures = [f"round {r.round}: {line}" for r in record.rounds for line in r.failures]
     return {
@@ -83,8 +95,14 @@ def build_summary(
         "privacy": {
             "differential_privacy": config.privacy.enabled,
             "per_hospital": record.latest_epsilons(),
+            "per_hospital_training": record.latest_epsilons(ReplyKey.TRAINING_EPSILON),
+            "per_hospital_evaluation": record.latest_epsilons(ReplyKey.EVALUATION_EPSILON),
             "per_hospital_dataset": record.latest_epsilons(ReplyKey.DATASET_EPSILON),
+            "noise_multiplier_per_hospital": record.latest_epsilons(ReplyKey.NOISE_MULTIPLIER),
+            "noise_to_signal_per_hospital": noise,
             "target_epsilon": config.privacy.target_epsilon,
+            "evaluation_share": config.privacy.evaluation_share,
+            "evaluation_rounds": sorted(config.evaluation_round_numbers()),
             "delta": config.privacy.delta,
             "accountant": ACCOUNTANT,
             "guarantee": DP_GUARANTEE if config.privacy.enabled else "none: DP was turned off",
@@ -94,11 +112,38 @@ def build_summary(
             "protocol": "SecAgg+ (Flower)" if config.secure_aggregation.enabled else "none",
             "guarantee": SECAGG_GUARANTEE if config.secure_aggregation.enabled else "none",
         },
+        "model": dict(model or {}),
         "audit": {"log": AUDIT_FILE, "head": format_head(audit_head)},
-        "warnings": [*config.weakened_protections(), *failures],
+        "warnings": [*config.weakened_protections(), *failures, *_noise_warnings(noise)],
         "errors": list(record.errors),
         "config": config.to_flat(),
     }
+
+
+def noise_by_hospital(record: RunRecord) -> dict[str, float]:
+    """Each hospital's DP-SGD noise-to-signal, from what it reported when it last trained.
+
+    Computed from its noise multiplier, sampling rate and training rows (all
+    already in its reply): :func:`shared.privacy.noise_to_signal`.
+    """
+    ratios = {}
+    for round_record in record.rounds:
+        for name, hospital in round_record.hospitals.items():
+            noise = hospital.train.get(ReplyKey.NOISE_MULTIPLIER)
+            rate = hospital.train.get(ReplyKey.SAMPLE_RATE)
+            if noise is not None and rate is not None and hospital.num_train_examples:
+                ratios[name] = noise_to_signal(noise, rate, hospital.num_train_examples)
+    return ratios
+
+
+def _noise_warnings(ratios: Mapping[str, float]) -> list[str]:
+    return [
+        f"{name}: DP-SGD noise-to-signal {ratio:.3f} is above {NOISE_TO_SIGNAL_WARNING:g}: "
+        "its noise may swamp what it learns; a larger batch-size, fewer rounds or local "
+        "epochs, or a larger epsilon lower it"
+        for name, ratio in sorted(ratios.items())
+        if ratio > NOISE_TO_SIGNAL_WARNING
+    ]
 
 
 def metrics_rows(record: RunRecord, metric_columns: list[str]) -> list[dict[str, Any]]:
@@ -131,7 +176,10 @@ def _round_rows(record: RoundRecord, metric_columns: list[str]) -> list[dict[str
                 num_train_examples=hospital.num_train_examples,
                 num_eval_examples=hospital.num_eval_examples,
                 train_loss=hospital.train.get(ReplyKey.TRAIN_LOSS),
-                epsilon=hospital.train.get(ReplyKey.EPSILON),
+                epsilon=hospital.privacy.get(ReplyKey.EPSILON),
+                training_epsilon=hospital.privacy.get(ReplyKey.TRAINING_EPSILON),
+                evaluation_epsilon=hospital.privacy.get(ReplyKey.EVALUATION_EPSILON),
+                dataset_epsilon=hospital.privacy.get(ReplyKey.DATASET_EPSILON),
             )
         )
     return rows
@@ -153,11 +201,15 @@ def write_report(
     reference: DataReference,
     status: str,
     audit_head: tuple[int, str],
+    test: TestScores | None = None,
+    model: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write every report file into ``run_dir`` and return the summary.
 
     ``audit_head`` (the aggregator's audit log head) goes into the summary so a
     later ``audit verify --head`` detects entries removed from the log's end.
+    ``test`` (a simulation's held-out test set, scored by the final model) gives
+    the model card its confidence intervals and calibration.
     """
     metric_columns = [str(name) for name in metric_names(reference.task)]
     columns = [
@@ -168,9 +220,17 @@ def write_report(
         "num_eval_examples",
         "train_loss",
         "epsilon",
+        "training_epsilon",
+        "evaluation_epsilon",
+        "dataset_epsilon",
     ]
     summary = build_summary(
-        config=config, record=record, reference=reference, status=status, audit_head=audit_head
+        config=config,
+        record=record,
+        reference=reference,
+        status=status,
+        audit_head=audit_head,
+        model=model,
     )
     run_dir.write_json(METRICS_JSON, record.to_dict())
     run_dir.write_text(METRICS_CSV, _csv(metrics_rows(record, metric_columns), columns))
@@ -182,4 +242,9 @@ def write_report(
         target_epsilon=config.privacy.target_epsilon if config.privacy.enabled else None,
     )
     run_dir.write_json(SUMMARY, summary)
+    card = build_model_card(
+        config=config, record=record, reference=reference, summary=summary, test=test
+    )
+    run_dir.write_json(MODEL_CARD_JSON, card)
+    run_dir.write_text(MODEL_CARD_MD, model_card_markdown(card))
     return summary

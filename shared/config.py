@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
@@ -36,6 +37,27 @@ class ModelName(StrEnum):
     TRANSFORMER = "transformer"
     AUTOENCODER = "autoencoder"
     NCF = "ncf"
+    RESNET18 = "resnet18"
+
+
+class FineTuning(StrEnum):
+    """Which parameters of a (pretrained) model a run trains, and so sends."""
+
+    ALL = "all"
+    HEAD = "head"
+    """Only the last linear layer; the backbone stays as the pretrained file has it."""
+    LORA = "lora"
+    """Low-rank adapters (LoRA, through ``peft``) on the backbone's linear and
+    convolution layers, and the head."""
+
+
+class GradSampleMode(StrEnum):
+    """Opacus' per-sample-gradient engine; ``auto`` takes the model's measured choice."""
+
+    AUTO = "auto"
+    HOOKS = "hooks"
+    FUNCTORCH = "functorch"
+    GHOST = "ghost"
 
 
 class DatasetName(StrEnum):
@@ -174,19 +196,48 @@ class FederationSettings:
         )
 
 
+_PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """What each hospital trains and how, per round.
 
     Attributes
     ----------
-    model : ModelName
-        Registry name of the shared model.
+    model : str
+        A built-in model (:class:`ModelName`), or the name a model plugin
+        registered under the ``fedcare.models`` entry point group.
+    model_version : str
+        For a plugin model, the version of the package that provides it; every
+        party refuses to build the model from any other version. Empty for a
+        built-in model.
+    model_width, model_depth : int
+        Width multiplier and depth of fedcare's own families (1 and 1: the
+        smallest); unused by ``resnet18`` and plugins.
+    fix_model : bool
+        Replace layers DP-SGD cannot train (BatchNorm -> GroupNorm, by Opacus'
+        ``ModuleValidator.fix``) instead of refusing the model; the report lists
+        what changed.
+    pretrained_weights, pretrained_sha256 : str
+        A safetensors file every party loads from its own disk (same path) and
+        its SHA-256; a party whose copy has another hash refuses. Empty for none.
+    fine_tune : FineTuning
+        Which parameters train (and are sent): all, the head only, or LoRA
+        adapters and the head; the rest stays as the pretrained file has it.
+    lora_rank : int
+        Rank of the LoRA adapters.
+    grad_sample_mode : GradSampleMode
+        Opacus' per-sample-gradient engine; ``auto`` takes the model's measured one.
+    class_weights : str
+        Comma-separated loss weight of each class (binary: negative, positive),
+        public and fixed by the run (never fitted on a site's data); empty: 1 each.
     local_epochs : int
         Passes over the hospital's training split per round.
     batch_size : int
         Expected batch size; with DP-SGD, batches are Poisson-sampled at rate
-        ``1 / ceil(n / batch_size)``.
+        ``1 / ceil(n / batch_size)``. A hospital refuses a run whose batch size is
+        below its own ``min-batch-size``.
     learning_rate : float
         SGD step size.
     device : DeviceName
@@ -197,14 +248,36 @@ class TrainingSettings:
         empty for a fresh model.
     """
 
-    model: ModelName = _setting("model", ModelName.LOGREG)
+    model: str = _setting("model", ModelName.LOGREG.value)
+    model_version: str = _setting("model-version", "")
+    model_width: int = _setting("model-width", 1)
+    model_depth: int = _setting("model-depth", 1)
+    fix_model: bool = _setting("fix-model", False)
+    pretrained_weights: str = _setting("pretrained-weights", "")
+    pretrained_sha256: str = _setting("pretrained-sha256", "")
+    fine_tune: FineTuning = _setting("fine-tune", FineTuning.ALL)
+    lora_rank: int = _setting("lora-rank", 8)
+    grad_sample_mode: GradSampleMode = _setting("grad-sample-mode", GradSampleMode.AUTO)
+    class_weights: str = _setting("class-weights", "")
     local_epochs: int = _setting("local-epochs", 2)
     batch_size: int = _setting("batch-size", 32)
     learning_rate: float = _setting("learning-rate", 0.5)
     device: DeviceName = _setting("device", DeviceName.AUTO)
     initial_model: str = _setting("initial-model", "")
 
+    @property
+    def builtin_model(self) -> ModelName | None:
+        """The built-in model trained, or ``None`` for a plugin model."""
+        return ModelName(self.model) if self.model in _BUILTIN_MODELS else None
+
+    @property
+    def loss_class_weights(self) -> tuple[float, ...]:
+        """:attr:`class_weights` as numbers (empty: unweighted)."""
+        return tuple(float(part) for part in self.class_weights.split(",") if part.strip())
+
     def __post_init__(self) -> None:
+        self._check_model()
+        self._check_pretrained()
         _require(self.local_epochs >= 1, "local-epochs", f"must be >= 1 (got {self.local_epochs})")
         _require(self.batch_size >= 1, "batch-size", f"must be >= 1 (got {self.batch_size})")
         _require(
@@ -212,6 +285,46 @@ class TrainingSettings:
             "learning-rate",
             f"must be > 0 (got {self.learning_rate})",
         )
+        _require(self.lora_rank >= 1, "lora-rank", f"must be >= 1 (got {self.lora_rank})")
+        try:
+            weights = self.loss_class_weights
+        except ValueError:
+            weights = (-1.0,)
+        _require(
+            all(weight > 0 and math.isfinite(weight) for weight in weights),
+            "class-weights",
+            f"must be comma-separated positive numbers, one per class (got {self.class_weights!r})",
+        )
+
+    def _check_model(self) -> None:
+        builtin = ", ".join(_BUILTIN_MODELS)
+        if self.builtin_model is None:
+            _require(
+                bool(_PLUGIN_NAME.fullmatch(self.model)) and bool(self.model_version),
+                "model",
+                f"'{self.model}' is no built-in model ({builtin}); to train an installed "
+                "model plugin, give its entry point name and its package version in "
+                "model-version",
+            )
+        for key, value in (("model-width", self.model_width), ("model-depth", self.model_depth)):
+            _require(1 <= value <= 64, key, f"must lie in 1..64 (got {value})")
+
+    def _check_pretrained(self) -> None:
+        if self.pretrained_weights:
+            _require(
+                bool(re.fullmatch(r"[0-9a-f]{64}", self.pretrained_sha256)),
+                "pretrained-sha256",
+                "must be the 64 hex digits of the pretrained file's SHA-256 "
+                "(sha256sum FILE), so every party checks its own copy",
+            )
+        _require(
+            self.fine_tune is FineTuning.ALL or bool(self.pretrained_weights),
+            "fine-tune",
+            f"'{self.fine_tune}' keeps the backbone frozen, which needs pretrained-weights",
+        )
+
+
+_BUILTIN_MODELS = tuple(name.value for name in ModelName)
 
 
 @dataclass(frozen=True)
@@ -232,6 +345,17 @@ class PrivacySettings:
         The run hospitals book this run's privacy spending under; empty means
         Flower's run id. A resumed run sets it to the original run's, so its
         rounds draw on the same per-run budget.
+    evaluation_share : float
+        The share of ``target_epsilon`` set aside for the hospitals' evaluations:
+        their Gaussian noise is calibrated so that the run's evaluation releases
+        alone spend ``evaluation_share x target_epsilon`` (0.99 of the default 3);
+        DP-SGD's noise is then calibrated so that training and evaluation composed
+        (RDP) stay within ``target_epsilon``. Composition in RDP costs training
+        less than that share: about 2.77 of 3 is left for it alone.
+    evaluation_rounds : int
+        In how many rounds hospitals evaluate the global model on their own
+        held-out rows (spread evenly, ending with the last round); 0 asks for no
+        hospital evaluation at all.
     """
 
     enabled: bool = _setting("differential-privacy", True)
@@ -239,6 +363,8 @@ class PrivacySettings:
     delta: float = _setting("delta", 1e-5)
     max_grad_norm: float = _setting("max-grad-norm", 1.0)
     ledger_run: str = _setting("ledger-run", "")
+    evaluation_share: float = _setting("evaluation-share", 0.33)
+    evaluation_rounds: int = _setting("evaluation-rounds", 1)
 
     def __post_init__(self) -> None:
         _require(
@@ -252,6 +378,22 @@ class PrivacySettings:
             "max-grad-norm",
             f"must be > 0 (got {self.max_grad_norm})",
         )
+        _require(
+            self.evaluation_rounds >= 0,
+            "evaluation-rounds",
+            f"must be >= 0 (got {self.evaluation_rounds})",
+        )
+        _require(
+            0 < self.evaluation_share < 1,
+            "evaluation-share",
+            f"must lie in (0, 1) so that training keeps a budget (got {self.evaluation_share}); "
+            "set evaluation-rounds = 0 for no hospital evaluation",
+        )
+
+    @property
+    def evaluation_epsilon(self) -> float:
+        """Epsilon the run's evaluation releases may spend by themselves."""
+        return self.evaluation_share * self.target_epsilon
 
 
 @dataclass(frozen=True)
@@ -269,12 +411,16 @@ class SecureAggregationSettings:
         fraction in (0, 1] is that share of the round's hospitals. The default,
         21, keeps federations of up to 21 hospitals all-to-all; in a larger one
         the aggregator learns a hospital's update only by colluding with
-        ``reconstruction_threshold`` of its 20 neighbours (13 of them), and the
+        ``reconstruction_threshold`` of its neighbourhood (14 of the 21), and the
         work per hospital stays constant instead of growing with the federation
         (:meth:`share_fraction`).
     reconstruction_threshold : float
         Fraction of those shares needed to unmask; ``1 - threshold`` of a
-        hospital's neighbours may drop out and the round still completes.
+        hospital's neighbours may drop out and the round still completes. It
+        must be more than half: hospitals refuse a threshold of half the shares
+        or less (two disjoint groups could then each rebuild a secret), and
+        Flower rounds it, so the default 0.67 is the smallest round number that
+        stays above half for every federation size.
     clipping_range : float
         Largest absolute value any update entry may take. Hospitals send model
         *deltas* and refuse to send one outside this range rather than let the
@@ -286,7 +432,7 @@ class SecureAggregationSettings:
 
     enabled: bool = _setting("secure-aggregation", True)
     num_shares: float = _setting("secagg-num-shares", 21.0)
-    reconstruction_threshold: float = _setting("secagg-reconstruction-threshold", 0.6)
+    reconstruction_threshold: float = _setting("secagg-reconstruction-threshold", 0.67)
     clipping_range: float = _setting("secagg-clipping-range", 4.0)
     max_weight: float = _setting("secagg-max-weight", 1000.0)
 
@@ -299,9 +445,10 @@ class SecureAggregationSettings:
             f"(got {self.num_shares:g})",
         )
         _require(
-            0 < self.reconstruction_threshold <= 1,
+            0.5 < self.reconstruction_threshold <= 1,
             "secagg-reconstruction-threshold",
-            f"must be a fraction in (0, 1] (got {self.reconstruction_threshold})",
+            "must be a fraction in (0.5, 1]: hospitals refuse a threshold of half the shares "
+            f"or less (got {self.reconstruction_threshold})",
         )
         _require(
             self.clipping_range > 0,
@@ -343,11 +490,15 @@ class DataSettings:
         Concentration of the Dirichlet draw for ``dirichlet`` (label skew) and
         ``quantity`` (size skew); smaller is more skewed.
     seed : int
-        Seed of every data split, so a scenario is reproducible.
+        Seed of every data split of a simulation, so a scenario is reproducible
+        (a real hospital splits with its own ``split-seed``, never the run's).
     test_fraction : float
         Share of the dataset held out as the never-trained-on test set.
     eval_fraction : float
-        Share of each hospital's rows kept for its local evaluation.
+        Share of each simulated hospital's rows kept for its local evaluation (a
+        real hospital uses its own ``eval-fraction``, never the run's). The
+        default, 0.25, leaves every class of the default simulation's hospitals
+        the ``min-count`` of 10 held-out rows an evaluation needs.
     contract : str
         The federation's data contract (TOML text) when real hospitals train on
         their own files; empty in a simulation, which uses ``dataset``.
@@ -359,7 +510,7 @@ class DataSettings:
     dirichlet_alpha: float = _setting("dirichlet-alpha", 2.0)
     seed: int = _setting("seed", 42)
     test_fraction: float = _setting("test-fraction", 0.25)
-    eval_fraction: float = _setting("eval-fraction", 0.2)
+    eval_fraction: float = _setting("eval-fraction", 0.25)
     contract: str = _setting("contract", "")
 
     @property
@@ -438,6 +589,12 @@ class RunConfig:
             "min-hospitals",
             f"must be at most hospitals ({hospitals}) (got {minimum})",
         )
+        _require(
+            self.privacy.evaluation_rounds <= self.federation.rounds,
+            "evaluation-rounds",
+            f"must be at most num-server-rounds ({self.federation.rounds}) "
+            f"(got {self.privacy.evaluation_rounds})",
+        )
         if self.secure_aggregation.enabled:
             _require(
                 self.federation.aggregation is AggregationName.FEDAVG,
@@ -500,6 +657,15 @@ class RunConfig:
     def with_out_dir(self, out_dir: str) -> RunConfig:
         """Return a copy whose run folder is ``out_dir``."""
         return replace(self, output=replace(self.output, out_dir=out_dir))
+
+    def evaluation_round_numbers(self) -> frozenset[int]:
+        """Return the rounds in which hospitals evaluate.
+
+        ``evaluation-rounds`` of them, evenly spread and ending with the last round
+        (none when it is 0).
+        """
+        rounds, wanted = self.federation.rounds, self.privacy.evaluation_rounds
+        return frozenset(math.ceil(rounds * k / wanted) for k in range(1, wanted + 1))
 
     def weakened_protections(self) -> list[str]:
         """Name every protection this configuration turns off (empty when all are on)."""

@@ -31,6 +31,10 @@ class PrivacyBudgetExceededError(FedcareError, RuntimeError):
     """Training would push a hospital past its privacy budget; nothing was trained."""
 
 
+class SiteTooSmallError(FedcareError, RuntimeError):
+    """A site's DP-SGD noise would swamp anything it could learn; nothing was trained."""
+
+
 class InvalidUpdateError(FedcareError, ValueError):
     """A model update is non-finite, mis-shaped or outside the range it may take."""
 

@@ -1,11 +1,10 @@
-"""Model registry: the shared networks, every one Opacus-compatible.
+"""Model registry: fedcare's built-in networks, and how a run's model is named.
 
-DP-SGD needs per-sample gradients, so no network here mixes examples inside a
-batch: GroupNorm instead of BatchNorm, and Opacus' DP layers (``DPGRU``,
-``DPLSTM``, ``DPMultiheadAttention``) instead of torch's fused ones. Every
-builder takes one example's input shape and the task's output width, so one
-name serves every task of its input kind (for interactions the "shape" is the
-number of patients and of treatments, :attr:`shared.data.Examples.input_shape`).
+Every builder takes one example's input shape, the task's output width and a
+:class:`shared.networks.ModelSize`, so one name serves every task of its input
+kind (for interactions the "shape" is the number of patients and of treatments,
+:attr:`shared.data.Examples.input_shape`). Models installed as plugins
+(:mod:`shared.model_plugins`) are resolved through :func:`model_spec` alike.
 """
 
 from __future__ import annotations
@@ -14,260 +13,108 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from opacus.layers import DPGRU, DPLSTM, DPMultiheadAttention
+from opacus.layers import DPGRU, DPLSTM
 from torch import nn
 
 from fedcare.shared.config import ModelName
 from fedcare.shared.data import InputKind
 from fedcare.shared.errors import ConfigError
+from fedcare.shared.networks import (
+    ConvAutoencoder,
+    ImageClassifier,
+    ModelSize,
+    NeuralCollaborativeFiltering,
+    RecurrentClassifier,
+    ResNetGN,
+    SequenceTransformer,
+    logistic_regression,
+    mlp,
+)
 from fedcare.shared.tasks import Task, TaskKind
 
-ModelBuilder = Callable[[tuple[int, ...], int], nn.Module]
+ModelBuilder = Callable[[tuple[int, ...], int, ModelSize], nn.Module]
 
-_MLP_HIDDEN = 32
-_CONV_WIDTHS = (16, 32)
-_GROUPS = 4
-_SEQUENCE_HIDDEN = 32
-_ATTENTION_HEADS = 4
-_POOLED_SIZE = 4
-_EMBEDDING = 16
+SMALLEST = ModelSize()
+"""Width 1 and depth 1: fedcare's original networks."""
+
+_RESNET18_WIDTHS = [64, 128, 256, 512]
 
 
-def _flat_width(input_shape: tuple[int, ...]) -> int:
-    return int(torch.Size(input_shape).numel())
+class _Copy(nn.Module):
+    """Return a copy of the input (a fresh tensor later layers may change in place)."""
+
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Return a copy of ``tensor``."""
+        return tensor.clone()
 
 
-def _flatten_first(input_shape: tuple[int, ...], layers: list[nn.Module]) -> nn.Module:
-    # Table models keep their plain layer names; other inputs are flattened first.
-    if len(input_shape) == 1 and len(layers) == 1:
-        return layers[0]
-    return nn.Sequential(nn.Flatten(), *layers) if len(input_shape) > 1 else nn.Sequential(*layers)
+class ResNet18(nn.Module):
+    """ResNet-18 (He et al. 2016) with GroupNorm, from Hugging Face ``transformers``.
 
-
-def _logreg(input_shape: tuple[int, ...], output_dim: int) -> nn.Module:
-    return _flatten_first(input_shape, [nn.Linear(_flat_width(input_shape), output_dim)])
-
-
-def _mlp(input_shape: tuple[int, ...], output_dim: int) -> nn.Module:
-    # Tanh rather than ReLU: bounded activations keep per-sample gradients small,
-    # which loses less signal to DP-SGD clipping (Papernot et al., AAAI 2021).
-    return _flatten_first(
-        input_shape,
-        [
-            nn.Linear(_flat_width(input_shape), _MLP_HIDDEN),
-            nn.Tanh(),
-            nn.Linear(_MLP_HIDDEN, output_dim),
-        ],
-    )
-
-
-def conv_encoder(channels: int) -> nn.Sequential:
-    """The convolutional encoder shared by the CNN and the autoencoder.
-
-    Both name it ``encoder``, so an autoencoder's trained encoder initialises the
-    classifier (:func:`shared.serialization.load_matching_weights`). It halves
-    the image twice. ReLU and max pooling: on images they learnt markedly faster
-    under DP-SGD than Tanh or average pooling (measured on the synthetic films).
-    """
-    first, second = _CONV_WIDTHS
-    return nn.Sequential(
-        nn.Conv2d(channels, first, kernel_size=3, padding=1),
-        nn.GroupNorm(_GROUPS, first),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(first, second, kernel_size=3, padding=1),
-        nn.GroupNorm(_GROUPS, second),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-    )
-
-
-class ImageClassifier(nn.Module):
-    """A small CNN: the shared encoder, pooled to a fixed size, then one linear layer."""
-
-    def __init__(self, input_shape: tuple[int, ...], output_dim: int) -> None:
-        super().__init__()
-        self.encoder = conv_encoder(input_shape[0])
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(_POOLED_SIZE),
-            nn.Flatten(),
-            nn.Linear(_CONV_WIDTHS[-1] * _POOLED_SIZE**2, output_dim),
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(images))
-
-
-class ConvAutoencoder(nn.Module):
-    """The shared encoder and a mirror decoder that redraws the image in [0, 1]."""
-
-    def __init__(self, input_shape: tuple[int, ...], output_dim: int) -> None:
-        super().__init__()
-        channels, height, width = input_shape
-        first, second = _CONV_WIDTHS
-        self.encoder = conv_encoder(channels)
-        # Upsampling + convolution rather than transposed convolution: no
-        # checkerboard artefacts, and the last upsampling restores odd sizes exactly.
-        self.decoder = nn.Sequential(
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(second, first, kernel_size=3, padding=1),
-            nn.Tanh(),
-            nn.Upsample(size=(height, width)),
-            nn.Conv2d(first, channels, kernel_size=3, padding=1),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(images))
-
-
-class _ResidualBlock(nn.Module):
-    def __init__(self, in_width: int, out_width: int, stride: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_width, out_width, kernel_size=3, stride=stride, padding=1),
-            nn.GroupNorm(_GROUPS, out_width),
-            nn.Tanh(),
-            nn.Conv2d(out_width, out_width, kernel_size=3, padding=1),
-            nn.GroupNorm(_GROUPS, out_width),
-        )
-        self.shortcut = (
-            nn.Identity()
-            if in_width == out_width and stride == 1
-            else nn.Conv2d(in_width, out_width, kernel_size=1, stride=stride)
-        )
-        self.activation = nn.Tanh()
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.body(images) + self.shortcut(images))
-
-
-class ResNetGN(nn.Module):
-    """A ResNet-style network with GroupNorm (BatchNorm would break per-sample privacy)."""
-
-    def __init__(self, input_shape: tuple[int, ...], output_dim: int) -> None:
-        super().__init__()
-        first, second = _CONV_WIDTHS
-        self.stem = nn.Sequential(
-            nn.Conv2d(input_shape[0], first, kernel_size=3, padding=1),
-            nn.GroupNorm(_GROUPS, first),
-            nn.Tanh(),
-        )
-        self.stages = nn.Sequential(
-            _ResidualBlock(first, first, stride=1),
-            _ResidualBlock(first, second, stride=2),
-            _ResidualBlock(second, second, stride=2),
-        )
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(second, output_dim)
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(images)))
-
-
-class RecurrentClassifier(nn.Module):
-    """A GRU or LSTM over left-padded sequences, read out at the last (always real) step."""
-
-    def __init__(self, input_shape: tuple[int, ...], output_dim: int, *, cell: type) -> None:
-        super().__init__()
-        self.recurrent = cell(input_shape[-1], _SEQUENCE_HIDDEN, batch_first=True)
-        self.head = nn.Linear(_SEQUENCE_HIDDEN, output_dim)
-
-    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
-        outputs, _ = self.recurrent(sequences)
-        return self.head(outputs[:, -1, :])
-
-
-class SequenceTransformer(nn.Module):
-    """One Transformer encoder block over sequences, mean-pooled over real steps.
-
-    The input's last channel is the padding mask; padded steps are hidden from
-    attention and from the pooling.
+    The backbone is ``transformers``' ``ResNetModel`` with basic blocks of depths
+    2-2-2-2, the layout of torchvision's ``resnet18`` (same parameter shapes and
+    outputs; see README, "Model families"), its BatchNorm replaced by GroupNorm
+    with 32 groups by Opacus' ``ModuleValidator.fix``. It reads any number of
+    channels at any image size of 28 pixels or more; a linear head reads the
+    pooled 512 features.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], output_dim: int) -> None:
+    def __init__(self, input_shape: tuple[int, ...], output_dim: int, size: ModelSize) -> None:
         super().__init__()
-        steps, channels = input_shape
-        width = _SEQUENCE_HIDDEN
-        self.embed = nn.Linear(channels, width)
-        # An embedding table, not a raw parameter: Opacus computes its per-sample gradients.
-        self.position = nn.Embedding(steps, width)
-        self.attention = DPMultiheadAttention(width, _ATTENTION_HEADS, batch_first=True)
-        self.norm_attention = nn.LayerNorm(width)
-        self.feed_forward = nn.Sequential(
-            nn.Linear(width, 2 * width), nn.Tanh(), nn.Linear(2 * width, width)
+        # Imported here: only a run that trains ResNet-18 pays for transformers.
+        from opacus.validators import ModuleValidator
+        from transformers import ResNetConfig, ResNetModel
+
+        config = ResNetConfig(
+            num_channels=input_shape[0],
+            embedding_size=_RESNET18_WIDTHS[0],
+            hidden_sizes=_RESNET18_WIDTHS,
+            depths=[2, 2, 2, 2],
+            layer_type="basic",
+            hidden_act="relu",
+            downsample_in_first_stage=False,
         )
-        self.norm_feed_forward = nn.LayerNorm(width)
-        self.head = nn.Linear(width, output_dim)
+        self.backbone = ModuleValidator.fix(ResNetModel(config))
+        # Each block adds its shortcut in place onto its last normalisation's output;
+        # Opacus' backward hooks forbid in-place changes to a hooked layer's output,
+        # so that output is copied first (the block's otherwise empty activation).
+        for module in self.backbone.modules():
+            if isinstance(getattr(module, "activation", None), nn.Identity):
+                module.activation = _Copy()
+        self.head = nn.Linear(_RESNET18_WIDTHS[-1], output_dim)
 
-    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
-        real = sequences[:, :, -1] > 0
-        batch, steps = sequences.shape[:2]
-        # Positions carry the batch dimension so Opacus sees one lookup per example.
-        positions = torch.arange(steps, device=sequences.device).expand(batch, steps)
-        hidden = self.embed(sequences) + self.position(positions)
-        attended, _ = self.attention(
-            hidden, hidden, hidden, key_padding_mask=~real, need_weights=False
-        )
-        hidden = self.norm_attention(hidden + attended)
-        hidden = self.norm_feed_forward(hidden + self.feed_forward(hidden))
-        weights = real.to(hidden.dtype).unsqueeze(-1)
-        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        return self.head(pooled)
-
-
-class NeuralCollaborativeFiltering(nn.Module):
-    """Neural collaborative filtering (He et al., WWW 2017) over (patient, treatment) pairs.
-
-    An MLP reads the element-wise product of the two embeddings (the
-    matrix-factorisation term) beside the embeddings themselves and returns one
-    response logit. The patient table is indexed by the hospital's own patient
-    numbering and named ``local_patients``: it never leaves the hospital
-    (:data:`shared.serialization.LOCAL_PREFIX`); the treatment embeddings and the
-    MLP are federated.
-    """
-
-    def __init__(self, input_shape: tuple[int, ...], output_dim: int) -> None:
-        super().__init__()
-        patients, treatments = input_shape
-        self.treatments = nn.Embedding(treatments, _EMBEDDING)
-        self.mlp = nn.Sequential(
-            nn.Linear(3 * _EMBEDDING, _MLP_HIDDEN), nn.Tanh(), nn.Linear(_MLP_HIDDEN, output_dim)
-        )
-        # Created last, so the shared layers' initial values do not depend on how
-        # many patients a site has.
-        self.local_patients = nn.Embedding(patients, _EMBEDDING)
-
-    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        """Return ``(n, output_dim)`` response logits of ``(n, 2)`` (patient, treatment) pairs."""
-        patient = self.local_patients(pairs[:, 0])
-        treatment = self.treatments(pairs[:, 1])
-        return self.mlp(torch.cat([patient * treatment, patient, treatment], dim=-1))
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, output_dim)`` logits of ``n`` images."""
+        pooled = self.backbone(pixel_values=images).pooler_output
+        output: torch.Tensor = self.head(pooled.flatten(start_dim=1))
+        return output
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: how to build it and what it accepts.
+    """A model fedcare can build: how, and what it accepts.
 
     Attributes
     ----------
     builder : ModelBuilder
-        ``(input_shape, output_dim) -> nn.Module``.
+        ``(input_shape, output_dim, size) -> nn.Module``.
     inputs : frozenset[InputKind]
         Input kinds the model reads.
     reconstructs : bool
         Whether the model is trained to redraw its input (its task is
         reconstruction, whatever the data's labels).
     grad_sample_mode : str
-        Opacus' per-sample-gradient engine, the fastest measured on CPU for this
-        model (``simulations/benchmark.py``).
+        Opacus' per-sample-gradient engine, the fastest correct one measured on
+        CPU for this model (``simulations/BENCHMARKS.md``).
+    source : str
+        Where the code comes from: ``fedcare``, or a plugin's ``package==version``.
     """
 
     builder: ModelBuilder
     inputs: frozenset[InputKind]
     reconstructs: bool = False
     grad_sample_mode: str = "hooks"
+    source: str = "fedcare"
 
 
 # Indices are no values to weigh: interactions need embeddings.
@@ -275,29 +122,52 @@ _DENSE_INPUTS = frozenset(InputKind) - {InputKind.INTERACTIONS}
 _IMAGES = frozenset({InputKind.IMAGES})
 _SEQUENCES = frozenset({InputKind.SEQUENCES})
 
+
+def _recurrent(cell: type) -> ModelBuilder:
+    def build(shape: tuple[int, ...], out: int, size: ModelSize) -> nn.Module:
+        return RecurrentClassifier(shape, out, size, cell=cell)
+
+    return build
+
+
 MODELS: dict[ModelName, ModelSpec] = {
-    ModelName.LOGREG: ModelSpec(_logreg, _DENSE_INPUTS),
-    ModelName.MLP: ModelSpec(_mlp, _DENSE_INPUTS),
+    ModelName.LOGREG: ModelSpec(logistic_regression, _DENSE_INPUTS),
+    ModelName.MLP: ModelSpec(mlp, _DENSE_INPUTS),
     ModelName.CNN: ModelSpec(ImageClassifier, _IMAGES),
     ModelName.RESNET: ModelSpec(ResNetGN, _IMAGES),
     ModelName.AUTOENCODER: ModelSpec(ConvAutoencoder, _IMAGES, reconstructs=True),
-    ModelName.GRU: ModelSpec(
-        lambda shape, out: RecurrentClassifier(shape, out, cell=DPGRU), _SEQUENCES
-    ),
-    ModelName.LSTM: ModelSpec(
-        lambda shape, out: RecurrentClassifier(shape, out, cell=DPLSTM), _SEQUENCES
-    ),
+    ModelName.GRU: ModelSpec(_recurrent(DPGRU), _SEQUENCES),
+    ModelName.LSTM: ModelSpec(_recurrent(DPLSTM), _SEQUENCES),
     ModelName.TRANSFORMER: ModelSpec(SequenceTransformer, _SEQUENCES),
     ModelName.NCF: ModelSpec(NeuralCollaborativeFiltering, frozenset({InputKind.INTERACTIONS})),
+    ModelName.RESNET18: ModelSpec(ResNet18, _IMAGES, grad_sample_mode="ghost"),
 }
 
 
-def model_task(name: ModelName, data_task: Task) -> Task:
-    """The task model ``name`` learns on data whose labels define ``data_task``."""
-    return Task(TaskKind.RECONSTRUCTION) if MODELS[name].reconstructs else data_task
+def model_spec(name: str, version: str = "") -> ModelSpec:
+    """Return the spec of built-in model ``name``, or of the installed plugin ``name``.
+
+    Raises
+    ------
+    ModelPluginError
+        If ``name`` is no built-in model and no plugin of that name and
+        ``version`` is installed here.
+    """
+    if name in MODELS:
+        return MODELS[ModelName(name)]
+    from fedcare.shared.model_plugins import plugin_spec
+
+    return plugin_spec(name, version)
 
 
-def check_model_input(name: ModelName, kind: InputKind) -> None:
+def model_task(name: str, data_task: Task, version: str = "") -> Task:
+    """Return the task model ``name`` learns on data whose labels define ``data_task``."""
+    if model_spec(name, version).reconstructs:
+        return Task(TaskKind.RECONSTRUCTION)
+    return data_task
+
+
+def check_model_input(name: str, kind: InputKind, version: str = "") -> None:
     """Refuse a model that cannot read the data's inputs.
 
     Raises
@@ -305,7 +175,7 @@ def check_model_input(name: ModelName, kind: InputKind) -> None:
     ConfigError
         Naming the model, the data's input kind and the models that fit it.
     """
-    if kind not in MODELS[name].inputs:
+    if kind not in model_spec(name, version).inputs:
         fitting = [str(model) for model, spec in MODELS.items() if kind in spec.inputs]
         raise ConfigError(
             "model",
@@ -315,14 +185,21 @@ def check_model_input(name: ModelName, kind: InputKind) -> None:
 
 
 def build_model(
-    name: ModelName, *, input_shape: tuple[int, ...], input_kind: InputKind, task: Task, seed: int
+    name: str,
+    *,
+    input_shape: tuple[int, ...],
+    input_kind: InputKind,
+    task: Task,
+    seed: int,
+    size: ModelSize = SMALLEST,
+    version: str = "",
 ) -> nn.Module:
     """Build a freshly initialised model.
 
     Parameters
     ----------
-    name : ModelName
-        Registry name.
+    name : str
+        Registry name, or an installed plugin's entry point name.
     input_shape : tuple[int, ...]
         Shape of one example's input (for interactions: how many patients and
         treatments there are, :attr:`shared.data.Examples.input_shape`).
@@ -332,18 +209,26 @@ def build_model(
         The task learnt (its output width).
     seed : int
         Seed of the initial weights, so every party builds the same model.
+    size : ModelSize
+        Width and depth of fedcare's own families.
+    version : str
+        The plugin package's version the run requires (plugins only).
 
     Returns
     -------
     nn.Module
-        The model, on the CPU, in float32.
+        The model, on the CPU, in float32, as the builder made it (not yet
+        checked for DP-SGD: :func:`shared.run_model.build_run_model` does that).
 
     Raises
     ------
     ConfigError
         If the model cannot read ``input_kind`` inputs.
+    ModelPluginError
+        If a plugin model is missing here or has another version.
     """
-    check_model_input(name, input_kind)
+    spec = model_spec(name, version)
+    check_model_input(name, input_kind, version)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return MODELS[name].builder(input_shape, task.output_dim)
+        return spec.builder(input_shape, task.output_dim, size)

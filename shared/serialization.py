@@ -4,7 +4,8 @@ A parameter whose name (or a parent module's name) starts with
 :data:`LOCAL_PREFIX` belongs to one hospital, such as its patients' embeddings:
 the layout, :func:`get_weights` and :func:`set_weights` leave it out, so no
 update, aggregate or checkpoint ever holds it. The hospital keeps it with
-:func:`get_local_weights` and :func:`set_local_weights`.
+:func:`get_local_weights` and :func:`set_local_weights`. Frozen parameters (a
+pretrained backbone) are left out the same way.
 """
 
 from __future__ import annotations
@@ -31,8 +32,18 @@ def is_local(name: str) -> bool:
 
 
 def shared_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Return the model's ``state_dict`` without its site-local parameters."""
-    return {name: t for name, t in model.state_dict().items() if not is_local(name)}
+    """Return the model's ``state_dict`` without its site-local and frozen parameters.
+
+    A frozen parameter (``requires_grad`` off: a pretrained backbone under
+    ``fine-tune = "head"`` or ``"lora"``) never changes, and every party loads it
+    from its own copy of the pretrained file, so it never travels either.
+    """
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {
+        name: t
+        for name, t in model.state_dict().items()
+        if not is_local(name) and name not in frozen
+    }
 
 
 def _local_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -81,28 +81,45 @@ class Task:
         return self.kind in CLASSIFICATION or self.kind is TaskKind.SURVIVAL
 
     def strata(self, labels: np.ndarray) -> np.ndarray:
-        """What a split stratifies on: the class, or for survival the event flag."""
+        """Return what a split stratifies on: the class, or for survival the event flag."""
         return labels[:, 1] if self.kind is TaskKind.SURVIVAL else labels
 
     def targets(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """What the loss compares outputs with: the labels, or the input itself."""
+        """Return what the loss compares outputs with: the labels, or the input itself."""
         if self.kind is TaskKind.RECONSTRUCTION:
             return features
         if self.kind is TaskKind.REGRESSION:
             return ((labels - self.target_center) / self.target_scale).astype(np.float32)
         return labels
 
-    def loss_fn(self) -> nn.Module:
-        """Return the training loss (mean over the batch, as Opacus assumes)."""
+    def loss_fn(self) -> PerExampleLoss:
+        """Return the training loss: one loss per example, reduced as ``reduction`` says.
+
+        Every loss honours ``reduction`` (``mean`` by default, ``sum`` or
+        ``none``): Opacus' ghost clipping sets it to ``none`` and needs one loss
+        per example to clip each example's gradient on its own.
+        """
         if self.kind in (TaskKind.BINARY, TaskKind.RECOMMENDATION):
-            return _SqueezedLoss(nn.BCEWithLogitsLoss())
+            return BinaryLoss()
         if self.kind is TaskKind.MULTICLASS:
-            return nn.CrossEntropyLoss()
+            return MulticlassLoss()
         if self.kind is TaskKind.SURVIVAL:
             return DiscreteTimeSurvivalLoss()
         if self.kind is TaskKind.RECONSTRUCTION:
-            return nn.MSELoss()
-        return _SqueezedLoss(nn.MSELoss())
+            return ReconstructionLoss()
+        return RegressionLoss()
+
+    def class_weighted_loss_fn(self, class_weights: torch.Tensor) -> PerExampleLoss:
+        """Return the multiclass or binary loss with each class weighted by ``class_weights``.
+
+        Each example's loss is multiplied by its class's weight, so the loss of one
+        example still depends on that example alone (DP-SGD clips it on its own).
+        """
+        if self.kind in (TaskKind.BINARY, TaskKind.RECOMMENDATION):
+            return BinaryLoss(class_weights)
+        if self.kind is TaskKind.MULTICLASS:
+            return MulticlassLoss(class_weights)
+        raise ValueError(f"class weights need a classification task (got {self.kind})")
 
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
         """Turn raw model outputs into what the metrics score.
@@ -128,19 +145,75 @@ class Task:
             return predicted.cpu().numpy()
 
 
-class _SqueezedLoss(nn.Module):
-    """Apply a loss to ``(n, 1)`` outputs and ``(n,)`` targets."""
+class PerExampleLoss(nn.Module):
+    """A loss computed per example, then reduced by :attr:`reduction`.
 
-    def __init__(self, loss: nn.Module) -> None:
+    Subclasses implement :meth:`per_example`, returning ``(n,)``. ``reduction``
+    is a plain attribute, as in torch's losses, so that Opacus' ghost clipping
+    can switch it to ``none`` and receive one loss per example.
+    """
+
+    def __init__(self, class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.loss = loss
+        self.reduction = "mean"
+        self.class_weights = class_weights
+
+    def per_example(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return the ``(n,)`` losses of ``n`` examples."""
+        raise NotImplementedError
 
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.loss(outputs.squeeze(-1), targets)
+        """Return the per-example losses reduced as :attr:`reduction` says."""
+        losses = self.per_example(outputs, targets)
+        if self.reduction == "none":
+            return losses
+        if self.reduction == "sum":
+            return losses.sum()
+        return losses.mean()
+
+    def _weighted(self, losses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        if self.class_weights is None:
+            return losses
+        return losses * self.class_weights.to(losses.device)[classes.long()]
 
 
-class DiscreteTimeSurvivalLoss(nn.Module):
-    """Negative log-likelihood of a discrete-time hazard model, mean over patients.
+class BinaryLoss(PerExampleLoss):
+    """Binary cross-entropy of ``(n, 1)`` logits against ``(n,)`` 0/1 targets."""
+
+    def per_example(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return each example's binary cross-entropy (times its class weight)."""
+        losses = functional.binary_cross_entropy_with_logits(
+            outputs.squeeze(-1), targets, reduction="none"
+        )
+        return self._weighted(losses, targets)
+
+
+class MulticlassLoss(PerExampleLoss):
+    """Cross-entropy of ``(n, classes)`` logits against ``(n,)`` class indices."""
+
+    def per_example(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return each example's cross-entropy (times its class weight)."""
+        return self._weighted(functional.cross_entropy(outputs, targets, reduction="none"), targets)
+
+
+class RegressionLoss(PerExampleLoss):
+    """Squared error of ``(n, 1)`` predictions against ``(n,)`` scaled targets."""
+
+    def per_example(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return each example's squared error."""
+        return (outputs.squeeze(-1) - targets) ** 2
+
+
+class ReconstructionLoss(PerExampleLoss):
+    """Mean squared error over each example's values (its pixels), one loss per example."""
+
+    def per_example(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return each example's mean squared error over its values."""
+        return ((outputs - targets) ** 2).flatten(start_dim=1).mean(dim=1)
+
+
+class DiscreteTimeSurvivalLoss(PerExampleLoss):
+    """Negative log-likelihood of a discrete-time hazard model, one loss per patient.
 
     ``outputs[i, k]`` is the logit of patient ``i``'s hazard in time bin ``k``;
     ``targets[i]`` is (bin of death or censoring, event flag). A patient
@@ -148,14 +221,15 @@ class DiscreteTimeSurvivalLoss(nn.Module):
     its own bin as a death (event) or a survival (censored).
     """
 
-    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def per_example(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return each patient's negative log-likelihood over the bins it was at risk in."""
         bins = targets[:, 0].long()
         events = targets[:, 1]
         steps = torch.arange(outputs.shape[1], device=outputs.device)
         at_risk = (steps[None, :] <= bins[:, None]).to(outputs.dtype)
         died = (steps[None, :] == bins[:, None]).to(outputs.dtype) * events[:, None]
         per_bin = functional.binary_cross_entropy_with_logits(outputs, died, reduction="none")
-        return (per_bin * at_risk).sum(dim=1).mean()
+        return (per_bin * at_risk).sum(dim=1)
 
 
 def survival_risk(outputs: torch.Tensor) -> torch.Tensor:

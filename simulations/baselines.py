@@ -21,12 +21,12 @@ import torch
 
 from fedcare.client.training import train_plain, train_private
 from fedcare.shared.config import RunConfig
-from fedcare.shared.data import Examples, Standardizer
+from fedcare.shared.data import Examples
 from fedcare.shared.errors import DataError
 from fedcare.shared.evaluation import evaluate_model
 from fedcare.shared.metrics import weighted_mean
-from fedcare.shared.models import MODELS, build_model, model_task
 from fedcare.shared.privacy import plan_dp_sgd
+from fedcare.shared.run_model import RunModel, build_run_model, run_criterion, run_task
 from fedcare.shared.tasks import Task
 from fedcare.simulations.federation import SimulatedFederation, SimulatedHospital
 
@@ -108,42 +108,45 @@ def _total_epochs(config: RunConfig) -> int:
 
 
 def _task(config: RunConfig, federation: SimulatedFederation) -> Task:
-    return model_task(config.training.model, federation.task)
+    return run_task(config.training, federation.task)
 
 
-def _fresh_model(
-    config: RunConfig, federation: SimulatedFederation, test: Examples
-) -> torch.nn.Module:
-    return build_model(
-        config.training.model,
+def _fresh_model(config: RunConfig, federation: SimulatedFederation, test: Examples) -> RunModel:
+    return build_run_model(
+        config.training,
         input_shape=test.input_shape,
         input_kind=test.kind,
         task=_task(config, federation),
         seed=config.data.seed,
+        private=config.privacy.enabled,
+        party="the simulation's baselines",
     )
 
 
 def _pooled(
     config: RunConfig, federation: SimulatedFederation, test: Examples, device: torch.device
 ) -> dict[str, float]:
-    raw = Examples(
-        features=np.concatenate([h.raw_train.features for h in federation.hospitals]),
-        labels=np.concatenate([h.raw_train.labels for h in federation.hospitals]),
+    # Every hospital's training rows together, scaled as each hospital scaled them.
+    pooled = Examples(
+        features=np.concatenate([h.site.train.features for h in federation.hospitals]),
+        labels=np.concatenate([h.site.train.labels for h in federation.hospitals]),
         feature_names=test.feature_names,
         kind=test.kind,
     )
-    model = _fresh_model(config, federation, test)
+    model = _fresh_model(config, federation, test).module
+    task = _task(config, federation)
     train_plain(
         model,
-        Standardizer.fit(raw).transform(raw),
-        _task(config, federation),
+        pooled,
+        task,
         learning_rate=config.training.learning_rate,
         epochs=_total_epochs(config),
         batch_size=config.training.batch_size,
         seed=config.data.seed,
         device=device,
+        criterion=run_criterion(config.training, task),
     )
-    return evaluate_model(model, test, _task(config, federation), device).metrics
+    return evaluate_model(model, test, task, device).metrics
 
 
 def _local_only(
@@ -153,9 +156,11 @@ def _local_only(
     hospital: SimulatedHospital,
     device: torch.device,
 ) -> dict[str, float]:
-    model = _fresh_model(config, federation, test)
+    run_model = _fresh_model(config, federation, test)
+    model = run_model.module
     train = hospital.site.train
     training = config.training
+    criterion = run_criterion(training, _task(config, federation))
     if config.privacy.enabled:
         plan = plan_dp_sgd(
             n_samples=len(train),
@@ -164,6 +169,9 @@ def _local_only(
             rounds=1,
             target_epsilon=config.privacy.target_epsilon,
             delta=config.privacy.delta,
+            # The same share of the budget is kept for evaluation as in the federation.
+            evaluation_epsilon=config.privacy.evaluation_epsilon,
+            evaluation_releases=config.privacy.evaluation_rounds,
         )
         train_private(
             model,
@@ -176,7 +184,8 @@ def _local_only(
             batch_size=training.batch_size,
             history=(),
             device=device,
-            grad_sample_mode=MODELS[config.training.model].grad_sample_mode,
+            grad_sample_mode=run_model.grad_sample_mode,
+            criterion=criterion,
         )
     else:
         train_plain(
@@ -188,5 +197,6 @@ def _local_only(
             batch_size=training.batch_size,
             seed=config.data.seed,
             device=device,
+            criterion=criterion,
         )
     return evaluate_model(model, test, _task(config, federation), device).metrics

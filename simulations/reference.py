@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from fedcare.server.reference import DataReference
 from fedcare.shared.config import RunConfig
 from fedcare.shared.device import resolve_device
-from fedcare.shared.models import model_task
+from fedcare.shared.run_model import run_task
 from fedcare.simulations.baselines import compute_baselines
 from fedcare.simulations.federation import SimulatedFederation, build_federation
 
@@ -47,7 +47,7 @@ def simulated_reference(config: RunConfig) -> DataReference:
         baselines = DeferredBaselines(config, federation)
     schema = federation.schema
     return DataReference(
-        task=model_task(config.training.model, federation.task),
+        task=run_task(config.training, federation.task),
         feature_names=schema.feature_names,
         input_shape=schema.shared_input_shape,
         input_kind=schema.kind,

@@ -34,6 +34,24 @@ _RISK_WEIGHTS = np.array(
 _BASELINE_LOGIT = -1.6
 """Gives a readmission rate near 25%."""
 
+_COUNT_CEILINGS = {"sex": 1.0, "prior_admissions": 12.0, "comorbidities": 15.0}
+"""Upper bounds of the columns that are counts or flags rather than measurements."""
+
+
+def record_ranges() -> dict[str, tuple[float, float]]:
+    """Return each column's public range: the measurements' mean +- 4 spreads, counts from 0.
+
+    Public because they are the generator's own design, not statistics of drawn rows;
+    a value outside its range is clipped to it when scaled, never rejected.
+    """
+    ranges = {}
+    for name, mean, spread in zip(RECORD_COLUMNS, _MEANS, _SPREADS, strict=True):
+        if name in _COUNT_CEILINGS:
+            ranges[name] = (0.0, _COUNT_CEILINGS[name])
+        else:
+            ranges[name] = (max(float(mean - 4 * spread), 0.0), float(mean + 4 * spread))
+    return ranges
+
 
 def make_records(n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` discharge records and their readmission labels.

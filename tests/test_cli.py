@@ -17,7 +17,7 @@ runner = CliRunner()
         (["--delta", "1.5"], "setting 'delta': must lie in (0, 1)"),
         (["--hospitals", "2"], "SecAgg+ needs at least 3 hospitals"),
         (["--rounds", "0"], "setting 'num-server-rounds': must be >= 1"),
-        (["--model", "gpt"], "setting 'model': must be one of logreg, mlp"),
+        (["--model", "gpt"], "setting 'model': 'gpt' is no built-in model (logreg, mlp"),
         (["--partition", "random"], "setting 'partition': must be one of"),
         (["--alpha", "0"], "setting 'dirichlet-alpha': must be > 0"),
         (["--scenario", "nope"], "unknown scenario 'nope'"),

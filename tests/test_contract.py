@@ -1,450 +1,105 @@
-"""Data contract and hospital-table validation: every rule refused by name, no data echoed."""
+"""The data contract (shared.contract): parsing, fingerprints, refusals, the aggregator's view."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from fedcare.client.site_table import DataValidationError, Problem, Rule, load_site_table
+from fedcare.server.reference import contract_reference
+from fedcare.shared.config import ModelName, TrainingSettings
 from fedcare.shared.contract import ContractError, DataContract
+from fedcare.shared.data import InputKind
+from fedcare.shared.models import build_model
 from fedcare.shared.tasks import Task, TaskKind
+from tests.contracts import (
+    IMAGE_CONTRACT,
+    SEQUENCE_CONTRACT,
+    TABLE_CONTRACT,
+    assert_refused_by_field,
+    edit,
+    parse_contract,
+    write_contract,
+)
 
-FILE = "site.csv"
-NUMBER_CANARY = "987654"
-"""Digits planted in offending numeric cells: they must never reach an error message."""
-TEXT_CANARY = "CANARYVALUE"
-
-CONTRACT = """
-name = "test-diagnosis"
-task = "binary"
-label = "diagnosis"
-classes = ["benign", "malignant"]
-positive_class = "malignant"
-id_columns = ["patient_id"]
-missing = "reject"
-min_rows = 6
-min_rows_per_class = 2
-
-[features.age]
-type = "int"
-min = 0
-max = 120
-
-[features.radius]
-type = "float"
-min = 0.0
-max = 50.0
-
-[features.sex]
-type = "category"
-categories = ["F", "M"]
-"""
-
-Grid = list[list[str]]
-
-
-def _valid_grid() -> Grid:
-    """Header plus 8 valid rows: 4 benign, 4 malignant."""
-    return [
-        ["patient_id", "age", "radius", "sex", "diagnosis"],
-        ["p0", "40", "10.5", "F", "benign"],
-        ["p1", "51", "12.0", "M", "malignant"],
-        ["p2", "62", "20.25", "F", "malignant"],
-        ["p3", "33", "8.0", "F", "benign"],
-        ["p4", "70", "15.5", "M", "malignant"],
-        ["p5", "45", "11.0", "M", "benign"],
-        ["p6", "58", "19.0", "F", "benign"],
-        ["p7", "66", "13.5", "M", "malignant"],
-    ]
-
-
-def _contract(text: str = CONTRACT) -> DataContract:
-    return DataContract.parse(text, source="contract.toml")
-
-
-def _write(tmp_path: Path, grid: Grid, name: str = FILE) -> Path:
-    path = tmp_path / name
-    path.write_text("".join(",".join(row) + "\n" for row in grid), encoding="utf-8")
-    return path
-
-
-def _set(grid: Grid, column: str, row: int, value: str) -> None:
-    grid[row + 1][grid[0].index(column)] = value
-
-
-def _column(grid: Grid, column: str, values: list[str]) -> None:
-    for row, value in enumerate(values):
-        _set(grid, column, row, value)
-
-
-def _drop_column(grid: Grid, column: str) -> None:
-    index = grid[0].index(column)
-    for row in grid:
-        del row[index]
-
-
-def _add_column(grid: Grid, name: str, value: str) -> None:
-    grid[0].append(name)
-    for row in grid[1:]:
-        row.append(value)
-
-
-def _failure(path: Path, contract: DataContract | None = None) -> DataValidationError:
-    with pytest.raises(DataValidationError) as caught:
-        load_site_table(path, contract or _contract())
-    return caught.value
-
-
-def _assert_reports(
-    error: DataValidationError, rule: Rule, column: str | None, rows: int | None, file: str = FILE
-) -> Problem:
-    """The error holds ``rule`` for ``column`` and its message names file, column and rule only."""
-    message = str(error)
-    problem = next((p for p in error.problems if p.rule is rule), None)
-    assert problem is not None, message
-    assert (problem.column, problem.rows_failing) == (column, rows), message
-    assert file in message and rule.value in message
-    if column is not None:
-        assert f"column '{column}'" in message
-    assert NUMBER_CANARY not in message and TEXT_CANARY.lower() not in message.lower()
-    return problem
-
-
-# --- happy paths
-
-
-def test_valid_csv_loads_features_labels_and_names(tmp_path: Path) -> None:
-    data = load_site_table(_write(tmp_path, _valid_grid()), _contract())
-    assert data.feature_names == ("age", "radius", "sex=F", "sex=M")
-    assert data.features.dtype == np.float32 and data.features.shape == (8, 4)
-    assert data.labels.dtype == np.float32
-    np.testing.assert_array_equal(data.features[0], [40, 10.5, 1, 0])
-    np.testing.assert_array_equal(data.features[1], [51, 12.0, 0, 1])
-    np.testing.assert_array_equal(data.labels, [0, 1, 1, 0, 1, 0, 0, 1])
-
-
-def test_valid_parquet_loads_like_csv(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    frame = pd.DataFrame(grid[1:], columns=grid[0]).astype({"age": "int64", "radius": "float64"})
-    frame.to_parquet(tmp_path / "site.parquet", index=False)
-    from_parquet = load_site_table(tmp_path / "site.parquet", _contract())
-    from_csv = load_site_table(_write(tmp_path, grid), _contract())
-    np.testing.assert_array_equal(from_parquet.features, from_csv.features)
-    np.testing.assert_array_equal(from_parquet.labels, from_csv.labels)
-    assert from_parquet.feature_names == from_csv.feature_names
-
-
-def test_parquet_integer_labels_match_quoted_classes(tmp_path: Path) -> None:
-    text = CONTRACT.replace('["benign", "malignant"]', '["0", "1"]').replace(
-        'positive_class = "malignant"', 'positive_class = "1"'
-    )
-    grid = _valid_grid()
-    frame = pd.DataFrame(grid[1:], columns=grid[0]).astype({"age": "int64", "radius": "float64"})
-    frame["diagnosis"] = (frame["diagnosis"] == "malignant").astype("int64")
-    frame.to_parquet(tmp_path / "site.pq", index=False)
-    data = load_site_table(tmp_path / "site.pq", _contract(text))
-    np.testing.assert_array_equal(data.labels, [0, 1, 1, 0, 1, 0, 0, 1])
-
-
-def test_multiclass_labels_are_indices_in_class_order(tmp_path: Path) -> None:
-    text = (
-        CONTRACT.replace('"binary"', '"multiclass"')
-        .replace('["benign", "malignant"]', '["low", "mid", "high"]')
-        .replace('positive_class = "malignant"\n', "")
-        .replace("min_rows_per_class = 2", "min_rows_per_class = 1")
-    )
-    grid = _valid_grid()
-    _column(grid, "diagnosis", ["high", "low", "mid", "mid", "low", "high", "high", "low"])
-    data = load_site_table(_write(tmp_path, grid), _contract(text))
-    assert data.labels.dtype == np.int64
-    np.testing.assert_array_equal(data.labels, [2, 0, 1, 1, 0, 2, 2, 0])
-    assert _contract(text).task() == Task(TaskKind.MULTICLASS, num_classes=3)
-
-
-def test_regression_labels_are_floats(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    _column(grid, "diagnosis", [str(0.5 * i) for i in range(8)])
-    data = load_site_table(_write(tmp_path, grid), _contract(_regression_contract()))
-    assert data.labels.dtype == np.float32
-    np.testing.assert_allclose(data.labels, [0.5 * i for i in range(8)])
-
-
-def _regression_contract() -> str:
-    return (
-        CONTRACT.replace('"binary"', '"regression"')
-        .replace('classes = ["benign", "malignant"]\n', "")
-        .replace('positive_class = "malignant"\n', "")
-        .replace("min_rows_per_class = 2\n", "")
-    )
-
-
-def test_drop_rows_policy_drops_rows_with_missing_cells(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    _set(grid, "radius", 0, "")
-    _set(grid, "sex", 1, "NA")
-    _set(grid, "age", 2, "null")
-    text = CONTRACT.replace('missing = "reject"', 'missing = "drop-rows"').replace(
-        "min_rows = 6", "min_rows = 5"
-    )
-    data = load_site_table(_write(tmp_path, grid), _contract(text))
-    assert len(data) == 5
-    np.testing.assert_array_equal(data.labels, [0, 1, 0, 0, 1])
-
-
-def test_drop_rows_rechecks_min_rows(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    for row in range(3):
-        _set(grid, "radius", row, "NaN")
-    text = CONTRACT.replace('missing = "reject"', 'missing = "drop-rows"')
-    error = _failure(_write(tmp_path, grid), _contract(text))
-    _assert_reports(error, Rule.TOO_FEW_ROWS, None, None)
-    assert "3 dropped" in str(error)
-
-
-def test_duplicate_rows_are_allowed(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    grid.append(list(grid[1]))
-    assert len(load_site_table(_write(tmp_path, grid), _contract())) == 9
-
-
-def test_spaces_and_excel_byte_order_mark_are_tolerated(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    _set(grid, "sex", 0, " F ")
-    path = _write(tmp_path, grid)
-    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-    assert load_site_table(path, _contract()).features[0, 2] == 1.0
+TABLE_FINGERPRINT = "15f3156a4921b49791f428c15b9a06716a692af1aba167457ab9da6e59c07ca7"
+"""The table contract's fingerprint before contracts had formats: it must never change."""
 
 
 def test_task_of_binary_contract() -> None:
-    assert _contract().task() == Task(TaskKind.BINARY, positive_label="malignant")
+    assert parse_contract().task() == Task(TaskKind.BINARY, positive_label="malignant")
 
 
 def test_fingerprint_ignores_formatting_and_tracks_meaning() -> None:
-    reformatted = "# the federation's contract\n" + CONTRACT.replace(
+    reformatted = "# the federation's contract\n" + TABLE_CONTRACT.replace(
         "min = 0\n", "min = 0.0   # years\n"
     )
-    assert _contract(reformatted).fingerprint() == _contract().fingerprint()
-    assert len(_contract().fingerprint()) == 64
+    assert parse_contract(reformatted).fingerprint() == parse_contract().fingerprint()
+    assert len(parse_contract().fingerprint()) == 64
     assert (
-        _contract(CONTRACT.replace("max = 50.0", "max = 60.0")).fingerprint()
-        != _contract().fingerprint()
+        parse_contract(TABLE_CONTRACT.replace("max = 50.0", "max = 60.0")).fingerprint()
+        != parse_contract().fingerprint()
     )
-    reordered = CONTRACT.replace('["F", "M"]', '["M", "F"]')
-    assert _contract(reordered).fingerprint() != _contract().fingerprint()
+    reordered = TABLE_CONTRACT.replace('["F", "M"]', '["M", "F"]')
+    assert parse_contract(reordered).fingerprint() != parse_contract().fingerprint()
 
 
-# --- broken cells and columns
+def test_table_contract_is_unchanged_by_formats() -> None:
+    contract = parse_contract(TABLE_CONTRACT)
+    assert contract.input_kind() is InputKind.TABLE
+    assert contract.input_shape() == (4,)
+    assert contract.fingerprint() == TABLE_FINGERPRINT
+    explicit = parse_contract('format = "table"\n' + TABLE_CONTRACT)
+    assert explicit.fingerprint() == TABLE_FINGERPRINT
 
 
-def _no_column(column: str) -> Callable[[Grid], None]:
-    return lambda grid: _drop_column(grid, column)
+def test_spec_of_another_format_is_refused() -> None:
+    with pytest.raises(ContractError, match="contract.toml describes images data, not sequences"):
+        parse_contract(IMAGE_CONTRACT).sequence_spec()
+    with pytest.raises(ContractError, match="describes sequences data, not images"):
+        parse_contract(SEQUENCE_CONTRACT).image_spec()
+    with pytest.raises(ContractError, match="describes table data, not images"):
+        parse_contract(TABLE_CONTRACT).image_spec()
 
 
-def _cells(column: str, **rows: str) -> Callable[[Grid], None]:
-    def mutate(grid: Grid) -> None:
-        for row, value in rows.items():
-            _set(grid, column, int(row[1:]), value)
-
-    return mutate
-
-
-CELL_CASES = [
-    ("missing-column", _no_column("radius"), Rule.MISSING_COLUMN, "radius", None),
-    ("missing-id-column", _no_column("patient_id"), Rule.MISSING_COLUMN, "patient_id", None),
-    ("missing-label", _no_column("diagnosis"), Rule.MISSING_COLUMN, "diagnosis", None),
-    (
-        "unknown-column",
-        lambda g: _add_column(g, "mrn", TEXT_CANARY),
-        Rule.UNKNOWN_COLUMN,
-        "mrn",
-        None,
-    ),
-    (
-        "duplicate-column",
-        lambda g: _add_column(g, "radius", "9876540.5"),
-        Rule.DUPLICATE_COLUMN,
-        "radius",
-        None,
-    ),
-    ("not-a-number", _cells("radius", r2=TEXT_CANARY), Rule.NOT_A_NUMBER, "radius", 1),
-    ("decimal-comma", _cells("radius", r1='"12,987654"'), Rule.NOT_A_NUMBER, "radius", 1),
-    ("not-an-integer", _cells("age", r3="37.987654", r4="41.5"), Rule.NOT_AN_INTEGER, "age", 2),
-    ("missing-reject", _cells("radius", r1="", r2="NA"), Rule.MISSING_VALUE, "radius", 2),
-    ("missing-label-cell", _cells("diagnosis", r0="null"), Rule.MISSING_VALUE, "diagnosis", 1),
-    ("infinite", _cells("radius", r0="inf", r1="-Infinity"), Rule.NOT_FINITE, "radius", 2),
-    ("float32-overflow", _cells("radius", r0="9876541e300"), Rule.NOT_FINITE, "radius", 1),
-    ("below-min", _cells("radius", r4="-987654.321"), Rule.BELOW_MIN, "radius", 1),
-    ("above-max", _cells("radius", r5="987654.321"), Rule.ABOVE_MAX, "radius", 1),
-    ("unknown-category", _cells("sex", r0=TEXT_CANARY), Rule.UNKNOWN_CATEGORY, "sex", 1),
-    ("category-case", _cells("sex", r0="f"), Rule.UNKNOWN_CATEGORY, "sex", 1),
-    ("unknown-class", _cells("diagnosis", r0=TEXT_CANARY), Rule.UNKNOWN_CLASS, "diagnosis", 1),
-]
-
-
-@pytest.mark.parametrize(
-    ("mutate", "rule", "column", "rows"),
-    [case[1:] for case in CELL_CASES],
-    ids=[case[0] for case in CELL_CASES],
-)
-def test_broken_cell_or_column_is_reported(
-    tmp_path: Path, mutate: Callable[[Grid], None], rule: Rule, column: str, rows: int | None
-) -> None:
-    grid = _valid_grid()
-    mutate(grid)
-    _assert_reports(_failure(_write(tmp_path, grid)), rule, column, rows)
-
-
-def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    _set(grid, "radius", 0, "987654.5")
-    _set(grid, "sex", 1, TEXT_CANARY)
-    _drop_column(grid, "age")
-    _add_column(grid, "zip_code", "98765")
-    error = _failure(_write(tmp_path, grid))
-    rules = {problem.rule for problem in error.problems}
-    assert rules == {
-        Rule.ABOVE_MAX,
-        Rule.UNKNOWN_CATEGORY,
-        Rule.MISSING_COLUMN,
-        Rule.UNKNOWN_COLUMN,
+def test_fingerprints_differ_by_format_and_size() -> None:
+    prints = {
+        parse_contract(TABLE_CONTRACT).fingerprint(),
+        parse_contract(IMAGE_CONTRACT).fingerprint(),
+        parse_contract(edit(IMAGE_CONTRACT, "height = 28", "height = 32")).fingerprint(),
+        parse_contract(edit(IMAGE_CONTRACT, "channels = 1", "channels = 3")).fingerprint(),
+        parse_contract(SEQUENCE_CONTRACT).fingerprint(),
+        parse_contract(edit(SEQUENCE_CONTRACT, "max_length = 12", "max_length = 24")).fingerprint(),
+        parse_contract(edit(SEQUENCE_CONTRACT, "min_length = 4", "min_length = 5")).fingerprint(),
+        parse_contract(edit(SEQUENCE_CONTRACT, '"patient_id"', '"stay_id"')).fingerprint(),
     }
-    assert len(str(error).splitlines()) == 1 + len(error.problems)
+    assert len(prints) == 8
+    reformatted = "# comment\n" + IMAGE_CONTRACT.replace(" = ", "=")
+    assert parse_contract(reformatted).fingerprint() == parse_contract(IMAGE_CONTRACT).fingerprint()
 
 
-def test_single_class_is_reported(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    _column(grid, "diagnosis", ["benign"] * 8)
-    _assert_reports(_failure(_write(tmp_path, grid)), Rule.SINGLE_CLASS, "diagnosis", None)
-
-
-def test_too_few_rows_of_a_class_is_reported(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    _column(grid, "diagnosis", ["benign"] * 7 + ["malignant"])
-    problem = _assert_reports(
-        _failure(_write(tmp_path, grid)), Rule.TOO_FEW_ROWS_IN_CLASS, "diagnosis", None
+def test_binary_labels_follow_the_positive_class_not_its_position() -> None:
+    contract = parse_contract(
+        edit(
+            IMAGE_CONTRACT,
+            'task = "multiclass"\nclasses = ["normal", "nodule", "opacity"]',
+            'task = "binary"\nclasses = ["abnormal", "normal"]\npositive_class = "abnormal"',
+        )
     )
-    assert "'malignant' has 1 row" in problem.hint
-
-
-def test_too_few_rows_is_reported(tmp_path: Path) -> None:
-    grid = _valid_grid()[:6]
-    _assert_reports(_failure(_write(tmp_path, grid)), Rule.TOO_FEW_ROWS, None, None)
-
-
-def test_regression_label_must_be_numeric(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    _column(grid, "diagnosis", [str(i) for i in range(8)])
-    _set(grid, "diagnosis", 6, TEXT_CANARY)
-    error = _failure(_write(tmp_path, grid), _contract(_regression_contract()))
-    _assert_reports(error, Rule.NOT_A_NUMBER, "diagnosis", 1)
-
-
-# --- broken files
-
-
-def test_missing_header_echoes_no_data(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    _set(grid, "patient_id", 0, TEXT_CANARY)
-    _assert_reports(_failure(_write(tmp_path, grid[1:])), Rule.NO_HEADER, None, None)
-
-
-def test_ragged_rows_are_reported(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    grid[3].append(TEXT_CANARY)
-    grid[5].pop()
-    _assert_reports(_failure(_write(tmp_path, grid)), Rule.WRONG_FIELD_COUNT, None, 2)
-
-
-def test_empty_file(tmp_path: Path) -> None:
-    (tmp_path / FILE).write_bytes(b"")
-    _assert_reports(_failure(tmp_path / FILE), Rule.EMPTY_FILE, None, None)
-
-
-def test_header_only(tmp_path: Path) -> None:
-    _assert_reports(_failure(_write(tmp_path, _valid_grid()[:1])), Rule.NO_DATA_ROWS, None, None)
-
-
-def test_semicolon_separated_file(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    _set(grid, "radius", 0, "987654,5")
-    (tmp_path / FILE).write_text("".join(";".join(row) + "\n" for row in grid), encoding="utf-8")
-    error = _failure(tmp_path / FILE)
-    _assert_reports(error, Rule.NOT_COMMA_SEPARATED, None, None)
-    assert "does not look comma-separated" in str(error) and "';'" in str(error)
-
-
-def test_file_that_is_not_utf8(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    _set(grid, "patient_id", 0, "Jos\u00e9")
-    _set(grid, "patient_id", 4, "Ren\u00e9e")
-    path = tmp_path / FILE
-    path.write_bytes("".join(",".join(row) + "\n" for row in grid).encode("latin-1"))
-    error = _failure(path)
-    _assert_reports(error, Rule.NOT_UTF8, None, 2)
-    assert "UTF-8" in str(error) and "Jos" not in str(error)
-
-
-def test_file_not_found(tmp_path: Path) -> None:
-    _assert_reports(_failure(tmp_path / FILE), Rule.FILE_NOT_FOUND, None, None)
-
-
-def test_folder_instead_of_file(tmp_path: Path) -> None:
-    (tmp_path / FILE).mkdir()
-    _assert_reports(_failure(tmp_path / FILE), Rule.NOT_A_FILE, None, None)
-
-
-def test_unsupported_suffix(tmp_path: Path) -> None:
-    path = _write(tmp_path, _valid_grid(), name="site.xlsx")
-    _assert_reports(_failure(path), Rule.UNSUPPORTED_FORMAT, None, None, file="site.xlsx")
-
-
-def test_corrupt_parquet(tmp_path: Path) -> None:
-    path = tmp_path / "site.parquet"
-    path.write_bytes(b"PAR1" + TEXT_CANARY.encode() * 3)
-    _assert_reports(_failure(path), Rule.MALFORMED, None, None, file="site.parquet")
-
-
-def test_parquet_column_of_wrong_dtype(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    frame = pd.DataFrame(grid[1:], columns=grid[0]).astype({"age": "int64"})
-    frame.loc[0, "radius"] = TEXT_CANARY
-    frame.to_parquet(tmp_path / "site.parquet", index=False)
-    error = _failure(tmp_path / "site.parquet")
-    _assert_reports(error, Rule.WRONG_STORAGE_TYPE, "radius", None, file="site.parquet")
-
-
-def test_parquet_nulls_and_range_follow_csv_rules(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    frame = pd.DataFrame(grid[1:], columns=grid[0]).astype({"age": "float64", "radius": "float64"})
-    frame.loc[0, "age"] = np.nan
-    frame.loc[1, "radius"] = 987654.321
-    frame.to_parquet(tmp_path / "site.parquet", index=False)
-    error = _failure(tmp_path / "site.parquet")
-    _assert_reports(error, Rule.MISSING_VALUE, "age", 1, file="site.parquet")
-    _assert_reports(error, Rule.ABOVE_MAX, "radius", 1, file="site.parquet")
-
-
-def test_parquet_pandas_index_is_named(tmp_path: Path) -> None:
-    grid = _valid_grid()
-    frame = pd.DataFrame(grid[1:], columns=grid[0], index=list("abcdefgh"))
-    frame.astype({"age": "int64", "radius": "float64"}).to_parquet(tmp_path / "site.parquet")
-    error = _failure(tmp_path / "site.parquet")
-    problem = _assert_reports(
-        error, Rule.UNKNOWN_COLUMN, "__index_level_0__", None, file="site.parquet"
+    labels = contract.labels_from_indices(np.array([0, 1, 1, 0]))
+    assert labels.dtype == np.float32 and labels.tolist() == [1.0, 0.0, 0.0, 1.0]
+    multiclass = parse_contract(IMAGE_CONTRACT).labels_from_indices(
+        np.array([2, 0, 1], dtype=np.int32)
     )
-    assert "index=False" in problem.hint
+    assert multiclass.dtype == np.int64 and multiclass.tolist() == [2, 0, 1]
 
 
 # --- malformed contracts
 
 
 def _edit(old: str, new: str) -> str:
-    assert old in CONTRACT
-    return CONTRACT.replace(old, new)
+    return edit(TABLE_CONTRACT, old, new)
 
 
 CONTRACT_CASES = [
@@ -467,15 +122,19 @@ CONTRACT_CASES = [
     ("duplicate-categories", _edit('["F", "M"]', '["F", "M", "F"]'), "features.sex.categories"),
     (
         "label-is-feature",
-        CONTRACT + '\n[features.diagnosis]\ntype = "float"\n',
+        TABLE_CONTRACT + '\n[features.diagnosis]\ntype = "float"\n',
         "features.diagnosis",
     ),
-    ("id-is-feature", CONTRACT + '\n[features.patient_id]\ntype = "int"\n', "features.patient_id"),
-    ("unknown-top-level-key", "version = 2\n" + CONTRACT, "version"),
+    (
+        "id-is-feature",
+        TABLE_CONTRACT + '\n[features.patient_id]\ntype = "int"\n',
+        "features.patient_id",
+    ),
+    ("unknown-top-level-key", "version = 2\n" + TABLE_CONTRACT, "version"),
     ("unknown-feature-key", _edit("max = 120", 'max = 120\nunit = "years"'), "features.age.unit"),
     ("min-rows-zero", _edit("min_rows = 6", "min_rows = 0"), "min_rows"),
     ("min-rows-not-integer", _edit("min_rows = 6", 'min_rows = "6"'), "min_rows"),
-    ("no-features", CONTRACT.split("[features.age]")[0], "features"),
+    ("no-features", TABLE_CONTRACT.split("[features.age]")[0], "features"),
 ]
 
 
@@ -486,13 +145,13 @@ CONTRACT_CASES = [
 )
 def test_malformed_contract_is_refused_by_field(text: str, field: str) -> None:
     with pytest.raises(ContractError) as caught:
-        _contract(text)
+        parse_contract(text)
     assert "contract.toml" in str(caught.value) and f"'{field}'" in str(caught.value)
 
 
 def test_contract_that_is_not_toml() -> None:
     with pytest.raises(ContractError, match="contract.toml.*TOML"):
-        _contract("task = binary")
+        parse_contract("task = binary")
 
 
 def test_contract_file_not_found(tmp_path: Path) -> None:
@@ -501,5 +160,45 @@ def test_contract_file_not_found(tmp_path: Path) -> None:
 
 
 def test_contract_loads_from_file(tmp_path: Path) -> None:
-    (tmp_path / "contract.toml").write_text(CONTRACT, encoding="utf-8")
-    assert DataContract.load(tmp_path / "contract.toml").fingerprint() == _contract().fingerprint()
+    path = write_contract(tmp_path)
+    assert DataContract.load(path).fingerprint() == parse_contract().fingerprint()
+
+
+def test_a_table_contract_cannot_ask_for_survival() -> None:
+    assert_refused_by_field(edit(TABLE_CONTRACT, 'task = "binary"', 'task = "survival"'), "task")
+
+
+def test_refusals_name_the_fix() -> None:
+    cases = {
+        edit(IMAGE_CONTRACT, "channels = 1", "channels = 2"): "1 (grayscale) or 3 (RGB)",
+        SEQUENCE_CONTRACT + '\n[features.sex]\ntype = "category"\n': "use float or int",
+        TABLE_CONTRACT + "[images]\nchannels = 1\n": 'set format = "images"',
+        'label = "x"\n' + IMAGE_CONTRACT: "remove label",
+        edit(IMAGE_CONTRACT, 'task = "multiclass"', 'task = "regression"'): "binary, multiclass",
+    }
+    for text, fix in cases.items():
+        with pytest.raises(ContractError, match=fix.replace("(", r"\(").replace(")", r"\)")):
+            parse_contract(text)
+
+
+# --- the aggregator's side
+
+
+@pytest.mark.parametrize(
+    ("text", "model", "shape", "kind"),
+    [
+        (IMAGE_CONTRACT, ModelName.CNN, (1, 28, 28), InputKind.IMAGES),
+        (SEQUENCE_CONTRACT, ModelName.GRU, (12, 7), InputKind.SEQUENCES),
+        (TABLE_CONTRACT, ModelName.MLP, (4,), InputKind.TABLE),
+    ],
+)
+def test_contract_reference_carries_shape_and_kind(
+    text: str, model: ModelName, shape: tuple[int, ...], kind: InputKind
+) -> None:
+    reference = contract_reference(text, TrainingSettings(model=model))
+    assert reference.input_shape == shape and reference.input_kind is kind
+    assert reference.feature_names == parse_contract(text).feature_names()
+    built = build_model(
+        model, input_shape=shape, input_kind=kind, task=reference.task, seed=0
+    )  # the aggregator builds the model from the contract alone
+    assert built is not None
