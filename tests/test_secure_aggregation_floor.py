@@ -17,7 +17,7 @@ from fedcare.shared.config import SecureAggregationSettings
 
 def _flower_setup(hospitals: int, settings: SecureAggregationSettings) -> dict[str, int]:
     """What Flower's SecAggPlusWorkflow sends at setup for fractional settings."""
-    shares = round(settings.num_shares * hospitals)
+    shares = round(settings.share_fraction(hospitals) * hospitals)
     if shares < hospitals and shares % 2 == 0:
         shares += 1
     if shares <= 2:
@@ -26,7 +26,7 @@ def _flower_setup(hospitals: int, settings: SecureAggregationSettings) -> dict[s
     return {Key.SAMPLE_NUMBER: hospitals, Key.SHARE_NUMBER: shares, Key.THRESHOLD: threshold}
 
 
-@pytest.mark.parametrize("hospitals", range(3, 31))
+@pytest.mark.parametrize("hospitals", [*range(3, 31), 50, 100, 1000])
 def test_fedcare_default_secagg_settings_pass_the_floor(hospitals: int) -> None:
     setup = _flower_setup(hospitals, SecureAggregationSettings())
     assert setup_problem(setup, min_participants=3) is None
