@@ -37,6 +37,8 @@ simulate: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "$(MARKS)" $(ARGS)
 
+# Every section in one run: DP step and round times, the simulation scale table (3, 10, 100
+# and 1,000 hospitals; ARGS="--sizes 3,10" limits it), DP-SGD per model family and mode.
 benchmark: $(STAMP)
 	$(VENV)/bin/python -m fedcare.simulations.benchmark $(ARGS)
 

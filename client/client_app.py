@@ -48,8 +48,11 @@ class HospitalClient(NumPyClient):
         return update.delta, update.num_examples, update.metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict) -> tuple[float, int, dict]:  # type: ignore[type-arg]
-        """Score the global model on this hospital's held-out split."""
-        return self._session(config).evaluate(parameters)
+        """Score the global model on this hospital's held-out split; noisy statistics only."""
+        release = self._session(config).evaluate(parameters, load_plan(self._context))
+        if release.plan is not None:
+            store_plan(self._context, release.plan)
+        return release.loss, release.num_examples, release.metrics
 
     def _session(self, config: dict) -> HospitalSession:  # type: ignore[type-arg]
         from fedcare.client.session import HospitalSession

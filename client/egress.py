@@ -4,14 +4,18 @@ Only two kinds of content may leave a hospital:
 
 * model weights (or updates) with exactly the names and shapes of the model the
   aggregator sent, or SecAgg+'s masked and protocol values;
-* aggregate scalar metrics whose names are on :data:`ALLOWED_METRICS`, computed
-  over at least ``min-count`` patients (default :data:`MIN_COUNT`).
+* aggregate scalar metrics whose names are on :data:`ALLOWED_METRICS` (or are a
+  noisy evaluation sum, ``noisy-sum-NNN``), computed over at least ``min-count``
+  patients (default :data:`MIN_COUNT`).
 
 Anything else is blocked: the reply is replaced by an error that names the rule
 (never the content), the block is logged and written to the hospital's audit log.
-Exceptions are caught here too: fedcare's own errors carry value-free messages
-and pass; any other exception (whose text might quote data, e.g. a library
-echoing a cell) leaves only as its type name, with the details kept locally.
+Exceptions are caught here too, and what leaves of them is data-free by
+construction (:func:`public_reason`): the text of a refusal about the run's
+settings or the privacy budget (policy, budget, invalid update, run config),
+with any path or fingerprint removed; for every other error (a data check that
+names files, columns and row counts; a library echoing a cell) only its type
+name. The full message stays in the hospital's own log and audit log.
 
 Notes
 -----
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable
 
 from flwr.app import ArrayRecord, Context, Error, Message
@@ -30,8 +35,14 @@ from flwr.app.message_type import MessageType
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
-from fedcare.shared.errors import FedcareError
-from fedcare.shared.keys import MetricName, NodeConfigKey, ReplyKey
+from fedcare.client.site_settings import SiteConfigError
+from fedcare.shared.errors import (
+    ConfigError,
+    FedcareError,
+    InvalidUpdateError,
+    PrivacyBudgetExceededError,
+)
+from fedcare.shared.keys import NOISY_SUM_KEY, MetricName, NodeConfigKey, ReplyKey
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +65,35 @@ _SECAGG_KEYS = frozenset(
 _RESULT_PREFIXES = ("fitres.", "evaluateres.", "getparametersres.")
 _STATUS_KEYS = frozenset({"code", "message"})
 
+_TEXT_MAY_LEAVE = (PrivacyBudgetExceededError, InvalidUpdateError, ConfigError)
+"""Errors whose messages speak only of the run's settings, the model or the budget."""
+_TEXT_STAYS = (SiteConfigError,)
+"""Subclasses of those whose messages name the hospital's own files."""
+_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[/\\][^\s'\",;]+")
+_DIGEST = re.compile(r"\b[0-9a-fA-F]{16,}\b")
+
+
+def public_reason(error: FedcareError) -> str:
+    """Return what may leave the hospital of ``error``: a data-free sentence.
+
+    Refusals about the run's settings, the model or the privacy budget keep
+    their text (minus any path or fingerprint); any other error leaves as its
+    type name only, since its message may name files, columns or row counts.
+    """
+    name = type(error).__name__
+    if isinstance(error, _TEXT_MAY_LEAVE) and not isinstance(error, _TEXT_STAYS):
+        text = _DIGEST.sub("<fingerprint>", _PATH.sub("<path>", str(error)))
+        return f"{name}: {text}"
+    return f"{name} at the hospital; the reason stays in its own log and audit log"
+
 
 def egress_guard_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
     """Let a reply out only if it holds permitted content (see the module docstring)."""
     try:
         reply = call_next(msg, ctxt)
     except FedcareError as error:
-        return Message(Error(code=REFUSED, reason=f"{type(error).__name__}: {error}"), reply_to=msg)
+        logger.warning("refused a %s message: %s", msg.metadata.message_type, error)
+        return Message(Error(code=REFUSED, reason=public_reason(error)), reply_to=msg)
     except Exception as error:  # noqa: BLE001 - every exception must be stopped here
         logger.exception("unexpected error while handling a %s message", msg.metadata.message_type)
         reason = f"{type(error).__name__} inside the hospital; the details stay in the hospital's own log"
@@ -108,7 +141,7 @@ def _inspect_config(name: str, config: object) -> Iterable[str]:
         yield f"unexpected record '{name}'"
         return
     for key, value in config.items():  # type: ignore[attr-defined]
-        if key not in ALLOWED_METRICS:
+        if key not in ALLOWED_METRICS and not NOISY_SUM_KEY.fullmatch(key):
             yield f"metric '{key}' is not on the allowed list"
         elif key == ReplyKey.HOSPITAL:
             if not isinstance(value, str):

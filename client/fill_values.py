@@ -53,14 +53,18 @@ def run_releases(contract: DataContract | None, config: RunConfig) -> tuple[Hist
     return (fill_release(noise),)
 
 
-def hospital_fills(  # noqa: PLR0913 - whose data, which run, and where its records are
-    contract: DataContract,
-    config: RunConfig,
-    *,
-    state: Path,
-    dataset: str,
-    run_id: str,
-    cap_epsilon: float,
+@dataclass(frozen=True)
+class BookingPlace:
+    """Where a hospital books a run's DP fill: its state folder, its dataset's key and label."""
+
+    state: Path
+    ledger_key: str
+    label: str
+    run_id: str
+
+
+def hospital_fills(
+    contract: DataContract, config: RunConfig, place: BookingPlace, *, cap_epsilon: float
 ) -> FillValues:
     """Return what gives a hospital's fill values from its training rows, for one run.
 
@@ -70,12 +74,9 @@ def hospital_fills(  # noqa: PLR0913 - whose data, which run, and where its reco
         The federation's contract: which features are filled, and how.
     config : RunConfig
         The run: whether DP is on, its epsilon and delta.
-    state : Path
-        The hospital's state folder (its ledger, and the run's fill values).
-    dataset : str
-        What the ledger books the dataset's spending under.
-    run_id : str
-        The run the DP fill is booked for.
+    place : BookingPlace
+        The hospital's state folder (its ledger, and the run's fill values), the
+        dataset's ledger key and label, and the run the DP fill is booked for.
     cap_epsilon : float
         Epsilon the dataset may reach over all its releases.
 
@@ -86,7 +87,7 @@ def hospital_fills(  # noqa: PLR0913 - whose data, which run, and where its reco
     """
     features = dp_fill_features(contract.features)
     public = public_fills(contract.features)
-    booked = _BookedFill(config, state, dataset, run_id, cap_epsilon)
+    booked = _BookedFill(config, place, cap_epsilon)
 
     def fills(train: Examples) -> dict[str, float]:
         if not features:
@@ -103,22 +104,25 @@ class _BookedFill:
     """A run's DP fill values at one hospital: computed and booked once, then read back."""
 
     config: RunConfig
-    state: Path
-    dataset: str
-    run_id: str
+    place: BookingPlace
     cap: float
 
     def means(self, train: Examples, features: tuple[Feature, ...]) -> dict[str, float]:
-        path = self.state / FILLS_DIR / f"{run_file_stem(self.run_id)}.json"
+        place = self.place
+        path = place.state / FILLS_DIR / f"{run_file_stem(place.run_id)}.json"
         if path.is_file():
             return _stored(path)
         privacy = self.config.privacy
         noise = fill_noise_multiplier(privacy.target_epsilon, privacy.delta)
         values = dp_means(train, features, noise_multiplier=noise, rng=np.random.default_rng())
-        with PrivacyLedger(ledger_path(self.state)) as ledger:
+        with PrivacyLedger(ledger_path(place.state)) as ledger:
+            # Booked as a release at sample rate 1 (the Gaussian mechanism, accounted
+            # the same either way), not as an evaluation: the run's evaluation plan
+            # counts only its own releases.
             reservation = ledger.reserve(
-                self.dataset,
-                run_id=self.run_id,
+                place.ledger_key,
+                label=place.label,
+                run_id=place.run_id,
                 server_round=_DP_FILL_ROUND,
                 noise_multiplier=noise,
                 sample_rate=1.0,

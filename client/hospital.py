@@ -1,42 +1,45 @@
-"""One hospital's part of a round, as plain functions that know nothing of Flower.
+"""One hospital's training round, as plain functions that know nothing of Flower.
 
 :func:`train_round` runs DP-SGD from the global model and returns the *delta* to
-send. Before training it refuses a round that would take the run past its target
-epsilon, or the dataset's whole history (every run, from the privacy ledger) past
-the hospital's cap; after training it refuses to release an update that is
-non-finite or outside SecAgg+'s range, and it records the release in the ledger
-*before* handing the update over (write-ahead). :func:`evaluate_round` scores the
-global model on the hospital's held-out split. Only aggregate scalars ever go
-into the metrics. A model's site-local parameters (patient embeddings) come from
-and go back to the hospital's state folder (:mod:`client.local_parameters`).
+send. Before training it applies the hospital's policy and refuses a round that
+would take the run past its target epsilon (keeping the share of the
+evaluations still owed, :mod:`client.budget`), or the dataset's whole history
+(every run, from the privacy ledger) past the hospital's cap; after training it
+refuses to release an update that is non-finite or outside SecAgg+'s range, and
+it records the release in the ledger *before* handing the update over
+(write-ahead). The training loss of a DP run never leaves: it would be an exact
+statistic of the batches. Evaluation is :mod:`client.evaluation_round`. A
+model's site-local parameters (patient embeddings) come from and go back to the
+hospital's state folder (:mod:`client.local_parameters`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from fedcare.client.budget import (
+    check_budget,
+    check_dataset_budget,
+    dataset_cap,
+    privacy_plan,
+    run_entries,
+    spent_metrics,
+)
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.local_parameters import load_local_parameters, save_local_parameters
 from fedcare.client.policy import check_policy
-from fedcare.client.site import Site, epsilon_cap
-from fedcare.client.training import TrainOutcome, train_plain, train_private
+from fedcare.client.site import Site
+from fedcare.client.training import train_plain, train_private
+from fedcare.client.warm_cache import RUN_CACHE
 from fedcare.shared.config import FlatValue, RunConfig
 from fedcare.shared.device import resolve_device
-from fedcare.shared.errors import InvalidUpdateError, PrivacyBudgetExceededError
-from fedcare.shared.evaluation import evaluate_model
+from fedcare.shared.errors import InvalidUpdateError
 from fedcare.shared.keys import InstructionKey, ReplyKey
-from fedcare.shared.privacy import (
-    DpSgdPlan,
-    HistoryEntry,
-    check_noise,
-    epsilon_spent,
-    plan_dp_sgd,
-)
+from fedcare.shared.privacy import DpSgdPlan, check_noise
 from fedcare.shared.run_model import RunModel, build_run_model, run_criterion
 from fedcare.shared.serialization import get_weights, set_weights
 
@@ -54,7 +57,8 @@ class RoundUpdate:
     num_examples : int
         Training rows (the aggregation weight).
     metrics : ReplyMetrics
-        Aggregate scalars: hospital name, loss, DP mechanism, epsilon spent.
+        Aggregate scalars: hospital name, DP mechanism, epsilon spent (and the
+        training loss, only when DP is off).
     plan : DpSgdPlan | None
         The DP-SGD plan used (to reuse next round); ``None`` without DP.
     reservation : int | None
@@ -73,73 +77,6 @@ def parse_instruction(instruction: Mapping[str, FlatValue]) -> RunConfig:
     return RunConfig.from_flat(
         {k: v for k, v in instruction.items() if k != InstructionKey.SERVER_ROUND}
     )
-
-
-def privacy_plan(config: RunConfig, site: Site) -> DpSgdPlan:
-    """Calibrate this hospital's DP-SGD noise for the whole run, after its other releases."""
-    return plan_dp_sgd(
-        n_samples=len(site.data.train),
-        batch_size=config.training.batch_size,
-        local_epochs=config.training.local_epochs,
-        rounds=config.federation.rounds,
-        target_epsilon=config.privacy.target_epsilon,
-        delta=config.privacy.delta,
-        reserved=site.reserved,
-    )
-
-
-def run_history(ledger: PrivacyLedger, site: Site, run_id: str) -> list[HistoryEntry]:
-    """The accountant entries this run has released from the site's dataset so far."""
-    return [
-        entry.history_entry() for entry in ledger.history(site.dataset) if entry.run_id == run_id
-    ]
-
-
-def dataset_cap(config: RunConfig, site: Site) -> float:
-    """Most epsilon the site's dataset may reach (:func:`client.site.epsilon_cap`)."""
-    return epsilon_cap(config, site.limits)
-
-
-def check_dataset_budget(ledger: PrivacyLedger, site: Site, plan: DpSgdPlan, cap: float) -> None:
-    """Refuse a round that would take the dataset's whole history past ``cap``.
-
-    Raises
-    ------
-    PrivacyBudgetExceededError
-        Naming what the dataset has spent, the cap and what the round would cost.
-    """
-    spent = ledger.spent(site.dataset, delta=plan.delta)
-    after = ledger.preview(
-        site.dataset,
-        noise_multiplier=plan.noise_multiplier,
-        sample_rate=plan.sample_rate,
-        steps=plan.steps_per_round,
-        delta=plan.delta,
-    )
-    if after > cap:
-        raise PrivacyBudgetExceededError(
-            f"{site.name} refuses to train: dataset '{site.dataset}' has spent epsilon "
-            f"{spent:.3f} over all runs (delta {plan.delta:g}); this round would bring it to "
-            f"{after:.3f}, past the hospital's cap of {cap:g}. Nothing was trained or sent."
-        )
-
-
-def check_budget(plan: DpSgdPlan, history: Sequence[HistoryEntry], *, site: str) -> None:
-    """Refuse a round whose steps would take the run's epsilon past its target.
-
-    Raises
-    ------
-    PrivacyBudgetExceededError
-        Naming what is spent, the target, and what the round would cost.
-    """
-    spent = epsilon_spent(history, delta=plan.delta)
-    after = epsilon_spent([*history, plan.round_entry()], delta=plan.delta)
-    if after > plan.target_epsilon:
-        raise PrivacyBudgetExceededError(
-            f"{site} refuses to train: it has spent epsilon {spent:.3f} of its "
-            f"{plan.target_epsilon:.3f} budget (delta {plan.delta:g}) and this round would "
-            f"bring it to {after:.3f}. Start a run with fewer rounds or a larger budget."
-        )
 
 
 def train_round(  # noqa: PLR0913 - the round's inputs, each needed
@@ -162,13 +99,14 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     Raises
     ------
     PrivacyBudgetExceededError
-        If the round would overspend; nothing is trained.
+        If the run breaks the hospital's policy or the round would overspend;
+        nothing is trained.
     InvalidUpdateError
         If the global model is malformed, or the update could not be sent safely.
     """
     if site.limits is not None:
         check_policy(config, site.limits, site=site.name)
-    run_model = _global_model(global_weights, config, site, run_id)
+    run_model = global_model(global_weights, config, site, run_id)
     model = run_model.module
     device = resolve_device(config.training.device)
     training = config.training
@@ -186,6 +124,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
             device=device,
             criterion=criterion,
         )
+        # Without DP nothing is protected anyway (the run says so loudly).
         metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
         delta = _checked_delta(model, global_weights, config, site)
         save_local_parameters(model, site.state, run_id)
@@ -194,10 +133,13 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         )
     plan = plan or privacy_plan(config, site)
     check_noise(plan, len(site.data.train), site=site.name)
-    history = run_history(ledger, site, run_id)
-    check_budget(plan, history, site=site.name)
+    entries = run_entries(ledger, site, run_id)
+    history = [entry.history_entry() for entry in entries]
+    evaluated = sum(entry.is_evaluation for entry in entries)
+    owed = [plan.evaluation_entry()] * max(plan.evaluation_releases - evaluated, 0)
+    check_budget(plan, history, site=site.name, reserved=owed)
     cap = dataset_cap(config, site)
-    check_dataset_budget(ledger, site, plan, cap)
+    check_dataset_budget(ledger, site, plan.round_entry(), cap, delta=plan.delta)
     outcome = train_private(
         model,
         site.data.train,
@@ -212,10 +154,10 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         grad_sample_mode=run_model.grad_sample_mode,
         criterion=criterion,
     )
-    metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
     delta = _checked_delta(model, global_weights, config, site)
     reservation = ledger.reserve(
-        site.dataset,
+        site.ledger_key,
+        label=site.dataset,
         run_id=run_id,
         server_round=server_round,
         noise_multiplier=plan.noise_multiplier,
@@ -227,7 +169,14 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     # Kept only once the release is booked: later rounds build on these values,
     # so they must come from spending the ledger has counted.
     save_local_parameters(model, site.state, run_id)
-    metrics |= _privacy_metrics(plan, outcome, reservation.epsilon_after)
+    entries = run_entries(ledger, site, run_id)
+    metrics |= spent_metrics(entries, plan.delta, reservation.epsilon_after)
+    metrics |= {
+        ReplyKey.DELTA: plan.delta,
+        ReplyKey.NOISE_MULTIPLIER: plan.noise_multiplier,
+        ReplyKey.SAMPLE_RATE: plan.sample_rate,
+        ReplyKey.STEPS: outcome.steps,
+    }
     return RoundUpdate(
         delta=delta,
         num_examples=len(site.data.train),
@@ -264,11 +213,11 @@ def fresh_run_model(config: RunConfig, site: Site) -> RunModel:
     )
 
 
-def _global_model(
+def global_model(
     global_weights: Sequence[np.ndarray], config: RunConfig, site: Site, run_id: str
 ) -> RunModel:
     """Build the global model, completed with this site's own local parameters for the run."""
-    run_model = fresh_run_model(config, site)
+    run_model = RUN_CACHE.model(site, config, lambda: fresh_run_model(config, site))
     model = run_model.module
     set_weights(model, global_weights, what=f"{site.name}: global model from the aggregator")
     load_local_parameters(model, site.state, run_id, site=site.name)
@@ -281,19 +230,6 @@ def _checked_delta(
     delta = [new - old for new, old in zip(get_weights(model), global_weights, strict=True)]
     check_update(delta, config, site=site.name)
     return delta
-
-
-def _privacy_metrics(
-    plan: DpSgdPlan, outcome: TrainOutcome, dataset_epsilon: float
-) -> ReplyMetrics:
-    return {
-        ReplyKey.EPSILON: epsilon_spent(outcome.history, delta=plan.delta),
-        ReplyKey.DATASET_EPSILON: dataset_epsilon,
-        ReplyKey.DELTA: plan.delta,
-        ReplyKey.NOISE_MULTIPLIER: plan.noise_multiplier,
-        ReplyKey.SAMPLE_RATE: plan.sample_rate,
-        ReplyKey.STEPS: outcome.steps,
-    }
 
 
 def check_update(delta: Sequence[np.ndarray], config: RunConfig, *, site: str) -> None:
@@ -316,42 +252,3 @@ def check_update(delta: Sequence[np.ndarray], config: RunConfig, *, site: str) -
             f"{site}: an update entry exceeds secagg-clipping-range ({limit:g}), which SecAgg+ "
             "would clip silently; raise secagg-clipping-range or lower learning-rate"
         )
-
-
-def evaluate_round(
-    global_weights: Sequence[np.ndarray],
-    config: RunConfig,
-    site: Site,
-    history: Sequence[HistoryEntry],
-    *,
-    run_id: str,
-) -> tuple[float, int, ReplyMetrics]:
-    """Score the global model on the hospital's held-out split.
-
-    ``run_id`` picks the site-local parameters the model is completed with.
-
-    Returns
-    -------
-    tuple[float, int, ReplyMetrics]
-        Loss, evaluated rows, and the metrics (with the epsilon spent so far).
-    """
-    model = _global_model(global_weights, config, site, run_id).module
-    result = evaluate_model(
-        model,
-        site.data.evaluation,
-        site.task,
-        resolve_device(config.training.device),
-        known=site.data.train,
-    )
-    metrics: ReplyMetrics = {
-        ReplyKey.HOSPITAL: site.name,
-        ReplyKey.LOSS: result.loss,
-        **result.metrics,
-    }
-    if config.privacy.enabled:
-        metrics[ReplyKey.EPSILON] = epsilon_spent(history, delta=config.privacy.delta)
-    return result.loss, result.num_examples, {k: v for k, v in metrics.items() if not _is_nan(v)}
-
-
-def _is_nan(value: object) -> bool:
-    return isinstance(value, float) and math.isnan(value)

@@ -1,4 +1,8 @@
-"""A hospital's persistent, crash-safe record of every DP-SGD update it released.
+"""A hospital's persistent, crash-safe record of every release from its data.
+
+Two mechanisms are recorded, both as entries of one RDP accountant: DP-SGD model
+updates (the subsampled Gaussian mechanism) and evaluation statistics (the
+Gaussian mechanism, sample rate 1, one step; :mod:`shared.private_metrics`).
 
 Every release is written to the ledger *before* the update leaves the hospital
 (write-ahead): :meth:`PrivacyLedger.reserve` composes the dataset's whole history
@@ -11,10 +15,14 @@ the ledger never records less than was released:
   spent although nothing left the hospital; that overcount is the safe direction,
   because nobody can tell afterwards whether the network send happened.
 
-Epsilon is per dataset (``dataset_id``, e.g. a hash of the data file and the
-contract) and composed over *every* entry of all rounds of all runs, with one
-RDP computation (:func:`shared.privacy.epsilon_spent`): RDP values add under
-sequential composition, across runs as across rounds.
+Epsilon is per dataset and composed over *every* entry of all rounds of all
+runs, with one RDP computation (:func:`shared.privacy.epsilon_spent`): RDP
+values add under sequential composition, across runs, rounds and mechanisms.
+A dataset is named twice: by ``dataset_id``, the fingerprint of its rows and
+contract (:func:`shared.data.dataset_fingerprint`), and by the hospital's
+``label`` for it. A release is composed with every earlier release that shares
+either name, so neither a new label for the same rows nor changed rows under the
+same label start a fresh budget.
 
 Retries are not deduplicated. If a client crashes after reserving and the round
 is retried, the retried round releases a second update, so it is recorded again:
@@ -66,11 +74,24 @@ from numpy.typing import NDArray
 from fedcare.shared.errors import FedcareError, PrivacyBudgetExceededError
 from fedcare.shared.privacy import ACCOUNTANT, HistoryEntry, epsilon_spent
 
-SCHEMA_VERSION = 1
-"""The ledger schema this module writes; a newer one is refused, never read."""
+SCHEMA_VERSION = 2
+"""The ledger schema this module writes; a newer one is refused, never read.
 
-MECHANISM = "subsampled-gaussian"
-"""The only mechanism recorded: DP-SGD with Poisson sampling and Gaussian noise."""
+Version 2 added each release's ``label``; a version 1 ledger (which keyed
+releases on the label alone) is upgraded in place when opened."""
+
+
+class Mechanism(StrEnum):
+    """What released the data: both are accounted by the same RDP accountant."""
+
+    SUBSAMPLED_GAUSSIAN = "subsampled-gaussian"
+    """DP-SGD: Poisson-sampled batches, clipped gradients, Gaussian noise."""
+    GAUSSIAN = "gaussian"
+    """Noisy evaluation statistics: every held-out row, one release (sample rate 1)."""
+
+
+MECHANISM = Mechanism.SUBSAMPLED_GAUSSIAN.value
+"""The mechanism of a model update."""
 
 LEDGER_FILE = "privacy-ledger.db"
 """The ledger's file name inside a hospital's state folder."""
@@ -106,6 +127,7 @@ _SQL_CREATE_RELEASES = """
 CREATE TABLE releases (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     dataset_id TEXT NOT NULL CHECK (length(dataset_id) > 0),
+    label TEXT NOT NULL DEFAULT '',
     run_id TEXT NOT NULL,
     server_round INTEGER NOT NULL CHECK (server_round >= 0),
     mechanism TEXT NOT NULL,
@@ -119,23 +141,33 @@ CREATE TABLE releases (
     recorded_at TEXT NOT NULL
 )"""
 _SQL_CREATE_INDEX = "CREATE INDEX releases_by_dataset ON releases (dataset_id, id)"
+_SQL_CREATE_LABEL_INDEX = "CREATE INDEX releases_by_label ON releases (label, id)"
+_SQL_ADD_LABEL = "ALTER TABLE releases ADD COLUMN label TEXT NOT NULL DEFAULT ''"
+# Version 1 keyed a dataset on the hospital's label: that key becomes the label.
+_SQL_LABEL_FROM_KEY = "UPDATE releases SET label = dataset_id"
+_SQL_UPDATE_VERSION = "UPDATE schema_version SET version = ? WHERE singleton = 1"
 _SQL_READ_VERSION = "SELECT version FROM schema_version WHERE singleton = 1"
 _SQL_WRITE_VERSION = "INSERT INTO schema_version (singleton, version) VALUES (1, ?)"
 _SQL_INSERT_RELEASE = """
-INSERT INTO releases (dataset_id, run_id, server_round, mechanism, accountant,
+INSERT INTO releases (dataset_id, label, run_id, server_round, mechanism, accountant,
                       noise_multiplier, sample_rate, steps, delta, epsilon_after,
                       status, recorded_at)
-VALUES (:dataset_id, :run_id, :server_round, :mechanism, :accountant,
+VALUES (:dataset_id, :label, :run_id, :server_round, :mechanism, :accountant,
         :noise_multiplier, :sample_rate, :steps, :delta, :epsilon_after,
         :status, :recorded_at)"""
 _ENTRY_COLUMNS = (
     "id, dataset_id, run_id, server_round, mechanism, accountant, noise_multiplier, "
-    "sample_rate, steps, delta, epsilon_after, status, recorded_at"
+    "sample_rate, steps, delta, epsilon_after, status, recorded_at, label"
 )
-_SQL_DATASET_ENTRIES = f"SELECT {_ENTRY_COLUMNS} FROM releases WHERE dataset_id = ? ORDER BY id"
+# A dataset's releases: those of its fingerprint, and those of its label (when it has one).
+_SQL_SAME_DATASET = "(dataset_id = :dataset_id OR (:label <> '' AND label = :label))"
+_SQL_DATASET_ENTRIES = (
+    f"SELECT {_ENTRY_COLUMNS} FROM releases WHERE {_SQL_SAME_DATASET} ORDER BY id"
+)
 _SQL_ALL_ENTRIES = f"SELECT {_ENTRY_COLUMNS} FROM releases ORDER BY dataset_id, id"
 _SQL_DATASET_HISTORY = (
-    "SELECT id, noise_multiplier, sample_rate, steps FROM releases WHERE dataset_id = ? ORDER BY id"
+    "SELECT id, noise_multiplier, sample_rate, steps FROM releases "
+    f"WHERE {_SQL_SAME_DATASET} ORDER BY id"
 )
 _SQL_CONFIRM = "UPDATE releases SET status = ? WHERE id = ?"
 
@@ -158,7 +190,7 @@ class LedgerSchemaError(LedgerError):
 
 
 class InvalidReleaseError(LedgerError, ValueError):
-    """A release's parameters are outside what DP-SGD accounting allows."""
+    """A release's parameters are outside what its mechanism's accounting allows."""
 
 
 class UnknownReservationError(LedgerError, LookupError):
@@ -200,22 +232,23 @@ class Reservation:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One recorded release of a DP-SGD model update.
+    """One recorded release: a DP-SGD model update or noisy evaluation statistics.
 
     Attributes
     ----------
     id : int
         Unique, increasing in commit order.
     dataset_id, run_id : str
-        Whose data, and which run, released it.
+        Whose data (its fingerprint), and which run, released it.
     server_round : int
         The round it was released for (retries give several entries).
     mechanism, accountant : str
-        ``"subsampled-gaussian"`` and ``"rdp"``.
+        A :class:`Mechanism` value and ``"rdp"``.
     noise_multiplier, sample_rate : float
-        The DP-SGD mechanism.
+        The mechanism's noise (per unit of sensitivity) and sampling rate (1 for
+        an evaluation).
     steps : int
-        Optimiser steps taken with it.
+        Optimiser steps taken with it (1 for an evaluation).
     delta : float
         Delta at which ``epsilon_after`` is stated.
     epsilon_after : float
@@ -224,6 +257,8 @@ class LedgerEntry:
         ``reserved`` until confirmed ``released``; both count as spent.
     recorded_at : datetime
         When it was reserved (UTC).
+    label : str
+        The hospital's label for the dataset when it was released.
     """
 
     id: int
@@ -239,6 +274,12 @@ class LedgerEntry:
     epsilon_after: float
     status: ReleaseStatus
     recorded_at: datetime
+    label: str = ""
+
+    @property
+    def is_evaluation(self) -> bool:
+        """Whether this release is evaluation statistics (not a model update)."""
+        return self.mechanism == Mechanism.GAUSSIAN
 
     def history_entry(self) -> HistoryEntry:
         """Return the accountant entry this release adds."""
@@ -252,7 +293,9 @@ class DatasetSummary:
     Attributes
     ----------
     dataset_id : str
-        The dataset.
+        The dataset's fingerprint.
+    label : str
+        The hospital's label for it at its latest release.
     entries, runs : int
         Releases recorded, and distinct runs they came from.
     last_recorded_at : datetime
@@ -264,6 +307,7 @@ class DatasetSummary:
     """
 
     dataset_id: str
+    label: str
     entries: int
     runs: int
     last_recorded_at: datetime
@@ -272,7 +316,7 @@ class DatasetSummary:
 
 
 class PrivacyLedger:
-    """Every DP-SGD release of one hospital, in an SQLite file, composed per dataset.
+    """Every release of one hospital, in an SQLite file, composed per dataset.
 
     Parameters
     ----------
@@ -324,10 +368,12 @@ class PrivacyLedger:
     ) -> None:
         self.close()
 
-    def reserve(
+    def reserve(  # noqa: PLR0913 - a release's identity and mechanism, each needed
         self,
         dataset_id: str,
         *,
+        label: str = "",
+        mechanism: Mechanism = Mechanism.SUBSAMPLED_GAUSSIAN,
         run_id: str,
         server_round: int,
         noise_multiplier: float,
@@ -346,15 +392,20 @@ class PrivacyLedger:
         Parameters
         ----------
         dataset_id : str
-            Which dataset the update was trained on.
+            Which dataset it comes from: its fingerprint.
+        label : str
+            The hospital's label for the dataset; releases under the same label
+            compose with this one even if the fingerprint differs ("" for none).
+        mechanism : Mechanism
+            A DP-SGD update or an evaluation release.
         run_id : str
             The run releasing it.
         server_round : int
             The round it is released for.
         noise_multiplier, sample_rate : float
-            The DP-SGD mechanism used.
+            The mechanism used (an evaluation has sample rate 1).
         steps : int
-            Optimiser steps taken with it.
+            Optimiser steps taken with it (1 for an evaluation).
         delta : float
             Delta at which the cap is checked.
         cap_epsilon : float
@@ -374,13 +425,20 @@ class PrivacyLedger:
         """
         release = _validated_release(noise_multiplier, sample_rate, steps, delta)
         _validate_identity(dataset_id, run_id, server_round)
+        _validate_mechanism(mechanism, release)
         _validate_positive("cap_epsilon", cap_epsilon)
-        identity = {"dataset_id": dataset_id, "run_id": run_id, "server_round": int(server_round)}
+        identity = {
+            "dataset_id": dataset_id,
+            "label": str(label),
+            "mechanism": Mechanism(mechanism).value,
+            "run_id": run_id,
+            "server_round": int(server_round),
+        }
         with self._lock, _translated_errors(self.path):
             # The RDP analysis is slow (up to ~0.1 s a mechanism), so it runs before the
             # write lock is taken, on a snapshot; _record redoes it under the lock only
             # if another process recorded a release of this dataset in between.
-            seen = _snapshot(self._conn, dataset_id)
+            seen = _snapshot(self._conn, dataset_id, label)
             after = epsilon_spent([*_entries_of(seen), release], delta=delta)
             with _immediate(self._conn) as conn:
                 new_id, after = _record(conn, seen, after, identity, release, delta, cap_epsilon)
@@ -416,6 +474,7 @@ class PrivacyLedger:
         self,
         dataset_id: str,
         *,
+        label: str = "",
         noise_multiplier: float,
         sample_rate: float,
         steps: int,
@@ -433,23 +492,27 @@ class PrivacyLedger:
         """
         release = _validated_release(noise_multiplier, sample_rate, steps, delta)
         with self._lock, _translated_errors(self.path):
-            history = _entries_of(_snapshot(self._conn, dataset_id))
+            history = _entries_of(_snapshot(self._conn, dataset_id, label))
         return epsilon_spent([*history, release], delta=delta)
 
-    def spent(self, dataset_id: str, *, delta: float) -> float:
-        """Epsilon spent by ``dataset_id`` over all its releases, at ``delta`` (0 if none).
+    def spent(self, dataset_id: str, *, delta: float, label: str = "") -> float:
+        """Epsilon spent by the dataset over all its releases, at ``delta`` (0 if none).
 
-        Reserved entries count, whether or not they were confirmed.
+        The dataset's releases are those of fingerprint ``dataset_id`` and, when
+        ``label`` is given, those of that label. Reserved entries count, whether
+        or not they were confirmed.
         """
         _validate_delta(delta)
         with self._lock, _translated_errors(self.path):
-            history = _entries_of(_snapshot(self._conn, dataset_id))
+            history = _entries_of(_snapshot(self._conn, dataset_id, label))
         return epsilon_spent(history, delta=delta)
 
-    def history(self, dataset_id: str) -> list[LedgerEntry]:
-        """Every release of ``dataset_id``, in the order it was recorded."""
+    def history(self, dataset_id: str, *, label: str = "") -> list[LedgerEntry]:
+        """Every release of the dataset (fingerprint or ``label``), in the order recorded."""
         with self._lock, _translated_errors(self.path):
-            rows = self._conn.execute(_SQL_DATASET_ENTRIES, (dataset_id,)).fetchall()
+            rows = self._conn.execute(
+                _SQL_DATASET_ENTRIES, {"dataset_id": dataset_id, "label": label}
+            ).fetchall()
             return [_entry(row, self.path) for row in rows]
 
     def datasets(self) -> list[DatasetSummary]:
@@ -539,11 +602,17 @@ def _raise_unless_ok(problems: Sequence[Sequence[Any]], path: Path) -> None:
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the schema in a new file, or check the version of an existing one."""
+    """Create the schema in a new file, upgrade an older one, or check its version."""
     with _immediate(conn):
         if conn.execute(_SQL_TABLE_EXISTS, ("schema_version",)).fetchone() is None:
             _create_schema(conn, path)
             return
+        row = conn.execute(_SQL_READ_VERSION).fetchone()
+        if row is not None and row[0] == 1:
+            conn.execute(_SQL_ADD_LABEL)
+            conn.execute(_SQL_LABEL_FROM_KEY)
+            conn.execute(_SQL_CREATE_LABEL_INDEX)
+            conn.execute(_SQL_UPDATE_VERSION, (SCHEMA_VERSION,))
     _check_version(conn, path)
 
 
@@ -556,6 +625,7 @@ def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute(_SQL_CREATE_SCHEMA_VERSION)
     conn.execute(_SQL_CREATE_RELEASES)
     conn.execute(_SQL_CREATE_INDEX)
+    conn.execute(_SQL_CREATE_LABEL_INDEX)
     conn.execute(_SQL_WRITE_VERSION, (SCHEMA_VERSION,))
 
 
@@ -571,9 +641,11 @@ def _check_version(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
-def _snapshot(conn: sqlite3.Connection, dataset_id: str) -> list[tuple[int, HistoryEntry]]:
+def _snapshot(
+    conn: sqlite3.Connection, dataset_id: str, label: str
+) -> list[tuple[int, HistoryEntry]]:
     """Read the dataset's entries, with their ids so that two snapshots can be compared."""
-    rows = conn.execute(_SQL_DATASET_HISTORY, (dataset_id,)).fetchall()
+    rows = conn.execute(_SQL_DATASET_HISTORY, {"dataset_id": dataset_id, "label": label}).fetchall()
     return [(int(i), (float(noise), float(rate), int(steps))) for i, noise, rate, steps in rows]
 
 
@@ -596,14 +668,13 @@ def _record(
     composed from the history read under the write lock, which no other process
     can extend until this transaction ends.
     """
-    current = _snapshot(conn, str(identity["dataset_id"]))
+    current = _snapshot(conn, str(identity["dataset_id"]), str(identity["label"]))
     if current != seen:
         after = epsilon_spent([*_entries_of(current), release], delta=delta)
     if not after <= cap_epsilon:  # also refuses a NaN epsilon
         history = _entries_of(current)
-        raise PrivacyBudgetExceededError(
-            _refusal(str(identity["dataset_id"]), history, after, cap_epsilon, delta)
-        )
+        name = str(identity["label"]) or "this dataset"
+        raise PrivacyBudgetExceededError(_refusal(name, history, after, cap_epsilon, delta))
     inserted = conn.execute(_SQL_INSERT_RELEASE, _insert_params(identity, release, delta, after))
     if inserted.lastrowid is None:
         raise LedgerError("SQLite returned no id for a recorded release; nothing was recorded")
@@ -616,7 +687,6 @@ def _insert_params(
     noise, rate, steps = release
     return {
         **identity,
-        "mechanism": MECHANISM,
         "accountant": ACCOUNTANT,
         "noise_multiplier": noise,
         "sample_rate": rate,
@@ -629,14 +699,15 @@ def _insert_params(
 
 
 def _refusal(
-    dataset_id: str, history: Sequence[HistoryEntry], after: float, cap: float, delta: float
+    name: str, history: Sequence[HistoryEntry], after: float, cap: float, delta: float
 ) -> str:
+    # Names the hospital's label, never the fingerprint: the refusal may leave the hospital.
     spent = epsilon_spent(history, delta=delta)
     return (
-        f"dataset {dataset_id!r} has spent epsilon {spent:.3f} of its {cap:.3f} cap "
+        f"dataset {name!r} has spent epsilon {spent:.3f} of its {cap:.3f} cap "
         f"(delta {delta:g}) over {len(history)} releases, and this release would bring it "
         f"to {after:.3f} (+{after - spent:.3f}). Nothing was recorded: do not send this "
-        "update; release fewer steps, with more noise, or no more updates from this dataset."
+        "release; release fewer steps, with more noise, or nothing more from this dataset."
     )
 
 
@@ -656,6 +727,7 @@ def _entry(row: Sequence[Any], path: Path) -> LedgerEntry:
             epsilon_after=float(row[10]),
             status=ReleaseStatus(row[11]),
             recorded_at=datetime.fromisoformat(str(row[12])),
+            label=str(row[13]),
         )
     except (TypeError, ValueError) as exc:
         raise LedgerCorruptError(
@@ -668,6 +740,7 @@ def _summary(entries: Sequence[LedgerEntry]) -> DatasetSummary:
     last = entries[-1]
     return DatasetSummary(
         dataset_id=last.dataset_id,
+        label=last.label,
         entries=len(entries),
         runs=len({entry.run_id for entry in entries}),
         last_recorded_at=last.recorded_at,
@@ -680,7 +753,7 @@ def _check_epsilons(entries: Sequence[LedgerEntry], path: Path) -> None:
     """Each entry's epsilon must cover every entry recorded up to it."""
     running = _RunningEpsilon()
     for count, entry in enumerate(entries, start=1):
-        if (entry.mechanism, entry.accountant) != (MECHANISM, ACCOUNTANT):
+        if entry.mechanism not in set(Mechanism) or entry.accountant != ACCOUNTANT:
             raise LedgerCorruptError(
                 f"privacy ledger {path}: entry {entry.id} names mechanism {entry.mechanism!r} "
                 f"with accountant {entry.accountant!r}, which this fedcare never writes. "
@@ -744,6 +817,15 @@ def _validated_release(
         raise InvalidReleaseError(f"steps must be a whole number >= 1, got {steps!r}")
     _validate_delta(delta)
     return (float(noise_multiplier), float(sample_rate), int(steps))
+
+
+def _validate_mechanism(mechanism: Mechanism | str, release: HistoryEntry) -> None:
+    if mechanism not in set(Mechanism):
+        raise InvalidReleaseError(f"mechanism must be one of {', '.join(Mechanism)}")
+    if mechanism == Mechanism.GAUSSIAN and release[1:] != (1.0, 1):
+        raise InvalidReleaseError(
+            "an evaluation release (gaussian) uses every row once: sample_rate 1 and steps 1"
+        )
 
 
 def _validate_positive(name: str, value: float) -> None:

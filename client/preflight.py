@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.readers import read_site_data
+from fedcare.client.site import hospital_fingerprint
 from fedcare.client.site_settings import SiteSettings
 from fedcare.shared.contract import DataContract
 from fedcare.shared.credentials import certificate_status, check_certificate, load_bundle, probe_tls
@@ -122,8 +123,10 @@ def _budget(settings: SiteSettings) -> Check:
             Status.OK,
             f"nothing spent yet; limit epsilon {limits.max_epsilon:g} at delta {limits.delta:g}",
         )
+    # The budget follows the rows (their fingerprint) as well as the label.
+    fingerprint = hospital_fingerprint(settings.node)
     with PrivacyLedger(path) as ledger:
-        spent = ledger.spent(settings.node.dataset, delta=limits.delta)
+        spent = ledger.spent(fingerprint, label=settings.node.dataset, delta=limits.delta)
     left = limits.max_epsilon - spent
     status = (
         Status.FAIL if left <= 0 else Status.WARN if left < 0.1 * limits.max_epsilon else Status.OK

@@ -19,6 +19,8 @@ _PLAN_FIELDS = (
     "rounds",
     "target_epsilon",
     "delta",
+    "evaluation_noise_multiplier",
+    "evaluation_releases",
 )
 
 
@@ -28,6 +30,8 @@ def load_plan(context: Context) -> DpSgdPlan | None:
     if record is None:
         return None
     values = record[StateKey.PLAN]
+    if len(values) != len(_PLAN_FIELDS):
+        return None  # cached by an older fedcare: calibrate again
     return DpSgdPlan(
         noise_multiplier=float(values[0]),
         sample_rate=float(values[1]),
@@ -35,6 +39,8 @@ def load_plan(context: Context) -> DpSgdPlan | None:
         rounds=int(values[3]),
         target_epsilon=float(values[4]),
         delta=float(values[5]),
+        evaluation_noise_multiplier=float(values[6]),
+        evaluation_releases=int(values[7]),
     )
 
 

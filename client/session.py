@@ -1,9 +1,11 @@
 """One instruction handled at a hospital: its data, its records, its audit trail.
 
 Every instruction received, every release and every refusal is appended to the
-hospital's hash-chained audit log; every DP-SGD release is recorded in its
-privacy ledger before the update is handed over (:func:`client.hospital.train_round`).
-Both live in the hospital's state folder and never leave it.
+hospital's hash-chained audit log; every release, a DP-SGD update or noisy
+evaluation statistics, is recorded in its privacy ledger before it is handed
+over (:func:`client.hospital.train_round`, :func:`client.evaluation_round.evaluate_round`).
+Both live in the hospital's state folder and never leave it. The hospital's
+policy is checked before its data is even read, for training and evaluation alike.
 """
 
 from __future__ import annotations
@@ -14,22 +16,19 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from fedcare.client.hospital import (
-    RoundUpdate,
-    evaluate_round,
-    parse_instruction,
-    run_history,
-    train_round,
-)
+from fedcare.client.evaluation_round import EvaluationRelease, evaluate_round
+from fedcare.client.hospital import RoundUpdate, parse_instruction, train_round
 from fedcare.client.ledger import PrivacyLedger, ledger_path
-from fedcare.client.site import SiteSource, load_site, site_records
+from fedcare.client.policy import check_policy
+from fedcare.client.site import SiteSource, site_limits, site_records
+from fedcare.client.site_settings import AUDIT_FILE
+from fedcare.client.warm_cache import RUN_CACHE
 from fedcare.shared.audit import AuditEvent, AuditLog, canonical_json
 from fedcare.shared.config import FlatValue
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.keys import InstructionKey, ReplyKey
 from fedcare.shared.privacy import DpSgdPlan
-
-AUDIT_FILE = "audit.jsonl"
+from fedcare.shared.private_files import private_directory, restrict_file
 
 
 def arrays_fingerprint(arrays: Sequence[np.ndarray]) -> str:
@@ -72,9 +71,10 @@ class HospitalSession:
         self._node_config = node_config
         self._source = source
         name, self.state = site_records(node_config, self.config, source)
+        self.name = name
         # Owner-only: the ledger and audit log describe what this hospital released.
-        self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.audit = AuditLog(self.state / AUDIT_FILE, actor=name)
+        private_directory(self.state)
+        self.audit = AuditLog(restrict_file(self.state / AUDIT_FILE), actor=name)
         self._instruction_sha256 = hashlib.sha256(
             canonical_json(dict(self.config.to_flat())).encode()
         ).hexdigest()
@@ -83,7 +83,8 @@ class HospitalSession:
         """Train one round and return the update to release (ledger and audit written first)."""
         self._received("train")
         with self._refusals_audited():
-            site = load_site(self._node_config, self.config, self.run_id, self._source)
+            self._check_policy()
+            site = RUN_CACHE.site(self._node_config, self.config, self.run_id, self._source)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
                 update = train_round(
                     parameters,
@@ -109,27 +110,40 @@ class HospitalSession:
                     ledger.confirm(update.reservation)
         return update
 
-    def evaluate(
-        self, parameters: list[np.ndarray]
-    ) -> tuple[float, int, dict[str, bool | int | float | str]]:
-        """Score the global model locally; only aggregate metrics are returned."""
+    def evaluate(self, parameters: list[np.ndarray], plan: DpSgdPlan | None) -> EvaluationRelease:
+        """Score the global model locally; release noisy statistics (ledger and audit first)."""
         self._received("evaluate")
         with self._refusals_audited():
-            site = load_site(self._node_config, self.config, self.run_id, self._source)
+            self._check_policy()
+            site = RUN_CACHE.site(self._node_config, self.config, self.run_id, self._source)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
-                history = run_history(ledger, site, self.run_id)
-            loss, rows, metrics = evaluate_round(
-                parameters, self.config, site, history, run_id=self.run_id
-            )
-        self.audit.append(
-            AuditEvent.UPDATE_RELEASED,
-            run=self.run_id,
-            round=self.server_round,
-            kind="metrics",
-            rows=rows,
-            metrics=sorted(metrics),
-        )
-        return loss, rows, metrics
+                release = evaluate_round(
+                    parameters,
+                    self.config,
+                    site,
+                    plan=plan,
+                    ledger=ledger,
+                    run_id=self.run_id,
+                    server_round=self.server_round,
+                )
+                self.audit.append(
+                    AuditEvent.UPDATE_RELEASED,
+                    run=self.run_id,
+                    round=self.server_round,
+                    kind="metrics",
+                    metrics=sorted(release.metrics),
+                    epsilon=_number(release.metrics.get(ReplyKey.EPSILON)),
+                    dataset_epsilon=_number(release.metrics.get(ReplyKey.DATASET_EPSILON)),
+                )
+                if release.reservation is not None:
+                    ledger.confirm(release.reservation)
+        return release
+
+    def _check_policy(self) -> None:
+        """Apply the hospital's own limits before its data is read or anything computed."""
+        limits = site_limits(self._node_config)
+        if limits is not None:
+            check_policy(self.config, limits, site=self.name)
 
     def _received(self, kind: str) -> None:
         self.audit.append(

@@ -4,7 +4,11 @@ A real hospital reads its own file (node config written by ``fedcare hospital
 start``). A simulation passes the apps a :class:`SiteSource` that hands each
 virtual hospital its data; one that does not (``flwr run .``) gets the built-in
 dataset's partitions. Every hospital that reads a file under the federation's
-contract, real or virtual, prepares it the same way (:func:`contract_site`).
+contract, real or virtual, prepares it the same way (:func:`contract_site`): a
+real hospital splits its rows with its own ``split-seed`` and ``eval-fraction``
+(``site.toml``), never with the run's, and every hospital scales features with
+the contract's public ranges. Either way the privacy ledger knows the data by
+its fingerprint.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from fedcare.client.site_settings import SiteNode, SitePrivacy
 from fedcare.shared.config import RunConfig
-from fedcare.shared.data import Examples, SiteData, prepare_site
+from fedcare.shared.data import (
+    Examples,
+    SiteData,
+    Standardizer,
+    dataset_fingerprint,
+    prepare_site,
+)
 from fedcare.shared.errors import DataError
 from fedcare.shared.keys import NodeConfigKey
 from fedcare.shared.privacy import HistoryEntry
@@ -56,6 +66,9 @@ class Site:
     reserved : tuple[HistoryEntry, ...]
         What the hospital releases in the run before it trains (a DP fill value,
         :mod:`client.fill_values`): its DP-SGD plan leaves room for them.
+    fingerprint : str
+        :func:`shared.data.dataset_fingerprint` of the data: the privacy
+        ledger's key, so the budget follows the rows whatever their label.
     """
 
     name: str
@@ -65,6 +78,17 @@ class Site:
     dataset: str
     limits: SitePrivacy | None = None
     reserved: tuple[HistoryEntry, ...] = ()
+    fingerprint: str = ""
+
+    @property
+    def ledger_key(self) -> str:
+        """What the privacy ledger keys this data on: its fingerprint (the label if none)."""
+        return self.fingerprint or self.dataset
+
+    @property
+    def min_count(self) -> int:
+        """Fewest rows any class or reported group may have before metrics about it leave."""
+        return (self.limits or SitePrivacy()).min_count
 
 
 class SiteSource(Protocol):
@@ -135,6 +159,13 @@ def site_records(
     raise DataError(_NO_DATA)
 
 
+def site_limits(node_config: Mapping[str, object]) -> SitePrivacy | None:
+    """Return the hospital's own privacy limits, read before its data (``None`` if simulated)."""
+    if NodeConfigKey.DATA_PATH in node_config:
+        return SiteNode.from_node_config(node_config).privacy
+    return None
+
+
 def _hospital_site(node: SiteNode, config: RunConfig, run_id: str) -> Site:
     # Imported here: only real hospitals read files (pandas, pyarrow, Pillow).
     from fedcare.client.readers import read_site_data
@@ -190,8 +221,10 @@ def contract_site(  # noqa: PLR0913 - the hospital's data and where its records 
 ) -> Site:
     """Prepare a hospital's checked rows for a run, as every hospital that reads a file does.
 
-    Its rows are split, their empty cells filled where the contract says so (DP
-    fills booked in the hospital's ledger, :mod:`client.fill_values`) and scaled.
+    Its rows are split (with the hospital's own ``split-seed`` and
+    ``eval-fraction`` when it has ``limits``, else the run's), their empty cells
+    filled where the contract says so (DP fills booked in the hospital's ledger,
+    :mod:`client.fill_values`) and scaled with the contract's public ranges.
 
     Raises
     ------
@@ -200,28 +233,36 @@ def contract_site(  # noqa: PLR0913 - the hospital's data and where its records 
     shared.errors.PrivacyBudgetExceededError
         If booking a DP fill would take the dataset past its cap.
     """
-    from fedcare.client.fill_values import hospital_fills, run_releases
+    from fedcare.client.fill_values import BookingPlace, hospital_fills, run_releases
     from fedcare.shared.run_model import run_task
 
     cap = epsilon_cap(config, limits)
+    fingerprint = dataset_fingerprint(data, source=contract.fingerprint())
+    # A real hospital splits its rows its own way: nothing here comes from the run.
+    seed, eval_fraction = (
+        (limits.split_seed, limits.eval_fraction)
+        if limits is not None
+        else (config.data.seed, config.data.eval_fraction)
+    )
+    booked = BookingPlace(state=state, ledger_key=fingerprint, label=dataset, run_id=run_id)
     prepared = prepare_site(
         data,
         contract.task(),
-        eval_fraction=config.data.eval_fraction,
-        seed=config.data.seed,
+        scaler=Standardizer.from_bounds(contract.feature_bounds(), data.kind),
+        eval_fraction=eval_fraction,
+        seed=seed,
         site=name,
-        fill=hospital_fills(
-            contract, config, state=state, dataset=dataset, run_id=run_id, cap_epsilon=cap
-        ),
+        fill=hospital_fills(contract, config, booked, cap_epsilon=cap),
     )
     return Site(
         name=name,
         task=run_task(config.training, contract.task()),
-        data=prepared.site,
+        data=prepared,
         state=state,
         dataset=dataset,
         limits=limits,
         reserved=run_releases(contract, config),
+        fingerprint=fingerprint,
     )
 
 
@@ -252,9 +293,26 @@ def _simulated_site(index: int, config: RunConfig) -> Site:
         data=hospital.site,
         state=simulated_state(config, hospital.name),
         dataset=hospital.name,
+        fingerprint=hospital.fingerprint,
     )
 
 
 def simulated_state(config: RunConfig, name: str) -> Path:
     """Where a virtual hospital keeps its records: beside the run's report, one folder each."""
     return Path(config.output.out_dir) / SIMULATED_STATE_DIR / name
+
+
+def hospital_fingerprint(node: SiteNode) -> str:
+    """Return the fingerprint the privacy ledger keys this hospital's data on (reads the data).
+
+    Raises
+    ------
+    DataError
+        If the data or the contract cannot be read, or they disagree.
+    """
+    from fedcare.client.readers import read_site_data
+    from fedcare.shared.contract import DataContract
+
+    contract = DataContract.load(node.contract)
+    data = read_site_data(node.data, contract)
+    return dataset_fingerprint(data, source=contract.fingerprint())

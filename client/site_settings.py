@@ -25,6 +25,15 @@ Example
     delta = 1e-5
     require-secure-aggregation = true
     min-count = 10                  # fewest patients any metric sent out may describe
+    min-participants = 3            # fewest hospitals (itself included) its update is summed with
+    split-seed = 0                  # how this hospital splits its rows (never the run's seed)
+    eval-fraction = 0.25            # share of its rows held out for its own evaluation
+    min-batch-size = 16             # smallest DP-SGD batch size it accepts from a run
+
+    [policy]                        # which runs it joins (see client.site_policy)
+    max-rounds = 50
+    require-approval = true
+    approved = []                   # `fedcare hospital approve HASH` adds to it
 """
 
 from __future__ import annotations
@@ -37,11 +46,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedcare.client.site_policy import POLICY_TABLE, SitePolicy
 from fedcare.shared.config import DeviceName, FlatValue
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.keys import NodeConfigKey
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
+
+AUDIT_FILE = "audit.jsonl"
+"""The hospital's audit log, inside its state folder."""
+
+MIN_PARTICIPANTS = 2
+"""The lowest ``min-participants`` a hospital may set: SecAgg+ needs two. With two, each
+of the pair can subtract its own update from the sum and see the other's (DP-noised) one;
+the default, 3, keeps every sum to at least two others besides the hospital."""
 
 
 class SiteConfigError(ConfigError):
@@ -61,13 +79,29 @@ class SitePrivacy:
     require_secure_aggregation : bool
         Refuse to send any update outside SecAgg+.
     min_count : int
-        Fewest patients an aggregate metric may describe before it may leave.
+        Fewest patients an aggregate metric may describe before it may leave; an
+        evaluation is refused unless every class (every reported group) has them.
+    min_participants : int
+        Fewest hospitals, itself included, that SecAgg+ must sum its update
+        with: it refuses a SecAgg+ neighbourhood, a masking or an unmasking that
+        involves fewer (:mod:`client.secure_aggregation`). The default 3 means a
+        federation of three stops aggregating while one of them is away.
+    split_seed : int
+        Seed of its own train/evaluation split (a run's seed is never used).
+    eval_fraction : float
+        Share of its rows it holds out for its own evaluation.
+    min_batch_size : int
+        Smallest DP-SGD batch size it accepts; a run asking for less is refused.
     """
 
     max_epsilon: float = 3.0
     delta: float = 1e-5
     require_secure_aggregation: bool = True
     min_count: int = 10
+    min_participants: int = 3
+    split_seed: int = 0
+    eval_fraction: float = 0.25
+    min_batch_size: int = 16
 
     def __post_init__(self) -> None:
         if not (self.max_epsilon > 0 and math.isfinite(self.max_epsilon)):
@@ -78,6 +112,20 @@ class SitePrivacy:
             raise SiteConfigError("privacy.delta", f"must lie in (0, 1) (got {self.delta})")
         if self.min_count < 1:
             raise SiteConfigError("privacy.min-count", f"must be >= 1 (got {self.min_count})")
+        if self.min_participants < MIN_PARTICIPANTS:
+            raise SiteConfigError(
+                "privacy.min-participants",
+                f"must be >= {MIN_PARTICIPANTS}, the fewest SecAgg+ can sum "
+                f"(got {self.min_participants})",
+            )
+        if not 0 < self.eval_fraction < 1:
+            raise SiteConfigError(
+                "privacy.eval-fraction", f"must lie in (0, 1) (got {self.eval_fraction})"
+            )
+        if self.min_batch_size < 1:
+            raise SiteConfigError(
+                "privacy.min-batch-size", f"must be >= 1 (got {self.min_batch_size})"
+            )
 
 
 @dataclass(frozen=True)
@@ -99,9 +147,12 @@ class SiteNode:
     privacy : SitePrivacy
         Its privacy limits.
     dataset : str
-        What the privacy budget is kept for. Every run on this dataset draws on
-        one budget, whatever the file is called; it defaults to the hospital's
-        name (one budget for everything it holds: the cautious choice).
+        The label the privacy budget is also kept under. The ledger keys every
+        release on the data's fingerprint (its rows and contract) *and* this
+        label, and a release counts against both: renaming the label or the
+        file leaves the fingerprint, changing the rows leaves the label. It
+        defaults to the hospital's name (one budget for everything it holds:
+        the cautious choice).
     """
 
     name: str
@@ -129,6 +180,10 @@ class SiteNode:
             NodeConfigKey.REQUIRE_SECURE_AGGREGATION.value: self.privacy.require_secure_aggregation,
             NodeConfigKey.DATASET.value: self.dataset,
             NodeConfigKey.MIN_COUNT.value: self.privacy.min_count,
+            NodeConfigKey.MIN_PARTICIPANTS.value: self.privacy.min_participants,
+            NodeConfigKey.SPLIT_SEED.value: self.privacy.split_seed,
+            NodeConfigKey.EVAL_FRACTION.value: self.privacy.eval_fraction,
+            NodeConfigKey.MIN_BATCH_SIZE.value: self.privacy.min_batch_size,
         }
 
     @classmethod
@@ -141,8 +196,8 @@ class SiteNode:
             Naming the missing or malformed key.
         """
 
-        def get(key: str, kind: type) -> Any:
-            value = node_config.get(key)
+        def get(key: str, kind: type, default: Any = None) -> Any:
+            value = node_config.get(key, default)
             if value is None:
                 raise SiteConfigError(
                     key,
@@ -164,6 +219,12 @@ class SiteNode:
                 delta=get(NodeConfigKey.MAX_DELTA, float),
                 require_secure_aggregation=get(NodeConfigKey.REQUIRE_SECURE_AGGREGATION, bool),
                 min_count=get(NodeConfigKey.MIN_COUNT, int),
+                min_participants=get(
+                    NodeConfigKey.MIN_PARTICIPANTS, int, SitePrivacy.min_participants
+                ),
+                split_seed=get(NodeConfigKey.SPLIT_SEED, int, SitePrivacy.split_seed),
+                eval_fraction=get(NodeConfigKey.EVAL_FRACTION, float, SitePrivacy.eval_fraction),
+                min_batch_size=get(NodeConfigKey.MIN_BATCH_SIZE, int, SitePrivacy.min_batch_size),
             ),
             dataset=get(NodeConfigKey.DATASET, str),
         )
@@ -185,6 +246,8 @@ class SiteSettings:
         Loopback port of the SuperNode's local runtime API.
     source : Path
         The file these settings came from.
+    policy : SitePolicy
+        Which runs the hospital takes part in.
     """
 
     node: SiteNode
@@ -192,6 +255,7 @@ class SiteSettings:
     credentials: Path
     runtime_port: int
     source: Path
+    policy: SitePolicy = SitePolicy()
 
     @classmethod
     def load(cls, path: Path) -> SiteSettings:
@@ -212,10 +276,11 @@ class SiteSettings:
 
 
 def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
-    unknown = set(raw) - {"hospital", "privacy"}
+    unknown = set(raw) - {"hospital", "privacy", POLICY_TABLE}
     if unknown:
         raise SiteConfigError(
-            sorted(unknown)[0], f"unknown section in {path}; expected [hospital] and [privacy]"
+            sorted(unknown)[0],
+            f"unknown section in {path}; expected [hospital], [privacy] and [{POLICY_TABLE}]",
         )
     hospital = _table(raw, "hospital", path)
     privacy = _table(raw, "privacy", path, required=False)
@@ -239,6 +304,10 @@ def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
                 privacy.get("require-secure-aggregation", SitePrivacy.require_secure_aggregation)
             ),
             min_count=int(privacy.get("min-count", SitePrivacy.min_count)),
+            min_participants=int(privacy.get("min-participants", SitePrivacy.min_participants)),
+            split_seed=int(privacy.get("split-seed", SitePrivacy.split_seed)),
+            eval_fraction=float(privacy.get("eval-fraction", SitePrivacy.eval_fraction)),
+            min_batch_size=int(privacy.get("min-batch-size", SitePrivacy.min_batch_size)),
         ),
     )
     return SiteSettings(
@@ -247,6 +316,7 @@ def _parse(raw: dict[str, Any], path: Path) -> SiteSettings:
         credentials=base / _field(hospital, "credentials", str, path),
         runtime_port=int(hospital.get("runtime-port", 9094)),
         source=path,
+        policy=SitePolicy.from_table(_table(raw, POLICY_TABLE, path, required=False), path),
     )
 
 

@@ -24,10 +24,12 @@ from fedcare.options import (
     Resume,
     Rounds,
     Settings,
+    Verbose,
     common_overrides,
     parse_set,
     resumed_run_config,
 )
+from fedcare.progress import follow_stream
 from fedcare.server.report import SUMMARY
 from fedcare.server.run_directory import LOG_FILE, check_run_path, default_run_path
 from fedcare.server.submission import check_submission, flwr_run_command, write_app
@@ -40,8 +42,14 @@ from fedcare.server.superlink import (
 )
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import ConfigError, FedcareError
-from fedcare.shared.flower_process import flower_environment, flower_executable, run_foreground
-from fedcare.tables import print_summary
+from fedcare.shared.flower_process import (
+    flower_environment,
+    flower_executable,
+    run_foreground,
+    run_streaming,
+)
+from fedcare.shared.run_identity import run_config_hash
+from fedcare.tables import print_summary_if_written
 from fedcare.tracking_commands import Track, TrackingUri, check_trackers, track_after
 
 aggregator_app = typer.Typer(
@@ -164,15 +172,17 @@ def run(  # noqa: PLR0913 - one option per documented setting
     no_dp: NoDp = False,
     no_secagg: NoSecagg = False,
     settings: Settings = None,
+    verbose: Verbose = False,
     track_to: Track = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Submit a training run to the running aggregator and stream its progress.
+    """Submit a training run to the running aggregator and follow its progress.
 
     With ``--resume RUN_DIR`` it continues a stopped run from its last complete
-    round, with the run's own settings.
+    round, with the run's own settings. Flower's full log goes to the run
+    folder's ``fedcare.log`` (and, with ``--verbose``, to the terminal).
     """
-    configure_logging()
+    configure_logging(verbose=verbose)
     try:
         check_trackers(track_to)
         overrides = parse_set(settings) | common_overrides(
@@ -195,24 +205,43 @@ def run(  # noqa: PLR0913 - one option per documented setting
         run_dir = Path(config.output.out_dir)
     except FedcareError as error:
         raise fail(error) from None
+    log_path = run_dir / LOG_FILE
+    # On a line of its own, never wrapped: operators copy it to the hospitals.
+    console.print(f"run configuration hash: {run_config_hash(config)}", soft_wrap=True)
+    console.print("hospitals that require approval take part after `fedcare hospital approve HASH`")
     with tempfile.TemporaryDirectory(prefix="fedcare-run-") as tmp:
         app = write_app(Path(tmp) / "app", config, version("fedcare"))
         command = flwr_run_command(flower_executable("flwr"), app)
-        code = run_foreground(command, flower_environment(flwr_home(state)))
-    summary = run_dir / SUMMARY
-    if not summary.is_file():
-        # The aggregator said why in one sentence above; the rest is in its log.
+        environment = flower_environment(flwr_home(state))
+        code, last_error = follow_stream(
+            lambda on_line: run_streaming(command, environment, on_line),
+            log_path,
+            secure_aggregation=config.secure_aggregation.enabled,
+            verbose=verbose,
+        )
+    if not print_summary_if_written(config):
+        # The aggregator said why in one sentence; the rest is in the run's log.
+        cause = f": {last_error}" if last_error else ""
         raise fail(
             FedcareError(
-                f"the run ended without a report (exit code {code}); see the error above and "
-                f"{run_dir / LOG_FILE}"
+                f"the run ended without a report (exit code {code}){cause} (full log: {log_path})"
             ),
-            code=1,
+            code=code or 1,
         )
-    report = json.loads(summary.read_text(encoding="utf-8"))
-    print_summary(report, run_dir)
     track_after(run_dir, track_to, tracking_uri)
-    raise typer.Exit(code or (0 if report["status"] == "completed" else 1))
+    if code != 0:
+        cause = f": {last_error}" if last_error else ""
+        raise fail(
+            FedcareError(f"the run ended with exit code {code}{cause} (full log: {log_path})"),
+            code=code,
+        )
+    raise typer.Exit(0 if _completed(run_dir) else 1)
+
+
+def _completed(run_dir: Path) -> bool:
+    """Whether the run's report says it completed (not stopped or failed midway)."""
+    report = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
+    return bool(report["status"] == "completed")
 
 
 def _new_run(state: Path, contract: Path | None, overrides: dict[str, Any]) -> RunConfig:

@@ -30,10 +30,13 @@ from fedcare.options import (
     Resume,
     Rounds,
     Settings,
+    Verbose,
     common_overrides,
     parse_set,
     resumed_run_config,
 )
+from fedcare.progress import watch
+from fedcare.server.run_directory import default_run_path
 from fedcare.shared.config import FlatValue, RunConfig
 from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.simulate_data import (
@@ -46,7 +49,9 @@ from fedcare.simulate_data import (
     resumed_own_data,
 )
 from fedcare.simulations.scenarios import DEFAULT_SCENARIO, SCENARIOS, scenario_overrides
-from fedcare.tables import print_summary
+from fedcare.simulations.simulate import SimulationError
+from fedcare.simulations.simulate import simulate as run_simulation
+from fedcare.tables import print_summary, print_summary_if_written
 from fedcare.tracking_commands import Track, TrackingUri, check_trackers, track, track_after
 
 if TYPE_CHECKING:
@@ -91,6 +96,11 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     no_secagg: NoSecagg = False,
     settings: Settings = None,
     resume: Resume = None,
+    verbose: Verbose = False,
+    actors: Annotated[
+        int | None,
+        typer.Option(help="Hospitals served at once, each in a Ray actor (default: one per core)."),
+    ] = None,
     track_to: Track = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
@@ -100,7 +110,7 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     own file (``--contract`` with ``--data``). With ``--resume RUN_DIR`` it
     continues a stopped simulation from its last complete round.
     """
-    configure_logging()
+    configure_logging(verbose=verbose)
     shared = common_overrides(
         hospitals=hospitals,
         rounds=rounds,
@@ -133,10 +143,13 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
                 source = resumed_own_data(files, config, Path(scratch)) if files.given else None
             else:
                 config, source = _new_simulation(scenario, files, shared | given, settings, scratch)
-            # Imported here: the simulation stack is heavy and --help should be instant.
-            from fedcare.simulations.simulate import simulate as run_simulation
-
-            summary = run_simulation(config, source)
+            if not config.output.out_dir:
+                config = config.with_out_dir(str(default_run_path()))
+            with watch(config, verbose=verbose):
+                summary = run_simulation(config, source, verbose=verbose, actors=actors)
+    except SimulationError as error:
+        print_summary_if_written(config)
+        raise fail(error, code=1) from None
     except FedcareError as error:
         raise fail(error) from None
     print_summary(summary, Path(summary["config"]["out-dir"]))

@@ -10,10 +10,18 @@ from rich.table import Table
 
 from fedcare.audit_commands import audit_app
 from fedcare.client.site_settings import SiteSettings
-from fedcare.client.supernode import SUPEREXEC_POLL_SECONDS, prepare_state, supernode_command
-from fedcare.console import console, fail
+from fedcare.client.supernode import (
+    FLWR_HOME,
+    WORKER_PID_FILE,
+    prepare_state,
+    supernode_command,
+    worker_command,
+)
+from fedcare.console import console, errors, fail
 from fedcare.shared.errors import ConfigError, FedcareError
-from fedcare.shared.flower_process import flower_environment, flower_executable, run_foreground
+from fedcare.shared.flower_process import flower_environment, flower_executable, port_open
+from fedcare.shared.private_files import write_private
+from fedcare.shared.supervision import Program, Supervisor
 
 hospital_app = typer.Typer(
     help="Run a hospital: train on local data, under the hospital's own privacy limits.",
@@ -37,7 +45,11 @@ def _load(config: Path) -> SiteSettings:
 
 @hospital_app.command()
 def start(config: SiteConfig = Path("site.toml")) -> None:
-    """Connect this hospital to the aggregator (runs until stopped); data never leaves."""
+    """Connect this hospital to the aggregator (runs until stopped); data never leaves.
+
+    Runs Flower's SuperNode and fedcare's worker beside it, starts the worker again
+    if it stops, and stops both on Ctrl-C or SIGTERM.
+    """
     try:
         settings = _load(config)
         node_config = prepare_state(settings)
@@ -46,15 +58,89 @@ def start(config: SiteConfig = Path("site.toml")) -> None:
         raise fail(error) from None
     console.print(
         f"{settings.node.name}: connecting to [bold]{settings.aggregator}[/] with TLS and node "
-        "authentication; patient data stays in this hospital"
+        "authentication; patient data stays in this hospital, and only the fedcare installed "
+        "here runs"
     )
-    environment = flower_environment(
-        settings.node.state / "flwr-home",
-        {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_POLL_SECONDS},
-    )
-    raise typer.Exit(
-        run_foreground(supernode_command(settings, executable, node_config), environment)
-    )
+    environment = flower_environment(settings.node.state / FLWR_HOME)
+    pid_file = settings.node.state / WORKER_PID_FILE
+
+    def record_worker(program: Program, pid: int) -> None:
+        if program.name == "worker":
+            write_private(pid_file, f"{pid}\n".encode())
+
+    with Supervisor(on_start=record_worker) as supervisor:
+        try:
+            supervisor.start(
+                Program(
+                    "supernode",
+                    supernode_command(settings, executable, node_config),
+                    environment,
+                    ready=lambda: port_open(settings.runtime_port),
+                )
+            )
+            supervisor.start(Program("worker", worker_command(settings), environment, restart=True))
+        except FedcareError as error:
+            raise fail(error) from None
+        code = supervisor.wait()
+        if code:
+            errors.print(f"{supervisor.failure()}; stopping the hospital")
+    raise typer.Exit(code)
+
+
+@hospital_app.command()
+def approve(
+    config_hash: Annotated[
+        str,
+        typer.Argument(metavar="HASH", help="The run-configuration hash `fedcare run` printed."),
+    ],
+    config: SiteConfig = Path("site.toml"),
+) -> None:
+    """Approve a run configuration: this hospital then takes part in runs with that hash."""
+    from fedcare.client.site_policy import approve_run
+
+    try:
+        settings = SiteSettings.load(config)
+        added = approve_run(config, config_hash.strip().lower())
+    except FedcareError as error:
+        raise fail(error) from None
+    verb = "approved" if added else "was already approved"
+    console.print(f"{settings.node.name}: run configuration {config_hash} {verb} in {config}")
+    if not settings.policy.require_approval:
+        console.print(
+            "note: [policy] require-approval is false, so runs within the policy take part "
+            "whether approved or not"
+        )
+
+
+@hospital_app.command()
+def runs(config: SiteConfig = Path("site.toml")) -> None:
+    """Which runs asked for this hospital's data, and what it decided (from its audit log)."""
+    from fedcare.client.admission import run_decisions
+    from fedcare.client.site_settings import AUDIT_FILE
+
+    try:
+        settings = SiteSettings.load(config)
+        log = settings.node.state / AUDIT_FILE
+        decisions = run_decisions(log) if log.exists() else []
+    except FedcareError as error:
+        raise fail(error) from None
+    table = Table(title=f"Runs that asked {settings.node.name}")
+    # Identifiers are never wrapped (a hash prefix is what the operator compares).
+    for column in ("run", "first asked (UTC)", "configuration"):
+        table.add_column(column, no_wrap=True)
+    for column in ("approved", "decision", "refused", "last reason"):
+        table.add_column(column)
+    for item in decisions:
+        table.add_row(
+            item.run,
+            item.first_seen[:19].replace("T", " "),
+            item.config_hash[:12] if item.config_hash else "unreadable",
+            "yes" if item.config_hash in settings.policy.approved else "no",
+            "took part" if item.admitted else "refused",
+            str(item.refusals),
+            item.last_reason,
+        )
+    console.print(table)
 
 
 @hospital_app.command()
@@ -84,8 +170,7 @@ def check(config: SiteConfig = Path("site.toml")) -> None:
 @hospital_app.command()
 def budget(config: SiteConfig = Path("site.toml")) -> None:
     """Privacy budget per dataset: spent, cap, remaining, and every release recorded."""
-    from fedcare.client.ledger import PrivacyLedger
-    from fedcare.client.session import ledger_path
+    from fedcare.client.ledger import PrivacyLedger, ledger_path
 
     try:
         settings = SiteSettings.load(config)
@@ -98,13 +183,15 @@ def budget(config: SiteConfig = Path("site.toml")) -> None:
             summary = Table(
                 title=f"Privacy budget of {settings.node.name} (delta {limits.delta:g})"
             )
-            for column in ("dataset", "spent", "cap", "remaining", "releases", "runs"):
+            columns = ("dataset", "fingerprint", "spent", "cap", "remaining", "releases", "runs")
+            for column in columns:
                 summary.add_column(column, justify="right")
             for item in ledger.datasets():
-                spent = ledger.spent(item.dataset_id, delta=limits.delta)
+                spent = ledger.spent(item.dataset_id, label=item.label, delta=limits.delta)
                 remaining = max(limits.max_epsilon - spent, 0.0)
                 summary.add_row(
-                    item.dataset_id,
+                    item.label,
+                    item.dataset_id[:12],
                     f"{spent:.3f}",
                     f"{limits.max_epsilon:g}",
                     f"{remaining:.3f}",
@@ -117,6 +204,7 @@ def budget(config: SiteConfig = Path("site.toml")) -> None:
                 "recorded (UTC)",
                 "run",
                 "round",
+                "release",
                 "noise",
                 "sample rate",
                 "steps",
@@ -124,11 +212,12 @@ def budget(config: SiteConfig = Path("site.toml")) -> None:
                 "status",
             ):
                 history.add_column(column, justify="right")
-            for entry in ledger.history(settings.node.dataset):
+            for entry in ledger.history("", label=settings.node.dataset):
                 history.add_row(
                     f"{entry.recorded_at:%Y-%m-%d %H:%M:%S}",
                     entry.run_id,
                     str(entry.server_round),
+                    "evaluation" if entry.is_evaluation else "model update",
                     f"{entry.noise_multiplier:.3f}",
                     f"{entry.sample_rate:.4f}",
                     str(entry.steps),

@@ -29,13 +29,6 @@ ContractOption = Annotated[
         help="The data contract; a deployed run carries its own, a simulated run needs one.",
     ),
 ]
-Reference = Annotated[
-    Path | None,
-    typer.Option(
-        "--reference",
-        help="This hospital's labelled data file, whose statistics standardise the inputs.",
-    ),
-]
 Threshold = Annotated[
     float | None,
     typer.Option("--threshold", help="Binary: decision threshold (e.g. one `evaluate` chose)."),
@@ -73,7 +66,6 @@ def evaluate(  # noqa: PLR0913 - one option per documented setting
     min_count: Annotated[int, typer.Option(help="Groups with fewer patients are suppressed.")] = 10,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples per interval.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the split and the bootstrap.")] = 0,
-    reference: Reference = None,
     no_explain: Annotated[
         bool, typer.Option("--no-explain", help="Skip the global feature importance.")
     ] = False,
@@ -102,7 +94,6 @@ def evaluate(  # noqa: PLR0913 - one option per documented setting
             min_count=min_count,
             resamples=bootstrap,
             seed=seed,
-            reference=reference,
             explain=not no_explain,
         )
         result = validate(trained, data, settings)
@@ -180,7 +171,6 @@ def predict(  # noqa: PLR0913 - one option per documented setting
         Path, typer.Option("--out", help="The predictions CSV to write (never overwritten).")
     ] = Path("predictions.csv"),
     contract: ContractOption = None,
-    reference: Reference = None,
     threshold: Threshold = None,
     explain: Explain = False,
 ) -> None:
@@ -195,7 +185,6 @@ def predict(  # noqa: PLR0913 - one option per documented setting
         table = predict_file(
             trained,
             data,
-            reference=reference,
             threshold=0.5 if threshold is None else threshold,
             explain=explain,
         )
@@ -216,7 +205,6 @@ def predict(  # noqa: PLR0913 - one option per documented setting
 def serve(  # noqa: PLR0913 - one option per documented setting
     run: Run,
     contract: ContractOption = None,
-    reference: Reference = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
@@ -229,15 +217,12 @@ def serve(  # noqa: PLR0913 - one option per documented setting
     """Serve the run's model over HTTP: POST /predict, GET /model, docs at /docs."""
     from fedcare.client.model_use.service import build_app, check_listening
     from fedcare.client.model_use.service import serve as run_service
-    from fedcare.client.model_use.trained_model import fit_scaler, load_trained_model
-    from fedcare.client.readers import read_site_data
+    from fedcare.client.model_use.trained_model import load_trained_model
 
     try:
         check_listening(host, certfile, keyfile)
         trained = load_trained_model(run, contract)
-        examples = read_site_data(reference, trained.contract) if reference else None
-        scaler = fit_scaler(examples, trained.kind)
-        app = build_app(trained, scaler, threshold=0.5 if threshold is None else threshold)
+        app = build_app(trained, threshold=0.5 if threshold is None else threshold)
     except FedcareError as error:
         raise fail(error) from None
     scheme = "https" if certfile else "http"

@@ -35,6 +35,13 @@ Resume = Annotated[
         help="Continue the stopped run in this folder from its last complete round.",
     ),
 ]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        help="Show Flower's and Ray's log lines too (they always go to <run folder>/fedcare.log).",
+    ),
+]
 Settings = Annotated[
     list[str] | None,
     typer.Option("--set", help="Any run-config key=value, e.g. --set local-epochs=3."),

@@ -45,6 +45,24 @@ FAILED = "failed"
 STOPPED = "stopped"
 
 
+def log_rounds_to_stream() -> None:
+    """Print fedcare's INFO lines on stderr: each round's start and its result line.
+
+    A deployed ServerApp runs in Flower's own process, which streams its output
+    to ``flwr run --stream`` (``fedcare run`` draws its progress from them) but
+    whose root logger passes on warnings only. Idempotent.
+    """
+    fedcare_logger = logging.getLogger("fedcare")
+    if any(getattr(h, "fedcare_stream", False) for h in fedcare_logger.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s : %(message)s"))
+    handler.fedcare_stream = True  # type: ignore[attr-defined]
+    fedcare_logger.addHandler(handler)
+    fedcare_logger.setLevel(logging.INFO)
+    fedcare_logger.propagate = False
+
+
 def _build_model(config: RunConfig, reference: DataReference) -> RunModel:
     return build_run_model(
         config.training,
@@ -189,6 +207,7 @@ def run_aggregator(
         record=record,
         checkpoints=checkpoints,
         test_evaluator=_test_evaluator(config, reference),
+        task=reference.task,
         audit=audit,
         progress=ProgressWriter(
             run_dir, record, config=config, layout=layout, ledger_run=start.ledger_run
@@ -204,6 +223,8 @@ def run_aggregator(
             rounds=config.federation.rounds - start.first_round + 1,
             federation=config.federation,
             secure_aggregation=config.secure_aggregation,
+            hospitals=config.data.hospitals,
+            observer=strategy.observe_exchange,
         )
         status = COMPLETED
     except RunStoppedError as error:

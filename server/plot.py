@@ -18,6 +18,13 @@ from fedcare.shared.keys import ReplyKey  # noqa: E402
 _BASELINE_STYLES = {"pooled": ":", "local_only": "--"}
 
 
+LABELLED_HOSPITALS = 12
+"""Up to this many hospitals, each has its own labelled epsilon line; above, faint
+unlabelled lines (a legend of hundreds would cover the figure)."""
+
+_MANY_STYLE = {"color": "tab:blue", "alpha": 0.25, "linewidth": 0.6}
+
+
 def plot_run(
     path: Path,
     *,
@@ -69,14 +76,18 @@ def _plot_metric(
 
 def _plot_epsilon(axis: plt.Axes, record: RunRecord, target_epsilon: float | None) -> None:
     names = sorted({name for r in record.rounds for name in r.hospitals})
+    many = len(names) > LABELLED_HOSPITALS
     for name in names:
         points = [
-            (r.round, r.hospitals[name].train[ReplyKey.EPSILON])
+            (r.round, r.hospitals[name].privacy[ReplyKey.EPSILON])
             for r in record.rounds
-            if name in r.hospitals and ReplyKey.EPSILON in r.hospitals[name].train
+            if name in r.hospitals and ReplyKey.EPSILON in r.hospitals[name].privacy
         ]
         if points:
-            axis.plot(*zip(*points, strict=True), marker="o", label=name)
+            style = _MANY_STYLE if many else {"marker": "o", "label": name}
+            axis.plot(*zip(*points, strict=True), **style)
+    if many:
+        axis.plot([], [], **_MANY_STYLE, label=f"{len(names)} hospitals")
     if target_epsilon is not None:
         axis.axhline(target_epsilon, linestyle="--", color="red", label="target epsilon")
     axis.set_xlabel("round")

@@ -7,6 +7,7 @@ real aggregator holds neither and reports the hospitals' own evaluations.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fedcare.shared.config import TrainingSettings
@@ -34,8 +35,9 @@ class DataReference:
     test : Examples | None
         Held-out test rows, standardised, when the aggregator may hold them
         (simulation only).
-    baselines : dict[str, dict[str, float]]
-        Reference rows for the report (``pooled``, ``local_only``), by name.
+    baselines : Mapping[str, Mapping[str, float]]
+        Reference rows for the report (``pooled``, ``local_only``), by name; a
+        simulation trains them only when the report first reads them.
     """
 
     task: Task
@@ -43,7 +45,7 @@ class DataReference:
     input_shape: tuple[int, ...]
     input_kind: InputKind = InputKind.TABLE
     test: Examples | None = None
-    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    baselines: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 def contract_reference(

@@ -43,12 +43,15 @@ FEDERATED_SCOPE = "federated"
 
 DP_GUARANTEE = (
     "sample-level (epsilon, delta)-differential privacy for each hospital's patients: "
-    "per_hospital is what this run released, per_hospital_dataset what the hospital's "
-    "ledger composes over every run on that dataset (DP-SGD, Opacus RDP accountant)"
+    "per_hospital is what this run released (model updates and evaluation statistics "
+    "composed; per_hospital_training and per_hospital_evaluation each alone), "
+    "per_hospital_dataset what the hospital's ledger composes over every run on that "
+    "dataset (DP-SGD and Gaussian evaluation releases, Opacus RDP accountant)"
 )
 SECAGG_GUARANTEE = (
-    "the aggregator sees only the sum of the hospitals' updates, never one hospital's "
-    "update; it does see each hospital's training row count and its aggregate metrics"
+    "the aggregator sees only the sum of at least min-participants hospitals' updates, "
+    "never one hospital's update; it does see each hospital's training row count and its "
+    "DP evaluation metrics"
 )
 
 
@@ -92,10 +95,14 @@ def build_summary(
         "privacy": {
             "differential_privacy": config.privacy.enabled,
             "per_hospital": record.latest_epsilons(),
+            "per_hospital_training": record.latest_epsilons(ReplyKey.TRAINING_EPSILON),
+            "per_hospital_evaluation": record.latest_epsilons(ReplyKey.EVALUATION_EPSILON),
             "per_hospital_dataset": record.latest_epsilons(ReplyKey.DATASET_EPSILON),
             "noise_multiplier_per_hospital": record.latest_epsilons(ReplyKey.NOISE_MULTIPLIER),
             "noise_to_signal_per_hospital": noise,
             "target_epsilon": config.privacy.target_epsilon,
+            "evaluation_share": config.privacy.evaluation_share,
+            "evaluation_rounds": sorted(config.evaluation_round_numbers()),
             "delta": config.privacy.delta,
             "accountant": ACCOUNTANT,
             "guarantee": DP_GUARANTEE if config.privacy.enabled else "none: DP was turned off",
@@ -169,7 +176,10 @@ def _round_rows(record: RoundRecord, metric_columns: list[str]) -> list[dict[str
                 num_train_examples=hospital.num_train_examples,
                 num_eval_examples=hospital.num_eval_examples,
                 train_loss=hospital.train.get(ReplyKey.TRAIN_LOSS),
-                epsilon=hospital.train.get(ReplyKey.EPSILON),
+                epsilon=hospital.privacy.get(ReplyKey.EPSILON),
+                training_epsilon=hospital.privacy.get(ReplyKey.TRAINING_EPSILON),
+                evaluation_epsilon=hospital.privacy.get(ReplyKey.EVALUATION_EPSILON),
+                dataset_epsilon=hospital.privacy.get(ReplyKey.DATASET_EPSILON),
             )
         )
     return rows
@@ -210,6 +220,9 @@ def write_report(
         "num_eval_examples",
         "train_loss",
         "epsilon",
+        "training_epsilon",
+        "evaluation_epsilon",
+        "dataset_epsilon",
     ]
     summary = build_summary(
         config=config,

@@ -27,12 +27,10 @@ from fedcare.server.run_directory import RunDirectory
 from fedcare.server.run_record import RunRecord
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import ConfigError
+from fedcare.shared.run_identity import BOOKKEEPING_KEYS, run_config_hash
 from fedcare.shared.serialization import ModelLayout, load_safetensors
 
 RESUME_FILE = "resume.json"
-
-_BOOKKEEPING_KEYS = ("out-dir", "resume", "ledger-run")
-"""Settings a resume itself changes; every other key must be unchanged."""
 
 _APP_PACKAGES = ("shared", "server", "client", "simulations")
 
@@ -50,7 +48,7 @@ class ResumePoint:
     ledger_run : str
         The run id hospitals book this run's privacy spending under.
     config_fingerprint : str
-        :func:`config_fingerprint` of the run's configuration.
+        :func:`shared.run_identity.run_config_hash` of the run's configuration.
     app_fingerprint : str
         :func:`app_fingerprint` of the code and model that ran it.
     strategy_state : dict[str, Any]
@@ -63,12 +61,6 @@ class ResumePoint:
     config_fingerprint: str
     app_fingerprint: str
     strategy_state: dict[str, Any] = field(default_factory=dict)
-
-
-def config_fingerprint(config: RunConfig) -> str:
-    """SHA-256 of every setting except the ones a resume changes itself."""
-    flat = {k: v for k, v in config.to_flat().items() if k not in _BOOKKEEPING_KEYS}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
 
 
 def app_fingerprint(layout: ModelLayout) -> str:
@@ -105,7 +97,7 @@ def load_resume_point(run_dir: RunDirectory, config: RunConfig, layout: ModelLay
             "Start it afresh in a new folder.",
         )
     point = ResumePoint(**json.loads(path.read_text(encoding="utf-8")))
-    if point.config_fingerprint != config_fingerprint(config):
+    if point.config_fingerprint != run_config_hash(config):
         raise ConfigError(
             "resume",
             f"the configuration differs from the one {run_dir.path} ran with "
@@ -177,7 +169,7 @@ class ProgressWriter:
         self._run_dir = run_dir
         self._record = record
         self._ledger_run = ledger_run
-        self._config_fingerprint = config_fingerprint(config)
+        self._config_fingerprint = run_config_hash(config)
         self._app_fingerprint = app_fingerprint(layout)
 
     def round_aggregated(self, server_round: int, checkpoint: Path) -> None:
@@ -215,6 +207,6 @@ def _changed_keys(run_dir: RunDirectory, config: RunConfig) -> str:
     changed = sorted(
         key
         for key in set(recorded) | set(current)
-        if key not in _BOOKKEEPING_KEYS and recorded.get(key) != current.get(key)
+        if key not in BOOKKEEPING_KEYS and recorded.get(key) != current.get(key)
     )
     return "changed: " + ", ".join(changed) if changed else ""

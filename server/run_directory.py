@@ -15,7 +15,9 @@ from fedcare.shared.errors import ConfigError, FedcareError
 RUNS_DIR = "runs"
 CHECKPOINTS = "checkpoints"
 LOG_FILE = "fedcare.log"
-"""The run's own log in its folder: what an operator is pointed to when the run fails."""
+"""The run's full log (Flower's, Ray's and fedcare's lines, and what stopped the run if
+anything did), written from the start of the run: what an operator is pointed to
+when the run fails. A folder holding only this file is still a new run's folder."""
 
 
 def default_run_path(now: datetime | None = None) -> Path:
@@ -32,7 +34,9 @@ def check_run_path(path: Path) -> None:
     ConfigError
         Naming the folder and what to do.
     """
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (
+        not path.is_dir() or any(entry.name != LOG_FILE for entry in path.iterdir())
+    ):
         raise ConfigError(
             "out-dir",
             f"'{path}' already exists and is not an empty folder; choose another --out "

@@ -11,6 +11,9 @@ from typing import Any
 
 from fedcare.shared.keys import ReplyKey
 
+EPSILONS_LISTED = 5
+"""Up to this many hospitals, a round's log line lists each one's epsilon; above, the largest."""
+
 
 @dataclass
 class HospitalRound:
@@ -19,9 +22,12 @@ class HospitalRound:
     Attributes
     ----------
     train : dict[str, float]
-        Training scalars it reported (loss, DP mechanism, epsilon).
+        Training scalars it reported (DP mechanism, epsilon; the loss only without DP).
     evaluation : dict[str, float]
-        Metrics on its local held-out split.
+        Metrics on its local held-out split (noisy under DP).
+    privacy : dict[str, float]
+        Epsilon it reported after the round's last release: this run's in all, on
+        training, on evaluation, and its dataset's over every run.
     num_train_examples : int | None
         Rows it trained on (SecAgg+ weights its update by this count).
     num_eval_examples : int | None
@@ -30,6 +36,7 @@ class HospitalRound:
 
     train: dict[str, float] = field(default_factory=dict)
     evaluation: dict[str, float] = field(default_factory=dict)
+    privacy: dict[str, float] = field(default_factory=dict)
     num_train_examples: int | None = None
     num_eval_examples: int | None = None
 
@@ -57,6 +64,11 @@ class RoundRecord:
         Whether the global model was updated this round.
     seconds : float | None
         Wall time from sending the training instructions to the last evaluation reply.
+    stage_seconds : dict[str, float]
+        Where that time went: ``wait-train`` and ``wait-evaluate`` (waiting for
+        hospitals to connect), then each exchange (``train`` or the SecAgg+
+        stages ``setup``, ``share_keys``, ``collect_masked_vectors``, ``unmask``;
+        and ``evaluate``), from sending to the last reply.
     """
 
     round: int
@@ -67,6 +79,7 @@ class RoundRecord:
     failures: list[str] = field(default_factory=list)
     aggregated: bool = False
     seconds: float | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def hospital(self, name: str) -> HospitalRound:
         """Return (creating if needed) the entry of hospital ``name``."""
@@ -91,16 +104,27 @@ class RunRecord:
         return record
 
     def latest_epsilons(self, key: str = ReplyKey.EPSILON) -> dict[str, float]:
-        """Each hospital's training scalar ``key`` as last reported (epsilon by default).
+        """Each hospital's privacy scalar ``key`` as last reported (this run's epsilon by default).
 
         Rounds a hospital skipped keep its earlier value.
         """
         spent: dict[str, float] = {}
         for record in self.rounds:
             for name, hospital in record.hospitals.items():
-                if key in hospital.train:
-                    spent[name] = hospital.train[key]
+                reported = hospital.privacy or hospital.train  # records before privacy existed
+                if key in reported:
+                    spent[name] = reported[key]
         return spent
+
+    def epsilon_summary(self) -> str:
+        """Describe the epsilon spent so far (empty when none was reported).
+
+        Each hospital's, or in a large federation the largest.
+        """
+        spent = self.latest_epsilons()
+        if len(spent) <= EPSILONS_LISTED:
+            return ", ".join(f"{name} {eps:.2f}" for name, eps in sorted(spent.items()))
+        return f"at most {max(spent.values()):.2f} ({len(spent)} hospitals)"
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -120,6 +144,7 @@ class RunRecord:
                 name: HospitalRound(
                     train=_numbers(entry.get("train", {})),
                     evaluation=_numbers(entry.get("evaluation", {})),
+                    privacy=_numbers(entry.get("privacy", {})),
                     num_train_examples=entry.get("num_train_examples"),
                     num_eval_examples=entry.get("num_eval_examples"),
                 )
@@ -135,6 +160,7 @@ class RunRecord:
                     failures=list(raw.get("failures", [])),
                     aggregated=bool(raw.get("aggregated", False)),
                     seconds=raw.get("seconds"),
+                    stage_seconds=_numbers(raw.get("stage_seconds", {})),
                 )
             )
         return cls(rounds=rounds, errors=list(payload.get("errors", [])))

@@ -17,7 +17,7 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from fedcare.server.aggregator import run_aggregator
+from fedcare.server.aggregator import log_rounds_to_stream, run_aggregator
 from fedcare.server.reference import DataReference, contract_reference
 from fedcare.server.run_directory import RunDirectory, default_run_path, record_failure
 from fedcare.shared.config import RunConfig
@@ -60,6 +60,8 @@ def make_server_app(
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
+        if config is None:  # deployed: the operator follows the run through Flower's stream
+            log_rounds_to_stream()
         out_dir = config.output.out_dir if config else str(context.run_config.get("out-dir", ""))
         try:
             serve(grid, context, config or RunConfig.from_flat(context.run_config), reference)

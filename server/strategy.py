@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -39,14 +40,17 @@ from fedcare.server.checkpoint import CheckpointWriter
 from fedcare.server.resume import ProgressWriter
 from fedcare.server.robust_aggregation import AggregationError, RobustMethod, aggregate_updates
 from fedcare.server.run_record import RoundRecord, RunRecord
+from fedcare.server.secure_aggregation import Exchange
 from fedcare.server.update_validation import UpdateBounds, screen_replies
 from fedcare.shared.audit import AuditEvent, AuditLog
 from fedcare.shared.config import FailedRoundPolicy, RunConfig
 from fedcare.shared.errors import InvalidUpdateError, RunStoppedError
 from fedcare.shared.evaluation import Evaluation
-from fedcare.shared.keys import InstructionKey, ReplyKey
+from fedcare.shared.keys import NOISY_SUM_KEY, InstructionKey, ReplyKey
 from fedcare.shared.metrics import weighted_mean
+from fedcare.shared.private_metrics import pooled_metrics
 from fedcare.shared.serialization import ModelLayout
+from fedcare.shared.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,10 @@ class FedCareStrategy(FedAvg):
         Saves the global model after every aggregated round.
     test_evaluator : TestEvaluator | None
         Scores a global model on the aggregator's held-out test set, if it has one.
+    task : Task | None
+        What the model learns: the federated metrics are computed from the
+        hospitals' pooled noisy evaluation sums for it (without it, or without
+        sums, they are the row-weighted mean of the hospitals' metrics).
     audit : AuditLog
         The aggregator's audit log: every update received, every aggregate computed.
     progress : ProgressWriter
@@ -95,6 +103,7 @@ class FedCareStrategy(FedAvg):
         checkpoints: CheckpointWriter,
         test_evaluator: TestEvaluator | None,
         audit: AuditLog,
+        task: Task | None = None,
         progress: ProgressWriter,
         first_round: int = 1,
     ) -> None:
@@ -112,6 +121,7 @@ class FedCareStrategy(FedAvg):
         self._record = record
         self._checkpoints = checkpoints
         self._test_evaluator = test_evaluator
+        self._task = task
         self._audit = audit
         self._progress = progress
         self._offset = first_round - 1
@@ -126,6 +136,11 @@ class FedCareStrategy(FedAvg):
         self._round_started = time.monotonic()
         self._names: dict[int, str] = config.federation.names_by_node()
         self._asked: dict[str, set[int]] = {}
+        self._evaluation_rounds = config.evaluation_round_numbers()
+        self._erred: dict[str, set[int]] = {}
+        # Whether this round's training ended in the strategy (aggregated, or failed and
+        # said why); if not, SecAgg+ halted before it could.
+        self._train_concluded = False
 
     @property
     def global_weights(self) -> list[np.ndarray]:
@@ -156,7 +171,9 @@ class FedCareStrategy(FedAvg):
     ) -> list[ClientProxy]:
         expected = self._config.data.hospitals
         timeout = self._config.federation.round_timeout
+        waited = time.monotonic()
         client_manager.wait_for(expected, timeout=int(timeout))
+        self._record.round(server_round).stage_seconds[f"wait-{stage}"] = time.monotonic() - waited
         available = client_manager.num_available()
         if available < self._minimum:
             self._fail(
@@ -164,6 +181,8 @@ class FedCareStrategy(FedAvg):
                 f"{stage}: only {available} of {expected} hospitals connected within "
                 f"{timeout:.0f} s; at least {self._minimum} are needed",
             )
+            if stage == "train":
+                self._train_concluded = True
             return []
         sampled = client_manager.sample(num_clients=available, min_num_clients=self._minimum)
         self._asked[stage] = {proxy.node_id for proxy in sampled}
@@ -180,16 +199,36 @@ class FedCareStrategy(FedAvg):
         server_round = self._run_round(server_round)
         self._global = parameters_to_ndarrays(parameters)
         self._round_started = time.monotonic()
+        self._train_concluded = False
         fit_ins = FitIns(parameters, self._instruction(server_round))
-        return [(c, fit_ins) for c in self._sample(server_round, client_manager, "train")]
+        sampled = self._sample(server_round, client_manager, "train")
+        logger.info(
+            "round %s/%s: %s hospitals asked to train",
+            server_round,
+            self._config.federation.rounds,
+            len(sampled),
+        )
+        return [(c, fit_ins) for c in sampled]
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        """Ask every connected hospital to evaluate the global model locally."""
+        """Ask every connected hospital to evaluate the global model locally, in evaluation rounds.
+
+        Each hospital evaluation spends privacy budget, so hospitals are asked only
+        in the run's ``evaluation-rounds``; any other round ends here.
+        """
         server_round = self._run_round(server_round)
+        sampled = (
+            self._sample(server_round, client_manager, "evaluate")
+            if server_round in self._evaluation_rounds
+            else []
+        )
+        if not sampled:  # Flower calls no aggregate_evaluate: the round ends here
+            self._finish_round(self._record.round(server_round))
+            return []
         evaluate_ins = EvaluateIns(parameters, self._instruction(server_round))
-        return [(c, evaluate_ins) for c in self._sample(server_round, client_manager, "evaluate")]
+        return [(proxy, evaluate_ins) for proxy in sampled]
 
     # --- aggregation ------------------------------------------------------------
 
@@ -202,13 +241,15 @@ class FedCareStrategy(FedAvg):
         """Average the hospitals' deltas into a new global model and checkpoint it."""
         server_round = self._run_round(server_round)
         record = self._record.round(server_round)
+        self._train_concluded = True
         self._note_failures(record, "train", failures)
         self._note_silent(record, "train", results, failures)
         updates: list[Reply] = []
         for proxy, res in results:
             name = self._learn_name(proxy, res.metrics)
             hospital = record.hospital(name)
-            hospital.train = _scalars(res.metrics)
+            hospital.train = _scalars(res.metrics, without=PRIVACY_KEYS)
+            hospital.privacy |= _scalars(res.metrics, only=PRIVACY_KEYS)
             hospital.num_train_examples = res.num_examples
             self._audit.append(
                 AuditEvent.UPDATE_RECEIVED,
@@ -266,18 +307,14 @@ class FedCareStrategy(FedAvg):
         self._note_silent(record, "evaluate", results, failures)
         for proxy, res in results:
             hospital = record.hospital(self._learn_name(proxy, res.metrics))
-            hospital.evaluation = _scalars(res.metrics, without=(ReplyKey.EPSILON,))
+            hospital.evaluation = _metrics(res.metrics)
+            hospital.privacy |= _scalars(res.metrics, only=PRIVACY_KEYS)
             hospital.num_eval_examples = res.num_examples
         loss = None
         if results:
-            weights = [res.num_examples for _, res in results]
-            record.federated_metrics = weighted_mean(
-                [_scalars(res.metrics, without=(ReplyKey.EPSILON,)) for _, res in results], weights
-            )
+            record.federated_metrics = self._federated_metrics(results)
             loss = record.federated_metrics.get(ReplyKey.LOSS)
-        record.seconds = time.monotonic() - self._round_started
-        self._log_round(record)
-        self._progress.save_record()
+        self._finish_round(record)
         return loss, dict(record.federated_metrics)
 
     def evaluate(
@@ -298,6 +335,16 @@ class FedCareStrategy(FedAvg):
 
     # --- bookkeeping ------------------------------------------------------------
 
+    def observe_exchange(self, exchange: Exchange) -> None:
+        """Record an exchange's time and every error reply, naming the hospital that sent it."""
+        record = self._record.round(self._run_round(exchange.flower_round))
+        spent = record.stage_seconds.get(exchange.stage, 0.0)
+        record.stage_seconds[exchange.stage] = spent + exchange.seconds
+        kind = "evaluate" if exchange.stage == "evaluate" else "train"
+        for node_id, reason in exchange.errors:
+            self._erred.setdefault(kind, set()).add(node_id)
+            self._fail(record, f"{kind}: {self._describe(node_id)}: {reason}")
+
     def _screen(self, record: RoundRecord, server_round: int, updates: list[Reply]) -> list[Reply]:
         """Keep the plaintext updates that pass every check; report and audit the others."""
         accepted, rejected = screen_replies(updates, self._bounds)
@@ -311,6 +358,24 @@ class FedCareStrategy(FedAvg):
             )
         return accepted
 
+    def _federated_metrics(
+        self, results: list[tuple[ClientProxy, EvaluateRes]]
+    ) -> dict[str, float]:
+        """Metrics of the hospitals together: from their pooled noisy sums when they sent them."""
+        pooled = (
+            pooled_metrics(self._task, [res.metrics for _, res in results]) if self._task else None
+        )
+        if pooled is not None:
+            return {k: v for k, v in pooled.items() if not math.isnan(v)}
+        weights = [res.num_examples for _, res in results]
+        return weighted_mean([_metrics(res.metrics) for _, res in results], weights)
+
+    def _finish_round(self, record: RoundRecord) -> None:
+        """Close a round's record: its wall time, its log line, and the saved record."""
+        record.seconds = time.monotonic() - self._round_started
+        self._log_round(record)
+        self._progress.save_record()
+
     def _fail(self, record: RoundRecord, message: str) -> None:
         record.failures.append(message)
         logger.error("round %s %s", record.round, message)
@@ -321,7 +386,7 @@ class FedCareStrategy(FedAvg):
         SecAgg+ halts without calling the strategy when too few hospitals finish
         its stages; Flower then goes on to evaluation with the old model.
         """
-        if record.aggregated or any(line.startswith("train:") for line in record.failures):
+        if record.aggregated or self._train_concluded:
             return
         unfinished = ", ".join(self._describe(n) for n in sorted(self._asked.pop("train", set())))
         self._fail(
@@ -361,9 +426,9 @@ class FedCareStrategy(FedAvg):
 
     def _note_failures(self, record: RoundRecord, stage: str, failures: list[Failure]) -> None:
         for failure in failures:
-            if isinstance(failure, BaseException):
-                self._fail(record, f"{stage}: {failure}")
-            else:
+            # An error reply arrives as a bare exception; observe_exchange recorded it
+            # already, with the hospital that sent it.
+            if not isinstance(failure, BaseException):
                 proxy, res = failure
                 self._fail(
                     record, f"{stage}: {self._describe(proxy.node_id)}: {res.status.message}"
@@ -376,19 +441,19 @@ class FedCareStrategy(FedAvg):
         results: list[tuple[ClientProxy, FitRes]] | list[tuple[ClientProxy, EvaluateRes]],
         failures: list[Failure],
     ) -> None:
-        """Record every hospital that was asked and returned no result.
+        """Record every hospital that was asked and returned neither a result nor an error.
 
-        Flower's legacy workflows strip the sender from error replies, so such a
-        hospital either dropped out, missed the deadline, or sent one of the
-        errors recorded just before.
+        Error replies were recorded with their sender by :meth:`observe_exchange`
+        (Flower's legacy workflows strip the sender from them); a hospital that
+        sent none either dropped out or missed the deadline.
         """
-        answered = {proxy.node_id for proxy, _ in results}
+        answered = {proxy.node_id for proxy, _ in results} | self._erred.pop(stage, set())
         answered |= {f[0].node_id for f in failures if not isinstance(f, BaseException)}
         for node_id in sorted(self._asked.pop(stage, set()) - answered):
             self._fail(
                 record,
-                f"{stage}: no result from {self._describe(node_id)} (dropped out, missed the "
-                "deadline, or sent an error)",
+                f"{stage}: no result from {self._describe(node_id)} (dropped out or missed "
+                "the deadline)",
             )
 
     def _log_round(self, record: RoundRecord) -> None:
@@ -398,22 +463,46 @@ class FedCareStrategy(FedAvg):
             for name, value in list(headline.items())[:2]
             if name != ReplyKey.LOSS
         )
-        spent = ", ".join(
-            f"{name} {eps:.2f}" for name, eps in sorted(self._record.latest_epsilons().items())
-        )
         logger.info(
             "round %s/%s: %s | epsilon spent: %s",
             record.round,
             self._config.federation.rounds,
             scores or "no metrics",
-            spent or "none reported",
+            self._record.epsilon_summary() or "none reported",
         )
 
 
-def _scalars(metrics: dict[str, Scalar], without: tuple[str, ...] = ()) -> dict[str, float]:
-    """The numeric entries of a reply, minus the hospital name and ``without`` keys."""
+PRIVACY_KEYS = frozenset(
+    {
+        ReplyKey.EPSILON,
+        ReplyKey.TRAINING_EPSILON,
+        ReplyKey.EVALUATION_EPSILON,
+        ReplyKey.DATASET_EPSILON,
+    }
+)
+"""Reply scalars that say what a hospital has spent, kept apart from its metrics."""
+
+
+def _metrics(reply: dict[str, Scalar]) -> dict[str, float]:
+    """Return a reply's evaluation metrics: without what it spent or its raw noisy sums."""
+    return {
+        key: value
+        for key, value in _scalars(reply, without=PRIVACY_KEYS).items()
+        if not NOISY_SUM_KEY.fullmatch(key)
+    }
+
+
+def _scalars(
+    metrics: dict[str, Scalar],
+    without: frozenset[str] = frozenset(),
+    only: frozenset[str] | None = None,
+) -> dict[str, float]:
+    """Return the numeric entries of a reply (``only`` those keys, if given), minus ``without``."""
     return {
         key: float(value)
         for key, value in metrics.items()
-        if key not in without and isinstance(value, int | float) and not isinstance(value, bool)
+        if key not in without
+        and (only is None or key in only)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
     }

@@ -68,6 +68,7 @@ class DatasetName(StrEnum):
     LUNG_SURVIVAL = "lung-survival"
     SYNTHETIC_IMAGES = "synthetic-images"
     SYNTHETIC_VITALS = "synthetic-vitals"
+    SYNTHETIC_RECORDS = "synthetic-records"
     TREATMENTS = "treatments"
 
 
@@ -235,7 +236,8 @@ class TrainingSettings:
         Passes over the hospital's training split per round.
     batch_size : int
         Expected batch size; with DP-SGD, batches are Poisson-sampled at rate
-        ``1 / ceil(n / batch_size)``.
+        ``1 / ceil(n / batch_size)``. A hospital refuses a run whose batch size is
+        below its own ``min-batch-size``.
     learning_rate : float
         SGD step size.
     device : DeviceName
@@ -343,6 +345,17 @@ class PrivacySettings:
         The run hospitals book this run's privacy spending under; empty means
         Flower's run id. A resumed run sets it to the original run's, so its
         rounds draw on the same per-run budget.
+    evaluation_share : float
+        The share of ``target_epsilon`` set aside for the hospitals' evaluations:
+        their Gaussian noise is calibrated so that the run's evaluation releases
+        alone spend ``evaluation_share x target_epsilon`` (0.99 of the default 3);
+        DP-SGD's noise is then calibrated so that training and evaluation composed
+        (RDP) stay within ``target_epsilon``. Composition in RDP costs training
+        less than that share: about 2.77 of 3 is left for it alone.
+    evaluation_rounds : int
+        In how many rounds hospitals evaluate the global model on their own
+        held-out rows (spread evenly, ending with the last round); 0 asks for no
+        hospital evaluation at all.
     """
 
     enabled: bool = _setting("differential-privacy", True)
@@ -350,6 +363,8 @@ class PrivacySettings:
     delta: float = _setting("delta", 1e-5)
     max_grad_norm: float = _setting("max-grad-norm", 1.0)
     ledger_run: str = _setting("ledger-run", "")
+    evaluation_share: float = _setting("evaluation-share", 0.33)
+    evaluation_rounds: int = _setting("evaluation-rounds", 1)
 
     def __post_init__(self) -> None:
         _require(
@@ -363,6 +378,22 @@ class PrivacySettings:
             "max-grad-norm",
             f"must be > 0 (got {self.max_grad_norm})",
         )
+        _require(
+            self.evaluation_rounds >= 0,
+            "evaluation-rounds",
+            f"must be >= 0 (got {self.evaluation_rounds})",
+        )
+        _require(
+            0 < self.evaluation_share < 1,
+            "evaluation-share",
+            f"must lie in (0, 1) so that training keeps a budget (got {self.evaluation_share}); "
+            "set evaluation-rounds = 0 for no hospital evaluation",
+        )
+
+    @property
+    def evaluation_epsilon(self) -> float:
+        """Epsilon the run's evaluation releases may spend by themselves."""
+        return self.evaluation_share * self.target_epsilon
 
 
 @dataclass(frozen=True)
@@ -374,11 +405,22 @@ class SecureAggregationSettings:
     enabled : bool
         SecAgg+ on. Turning it off needs an explicit flag and is reported loudly.
     num_shares : float
-        Fraction of the round's hospitals each hospital secret-shares its keys with
-        (1.0: all of them).
+        Size of each hospital's SecAgg+ neighbourhood, itself included: the
+        hospitals it masks its update with and splits its keys among. A whole
+        number >= 3 is a count (every hospital when the round has fewer); a
+        fraction in (0, 1] is that share of the round's hospitals. The default,
+        21, keeps federations of up to 21 hospitals all-to-all; in a larger one
+        the aggregator learns a hospital's update only by colluding with
+        ``reconstruction_threshold`` of its neighbourhood (14 of the 21), and the
+        work per hospital stays constant instead of growing with the federation
+        (:meth:`share_fraction`).
     reconstruction_threshold : float
         Fraction of those shares needed to unmask; ``1 - threshold`` of a
-        hospital's neighbours may drop out and the round still completes.
+        hospital's neighbours may drop out and the round still completes. It
+        must be more than half: hospitals refuse a threshold of half the shares
+        or less (two disjoint groups could then each rebuild a secret), and
+        Flower rounds it, so the default 0.67 is the smallest round number that
+        stays above half for every federation size.
     clipping_range : float
         Largest absolute value any update entry may take. Hospitals send model
         *deltas* and refuse to send one outside this range rather than let the
@@ -389,21 +431,24 @@ class SecureAggregationSettings:
     """
 
     enabled: bool = _setting("secure-aggregation", True)
-    num_shares: float = _setting("secagg-num-shares", 1.0)
-    reconstruction_threshold: float = _setting("secagg-reconstruction-threshold", 0.6)
+    num_shares: float = _setting("secagg-num-shares", 21.0)
+    reconstruction_threshold: float = _setting("secagg-reconstruction-threshold", 0.67)
     clipping_range: float = _setting("secagg-clipping-range", 4.0)
     max_weight: float = _setting("secagg-max-weight", 1000.0)
 
     def __post_init__(self) -> None:
         _require(
-            0 < self.num_shares <= 1,
+            0 < self.num_shares <= 1
+            or (self.num_shares >= 3 and float(self.num_shares).is_integer()),
             "secagg-num-shares",
-            f"must be a fraction in (0, 1] (got {self.num_shares})",
+            "must be a whole number of hospitals >= 3 or a fraction in (0, 1] "
+            f"(got {self.num_shares:g})",
         )
         _require(
-            0 < self.reconstruction_threshold <= 1,
+            0.5 < self.reconstruction_threshold <= 1,
             "secagg-reconstruction-threshold",
-            f"must be a fraction in (0, 1] (got {self.reconstruction_threshold})",
+            "must be a fraction in (0.5, 1]: hospitals refuse a threshold of half the shares "
+            f"or less (got {self.reconstruction_threshold})",
         )
         _require(
             self.clipping_range > 0,
@@ -415,6 +460,17 @@ class SecureAggregationSettings:
             "secagg-max-weight",
             f"must be > 0 (got {self.max_weight})",
         )
+
+    def share_fraction(self, hospitals: int) -> float:
+        """Return the neighbourhood as Flower's share of the round's hospitals.
+
+        Flower reads a float as a fraction of the hospitals sampled in the
+        round, so a count becomes ``count / hospitals``: the count itself when
+        all ``hospitals`` take part, proportionally fewer when some are missing.
+        """
+        if self.num_shares <= 1:
+            return self.num_shares
+        return min(1.0, self.num_shares / hospitals)
 
 
 @dataclass(frozen=True)
@@ -434,11 +490,15 @@ class DataSettings:
         Concentration of the Dirichlet draw for ``dirichlet`` (label skew) and
         ``quantity`` (size skew); smaller is more skewed.
     seed : int
-        Seed of every data split, so a scenario is reproducible.
+        Seed of every data split of a simulation, so a scenario is reproducible
+        (a real hospital splits with its own ``split-seed``, never the run's).
     test_fraction : float
         Share of the dataset held out as the never-trained-on test set.
     eval_fraction : float
-        Share of each hospital's rows kept for its local evaluation.
+        Share of each simulated hospital's rows kept for its local evaluation (a
+        real hospital uses its own ``eval-fraction``, never the run's). The
+        default, 0.25, leaves every class of the default simulation's hospitals
+        the ``min-count`` of 10 held-out rows an evaluation needs.
     contract : str
         The federation's data contract (TOML text) when real hospitals train on
         their own files; empty in a simulation, which uses ``dataset``.
@@ -450,7 +510,7 @@ class DataSettings:
     dirichlet_alpha: float = _setting("dirichlet-alpha", 2.0)
     seed: int = _setting("seed", 42)
     test_fraction: float = _setting("test-fraction", 0.25)
-    eval_fraction: float = _setting("eval-fraction", 0.2)
+    eval_fraction: float = _setting("eval-fraction", 0.25)
     contract: str = _setting("contract", "")
 
     @property
@@ -529,6 +589,12 @@ class RunConfig:
             "min-hospitals",
             f"must be at most hospitals ({hospitals}) (got {minimum})",
         )
+        _require(
+            self.privacy.evaluation_rounds <= self.federation.rounds,
+            "evaluation-rounds",
+            f"must be at most num-server-rounds ({self.federation.rounds}) "
+            f"(got {self.privacy.evaluation_rounds})",
+        )
         if self.secure_aggregation.enabled:
             _require(
                 self.federation.aggregation is AggregationName.FEDAVG,
@@ -591,6 +657,15 @@ class RunConfig:
     def with_out_dir(self, out_dir: str) -> RunConfig:
         """Return a copy whose run folder is ``out_dir``."""
         return replace(self, output=replace(self.output, out_dir=out_dir))
+
+    def evaluation_round_numbers(self) -> frozenset[int]:
+        """Return the rounds in which hospitals evaluate.
+
+        ``evaluation-rounds`` of them, evenly spread and ending with the last round
+        (none when it is 0).
+        """
+        rounds, wanted = self.federation.rounds, self.privacy.evaluation_rounds
+        return frozenset(math.ceil(rounds * k / wanted) for k in range(1, wanted + 1))
 
     def weakened_protections(self) -> list[str]:
         """Name every protection this configuration turns off (empty when all are on)."""

@@ -1,13 +1,17 @@
-"""Examples as every party sees them: arrays, site-local splits and standardisation.
+"""Examples as every party sees them: arrays, site-local splits, scaling and identity.
 
 An example's input is a table row, an image, a padded sequence or a (patient,
-treatment) interaction (see :class:`InputKind`). A hospital standardises inputs
-with statistics of its *own training split* only, so nothing about its evaluation
-rows (or any other site) leaks into training.
+treatment) interaction (see :class:`InputKind`). A hospital scales inputs with
+*public* bounds (its data contract's ranges, or a built-in dataset's published
+ranges), never with statistics of its rows: a scaling fitted on the data would
+let one patient shift every other patient's inputs, outside what DP-SGD's
+per-example clipping covers. :func:`dataset_fingerprint` names a dataset by its
+rows, so its privacy budget follows the patients rather than a label.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -127,19 +131,85 @@ class Examples:
 _UNSCALED = frozenset({InputKind.IMAGES, InputKind.INTERACTIONS})
 
 
+SCALED_RANGE = 3.0
+"""A bounded feature's public range is mapped onto [-3, 3]: about the spread of a
+standardised feature (a z-score rarely leaves +-3), so that DP-SGD's clipped and
+noised steps move the weights as far as they would on standardised inputs."""
+
+LOG_OFFSET = 0.01
+"""A log-scaled feature is scaled as ``log(x + LOG_OFFSET * (high - low))``: the offset
+keeps a value of 0 finite and is fixed by the public range, not by the data."""
+
+
+@dataclass(frozen=True)
+class FeatureBounds:
+    """Public lower and upper bounds of each feature (table column or sequence channel).
+
+    A bound may be infinite where nothing public is known; such a feature is
+    left unscaled rather than scaled with statistics of the data. A feature
+    marked ``log`` (a size or concentration whose range spans orders of
+    magnitude) is scaled on a log scale, so that its typical values sit near
+    the middle of the scaled range rather than at one end.
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    log: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.low.shape != self.high.shape or np.any(self.low > self.high):
+            raise ValueError("feature bounds need one low <= high pair per feature")
+        if self.log is not None and (
+            self.log.shape != self.low.shape
+            or np.any(self.log & ~((self.low >= 0) & (self.high > self.low)))
+        ):
+            raise ValueError("a log-scaled feature needs bounds 0 <= low < high")
+
+    @property
+    def log_offset(self) -> np.ndarray:
+        """Per feature, the offset added before taking the log (NaN: scaled linearly)."""
+        log = self.log if self.log is not None else np.zeros(self.low.shape, dtype=bool)
+        return np.where(log, LOG_OFFSET * (self.high - self.low), np.nan)
+
+
 @dataclass(frozen=True)
 class Standardizer:
-    """Per-feature centring and scaling fitted on one training split.
+    """Per-feature centring and scaling.
 
-    Tables are scaled per column and sequences per channel over their real
-    (unpadded) steps. Images are left as they are: their contract already fixes
-    pixel values to [0, 1], and a per-site pixel shift would differ between sites.
+    Hospitals build it from public bounds (:meth:`from_bounds`): every bounded
+    feature is clipped to its range and mapped onto [-3, 3] (log-scaled ones on
+    a log scale). :meth:`fit` fits the data's own mean and spread; only the
+    central, non-private baseline of a simulation uses it. Tables are scaled per
+    column and sequences per channel over their real (unpadded) steps. Images
+    are left as they are: their contract already fixes pixel values to [0, 1].
     Interactions are indices, never scaled.
     """
 
     mean: np.ndarray
     scale: np.ndarray
     kind: InputKind
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    log_offset: np.ndarray | None = None
+
+    @classmethod
+    def from_bounds(cls, bounds: FeatureBounds | None, kind: InputKind) -> Standardizer:
+        """Map each bounded feature's range onto [-3, 3]; leave the others as they are."""
+        if bounds is None or kind in _UNSCALED:
+            return cls(mean=np.zeros(1), scale=np.ones(1), kind=kind)
+        offset = bounds.log_offset
+        low, high = _log_scaled(bounds.low, offset), _log_scaled(bounds.high, offset)
+        finite = np.isfinite(low) & np.isfinite(high)
+        mean = np.where(finite, (low + high) / 2, 0.0)
+        half = np.where(finite, (high - low) / (2 * SCALED_RANGE), 1.0)
+        return cls(
+            mean=mean.astype(np.float32),
+            scale=np.where(half > 0, half, 1.0).astype(np.float32),
+            kind=kind,
+            low=bounds.low.astype(np.float32),
+            high=bounds.high.astype(np.float32),
+            log_offset=offset,
+        )
 
     @classmethod
     def fit(cls, data: Examples) -> Standardizer:
@@ -155,16 +225,55 @@ class Standardizer:
         return cls(mean=mean, scale=scale, kind=data.kind)
 
     def transform(self, data: Examples) -> Examples:
-        """Return ``data`` with standardised features (float32; interactions stay indices)."""
+        """Return ``data`` with scaled features (float32; interactions stay indices)."""
         if self.kind is InputKind.INTERACTIONS:
             return data
+        if self.kind.is_image:
+            return data.with_features(data.features.astype(np.float32))
         if self.kind is InputKind.SEQUENCES:
-            features = standardize_padded(data.features, self.mean, self.scale)
-        elif self.kind.is_image:
-            features = data.features
+            values = self._bounded(data.features[..., :-1])
+            features = np.concatenate([values, data.features[..., -1:]], axis=-1)
+            features = standardize_padded(features, self.mean, self.scale)
         else:
-            features = (data.features - self.mean) / self.scale
+            features = (self._bounded(data.features) - self.mean) / self.scale
         return data.with_features(features.astype(np.float32))
+
+    def _bounded(self, values: np.ndarray) -> np.ndarray:
+        """Clip values to their public range and take the log of log-scaled features."""
+        if self.low is None or self.high is None:
+            return values
+        values = np.clip(values, self.low, self.high)
+        if self.log_offset is None:
+            return values
+        return _log_scaled(values, self.log_offset).astype(np.float32)
+
+
+def _log_scaled(values: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``log(values + offset)`` where ``offset`` is a number, ``values`` where it is NaN."""
+    logged = np.log(np.where(np.isnan(offset), 1.0, values + np.nan_to_num(offset)))
+    return np.where(np.isnan(offset), values, logged)
+
+
+def dataset_fingerprint(data: Examples, *, source: str) -> str:
+    """Name a dataset by its rows: SHA-256 over each row's input and label, in any order.
+
+    Reordering the rows, renaming the file or the hospital's label for it leaves
+    the fingerprint unchanged; adding, removing or changing a row changes it.
+    ``source`` says what the rows mean (a contract's fingerprint, a built-in
+    dataset's name), so equal arrays under different contracts stay apart.
+    The fingerprint is a function of every patient's values: it stays in the
+    hospital's ledger and never leaves the hospital.
+    """
+    digest = hashlib.sha256(f"{source}|{data.kind}|{data.input_shape}".encode())
+    features = np.ascontiguousarray(data.features).reshape(len(data), -1)
+    labels = np.ascontiguousarray(data.labels).reshape(len(data), -1)
+    rows = sorted(
+        hashlib.sha256(feature.tobytes() + label.tobytes()).digest()
+        for feature, label in zip(features, labels, strict=True)
+    )
+    for row in rows:
+        digest.update(row)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -173,14 +282,6 @@ class SiteData:
 
     train: Examples
     evaluation: Examples
-
-
-@dataclass(frozen=True)
-class PreparedSite:
-    """A hospital's prepared data together with its unscaled (but filled) training rows."""
-
-    site: SiteData
-    raw_train: Examples
 
 
 def split_rows(
@@ -234,25 +335,28 @@ def prepare_site(
     data: Examples,
     task: Task,
     *,
+    scaler: Standardizer,
     eval_fraction: float,
     seed: int,
     site: str,
     fill: FillValues | None = None,
-) -> PreparedSite:
-    """Split a hospital's rows into train/evaluation and standardise both with train statistics.
+) -> SiteData:
+    """Split a hospital's rows into train/evaluation, fill their empty cells and scale both.
 
-    Interactions are split by :func:`split_interactions` (leave-one-out per
-    patient, so ``eval_fraction`` does not apply); other rows by
-    :func:`split_rows`. Where the contract fills empty cells, ``fill`` gives
-    the values from the training rows (:mod:`shared.imputation`); both splits
-    are filled with them before scaling.
+    ``scaler`` holds public bounds (:meth:`Standardizer.from_bounds`), so the
+    inputs of one patient never depend on another's. Interactions are split by
+    :func:`split_interactions` (leave-one-out per patient, so ``eval_fraction``
+    does not apply); other rows by :func:`split_rows`. Where the contract fills
+    empty cells, ``fill`` gives the values from the training rows
+    (:mod:`shared.imputation`); both splits are filled with them before scaling.
 
     Raises
     ------
     DataError
         If the split leaves too few rows to train or evaluate. The message names
-        the site and counts, never any value. A single-class site is allowed: in a
-        federation it still teaches the shared model about its class.
+        the site and counts, never any value; it stays at the hospital (the egress
+        guard sends out its type only). A single-class site
+        is allowed: in a federation it still teaches the shared model about its class.
     """
     rng = np.random.default_rng(seed)
     if data.kind is InputKind.INTERACTIONS:
@@ -271,8 +375,4 @@ def prepare_site(
     if fill is not None:
         values = fill(train)
         train, evaluation = train.filled(values), evaluation.filled(values)
-    standardizer = Standardizer.fit(train)
-    site_data = SiteData(
-        train=standardizer.transform(train), evaluation=standardizer.transform(evaluation)
-    )
-    return PreparedSite(site=site_data, raw_train=train)
+    return SiteData(train=scaler.transform(train), evaluation=scaler.transform(evaluation))

@@ -25,6 +25,27 @@ class Evaluation:
     num_examples: int
 
 
+@dataclass(frozen=True)
+class Scores:
+    """A model's scores on examples, with what they are scored against.
+
+    Attributes
+    ----------
+    truth : np.ndarray
+        What :func:`shared.metrics.compute_metrics` compares with: labels, the
+        inputs (reconstruction) or each row's held-out treatment (recommendation).
+    scores : np.ndarray
+        :meth:`shared.tasks.Task.scores` output, or for recommendation every
+        treatment's score per row (:func:`candidate_scores`).
+    loss : float
+        Mean loss over the examples.
+    """
+
+    truth: np.ndarray
+    scores: np.ndarray
+    loss: float
+
+
 def evaluate_model(
     model: nn.Module,
     data: Examples,
@@ -55,6 +76,26 @@ def evaluate_model(
     ValueError
         If a recommendation is evaluated without ``known``.
     """
+    scored = score_model(model, data, task, device, known=known)
+    metrics = compute_metrics(task, scored.truth, scored.scores)
+    return Evaluation(loss=scored.loss, metrics=metrics, num_examples=len(data))
+
+
+def score_model(
+    model: nn.Module,
+    data: Examples,
+    task: Task,
+    device: torch.device,
+    *,
+    known: Examples | None = None,
+) -> Scores:
+    """Score ``model`` on all of ``data`` (see :func:`evaluate_model` for the parameters).
+
+    Raises
+    ------
+    ValueError
+        If a recommendation is scored without ``known``.
+    """
     model = model.to(device).eval()
     targets = task.targets(data.features, data.labels)
     loss_fn = task.loss_fn()
@@ -66,18 +107,14 @@ def evaluate_model(
             batch_targets = torch.as_tensor(targets[batch], dtype=task.label_dtype, device=device)
             weighted_loss += float(loss_fn(batch_outputs, batch_targets)) * len(batch_targets)
             outputs.append(batch_outputs)
+    loss = weighted_loss / max(len(data), 1)
     if task.kind is TaskKind.RECOMMENDATION:
         if known is None:
             raise ValueError("ranking treatments needs the known (training) interactions")
-        metrics = compute_metrics(
-            task, data.features[:, 1], candidate_scores(model, data, known, device)
-        )
-    else:
-        truth = data.features if task.kind is TaskKind.RECONSTRUCTION else data.labels
-        metrics = compute_metrics(task, np.asarray(truth), task.scores(torch.cat(outputs)))
-    return Evaluation(
-        loss=weighted_loss / max(len(data), 1), metrics=metrics, num_examples=len(data)
-    )
+        scores = candidate_scores(model, data, known, device)
+        return Scores(truth=data.features[:, 1], scores=scores, loss=loss)
+    truth = data.features if task.kind is TaskKind.RECONSTRUCTION else data.labels
+    return Scores(truth=np.asarray(truth), scores=task.scores(torch.cat(outputs)), loss=loss)
 
 
 def candidate_scores(

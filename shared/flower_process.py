@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from fedcare.shared.errors import FedcareError
 
@@ -68,13 +71,52 @@ def run_foreground(command: Sequence[str], environment: Mapping[str, str]) -> in
         Its exit code.
     """
     process = subprocess.Popen(list(command), env=dict(environment))
+    with _forwarded_signals(process):
+        return process.wait()
 
+
+def run_streaming(
+    command: Sequence[str], environment: Mapping[str, str], on_line: Callable[[str], None]
+) -> int:
+    """Run ``command`` until it exits, handing each line of its output to ``on_line``.
+
+    Standard error is merged into standard output, in order; SIGINT and SIGTERM
+    are forwarded to the command.
+
+    Returns
+    -------
+    int
+        Its exit code.
+    """
+    process = subprocess.Popen(
+        list(command),
+        env=dict(environment),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    with _forwarded_signals(process):
+        for line in process.stdout or ():
+            on_line(line.rstrip("\n"))
+        return process.wait()
+
+
+@contextmanager
+def _forwarded_signals(process: subprocess.Popen[Any]) -> Iterator[None]:
     def forward(signum: int, _frame: FrameType | None) -> None:
         process.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return process.wait()
+        yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port`` (a program is ready)."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0

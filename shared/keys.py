@@ -5,7 +5,17 @@ kebab-case, as in Flower. This module imports nothing heavy: the ClientApp's
 egress guard reads it in processes that never import torch.
 """
 
+import re
 from enum import StrEnum
+
+NOISY_SUM_PREFIX = "noisy-sum-"
+"""Reply keys ``noisy-sum-000``, ``noisy-sum-001``, ...: a hospital's noisy evaluation sums."""
+NOISY_SUM_KEY = re.compile(r"noisy-sum-\d{3}")
+
+
+def noisy_sum_key(index: int) -> str:
+    """Return the reply key of the ``index``-th noisy evaluation sum."""
+    return f"{NOISY_SUM_PREFIX}{index:03d}"
 
 
 class InstructionKey(StrEnum):
@@ -19,7 +29,13 @@ class ReplyKey(StrEnum):
 
     HOSPITAL = "hospital"
     EPSILON = "epsilon"
+    """Epsilon of everything this run has released from the hospital's data (all kinds)."""
+    TRAINING_EPSILON = "training-epsilon"
+    """Epsilon of this run's model updates alone."""
+    EVALUATION_EPSILON = "evaluation-epsilon"
+    """Epsilon of this run's evaluation releases alone."""
     DATASET_EPSILON = "dataset-epsilon"
+    """Epsilon of every release from the dataset, over all runs."""
     DELTA = "delta"
     NOISE_MULTIPLIER = "noise-multiplier"
     SAMPLE_RATE = "sample-rate"
@@ -43,6 +59,10 @@ class NodeConfigKey(StrEnum):
     REQUIRE_SECURE_AGGREGATION = "require-secure-aggregation"
     DATASET = "dataset"
     MIN_COUNT = "min-count"
+    SPLIT_SEED = "split-seed"
+    EVAL_FRACTION = "eval-fraction"
+    MIN_BATCH_SIZE = "min-batch-size"
+    MIN_PARTICIPANTS = "min-participants"
 
 
 class StateKey(StrEnum):
@@ -50,6 +70,9 @@ class StateKey(StrEnum):
 
     PRIVACY_PLAN = "fedcare-privacy-plan"
     PLAN = "plan"
+    SECAGG_FLOOR = "fedcare-secagg-floor"
+    """What the hospital accepted in this round's SecAgg+ setup (its neighbourhood)."""
+    NEIGHBOURS = "neighbours"
 
 
 class MetricName(StrEnum):

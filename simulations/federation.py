@@ -24,6 +24,7 @@ from fedcare.shared.data import (
     InputKind,
     SiteData,
     Standardizer,
+    dataset_fingerprint,
     prepare_site,
     split_rows,
 )
@@ -48,22 +49,21 @@ def hospital_name(partition_id: int) -> str:
 
 @dataclass(frozen=True)
 class SimulatedHospital:
-    """One virtual hospital: its name, its split standardised data, and its raw rows.
+    """One virtual hospital: its name, its split scaled data, and its data's fingerprint.
 
     Attributes
     ----------
     name : str
         ``hospital-<n>``.
     site : SiteData
-        What the hospital trains and evaluates on.
-    raw_train : Examples
-        Its training rows before standardisation (the pooled baseline rescales them
-        with pooled statistics).
+        What the hospital trains and evaluates on, scaled with the dataset's public bounds.
+    fingerprint : str
+        :func:`shared.data.dataset_fingerprint` of its rows: its privacy ledger key.
     """
 
     name: str
     site: SiteData
-    raw_train: Examples
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ class SimulatedFederation:
     task : Task
         The dataset's task.
     test : Examples | None
-        Rows no hospital trains on, standardised with their own statistics as an
-        unseen hospital would standardise its patients; ``None`` for interaction
+        Rows no hospital trains on, scaled with the dataset's public bounds as
+        any hospital scales its patients; ``None`` for interaction
         data (see the module docstring).
     hospitals : tuple[SimulatedHospital, ...]
         One entry per hospital, in partition-id order.
@@ -124,14 +124,13 @@ def build_federation(settings: DataSettings) -> SimulatedFederation:
     pool = dataset.data.subset(pool_rows)
     pool_sites = dataset.sites[pool_rows] if dataset.sites is not None else None
     parts = _partition(settings, dataset, pool, pool_sites, np.random.default_rng(partition_seed))
+    scaler = Standardizer.from_bounds(dataset.bounds, dataset.data.kind)
     hospitals = tuple(
-        _hospital(pid, pool.subset(rows), dataset.task, settings, site_seed)
+        _hospital(pid, pool.subset(rows), dataset, settings, site_seed)
         for pid, (rows, site_seed) in enumerate(zip(parts, site_seeds, strict=True))
     )
     test = dataset.data.subset(test_rows)
-    return SimulatedFederation(
-        task=dataset.task, test=Standardizer.fit(test).transform(test), hospitals=hospitals
-    )
+    return SimulatedFederation(task=dataset.task, test=scaler.transform(test), hospitals=hospitals)
 
 
 def _patient_federation(
@@ -153,7 +152,7 @@ def _patient_federation(
         own = Examples(
             local, data.labels[rows], data.feature_names, data.kind, patients=len(patients)
         )
-        hospitals.append(_hospital(pid, own, dataset.task, settings, site_seed))
+        hospitals.append(_hospital(pid, own, dataset, settings, site_seed))
     return SimulatedFederation(task=dataset.task, test=None, hospitals=tuple(hospitals))
 
 
@@ -177,19 +176,24 @@ def _patient_groups(
 def _hospital(
     partition_id: int,
     rows: Examples,
-    task: Task,
+    dataset: BuiltinDataset,
     settings: DataSettings,
     seed: np.random.SeedSequence,
 ) -> SimulatedHospital:
     name = hospital_name(partition_id)
-    prepared = prepare_site(
+    site = prepare_site(
         rows,
-        task,
+        dataset.task,
+        scaler=Standardizer.from_bounds(dataset.bounds, rows.kind),
         eval_fraction=settings.eval_fraction,
         seed=int(seed.generate_state(1)[0]),
         site=name,
     )
-    return SimulatedHospital(name=name, site=prepared.site, raw_train=prepared.raw_train)
+    return SimulatedHospital(
+        name=name,
+        site=site,
+        fingerprint=dataset_fingerprint(rows, source=f"builtin:{settings.dataset}"),
+    )
 
 
 def _partition(

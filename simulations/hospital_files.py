@@ -18,6 +18,8 @@ import pandas as pd
 import tomli_w
 
 from fedcare.shared.config import DataSettings
+from fedcare.shared.data import FeatureBounds
+from fedcare.shared.errors import DataError
 from fedcare.simulations.datasets import load_builtin
 from fedcare.simulations.federation import MIN_HOSPITAL_ROWS, hospital_name
 from fedcare.simulations.partitioners import partition_dirichlet
@@ -40,9 +42,20 @@ def _column(name: str) -> str:
     return name.replace(" ", "_")
 
 
-def demo_contract(feature_names: tuple[str, ...], features: np.ndarray) -> dict[str, Any]:
-    """The contract of the demo files: ranges are the published data's, widened by half."""
-    lows, highs = features.min(axis=0) * 1.5, features.max(axis=0) * 1.5
+def demo_contract(feature_names: tuple[str, ...], bounds: FeatureBounds) -> dict[str, Any]:
+    """Return the demo files' contract: the published ranges, each on a log scale.
+
+    They are the public bounds simulated hospitals scale with
+    (:mod:`simulations.datasets`), so a simulated run's model scales the demo
+    files' patients exactly as it was trained.
+    """
+    log = bounds.log if bounds.log is not None else np.zeros(len(feature_names), dtype=bool)
+    features = {}
+    for name, low, high, logged in zip(feature_names, bounds.low, bounds.high, log, strict=True):
+        feature: dict[str, Any] = {"type": "float", "min": float(low), "max": float(high)}
+        if logged:
+            feature["scale"] = "log"  # sizes and shape measures spanning orders of magnitude
+        features[_column(name)] = feature
     return {
         "name": "breast-cancer-diagnosis",
         "task": "binary",
@@ -53,14 +66,7 @@ def demo_contract(feature_names: tuple[str, ...], features: np.ndarray) -> dict[
         "missing": "reject",
         "min_rows": 30,
         "min_rows_per_class": 3,
-        "features": {
-            _column(name): {
-                "type": "float",
-                "min": min(0.0, round(float(low), 4)),
-                "max": round(float(high), 4),
-            }
-            for name, low, high in zip(feature_names, lows, highs, strict=True)
-        },
+        "features": features,
     }
 
 
@@ -80,7 +86,9 @@ def write_demo_hospitals(folder: Path, settings: DataSettings) -> DemoFiles:
         min_size=2 * MIN_HOSPITAL_ROWS,
     )
     folder.mkdir(parents=True, exist_ok=True)
-    contract = demo_contract(dataset.data.feature_names, dataset.data.features)
+    if dataset.bounds is None:
+        raise DataError(f"{settings.dataset} has no published feature ranges for a contract")
+    contract = demo_contract(dataset.data.feature_names, dataset.bounds)
     contract_path = folder / CONTRACT_FILE
     contract_path.write_text(tomli_w.dumps(contract), encoding="utf-8")
     columns = [_column(name) for name in dataset.data.feature_names]
@@ -124,6 +132,10 @@ def site_toml(
             "delta": 1e-5,
             "require-secure-aggregation": require_secure_aggregation,
             "min-count": 10,
+            "min-participants": 3,
+            "split-seed": 0,
+            "eval-fraction": 0.25,
+            "min-batch-size": 16,
         },
     }
 

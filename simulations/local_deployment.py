@@ -21,6 +21,7 @@ from typing import Any
 import tomli_w
 
 from fedcare.shared.config import DataSettings
+from fedcare.shared.flower_process import port_open
 from fedcare.simulations.hospital_files import DemoFiles, site_toml, write_demo_hospitals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,14 @@ def fedcare(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "fedcare", *arguments]
 
 
+def fedcare_script() -> str:
+    """Return the installed ``fedcare`` command beside this Python.
+
+    Its own folder, not the working directory, is first on its ``sys.path``.
+    """
+    return str(Path(sys.executable).parent / "fedcare")
+
+
 def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
     """Poll ``check`` until it is true; fail the test with ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -47,13 +56,6 @@ def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
             return
         time.sleep(0.5)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def port_open(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Processes:
@@ -65,13 +67,17 @@ class Processes:
         logs.mkdir(parents=True, exist_ok=True)
 
     def start(
-        self, name: str, command: Sequence[str], env: dict[str, str] | None = None
+        self,
+        name: str,
+        command: Sequence[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start ``command`` in its own session, logging to ``logs/<name>.log``."""
+        """Start ``command`` in its own session (in ``cwd``), logging to ``logs/<name>.log``."""
         log = open(self._logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
             list(command),
-            cwd=ROOT,
+            cwd=cwd or ROOT,
             env={**os.environ, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -171,9 +177,16 @@ class LocalFederation:
         """How many training replies ``hospital`` has logged (SecAgg+ sends several a round)."""
         return self.processes.log(hospital).count("Sending: train message")
 
-    def start_hospital(self, name: str) -> None:
-        """Start (or restart) hospital ``name``."""
-        self.processes.start(name, fedcare("hospital", "start", "--config", str(self.site(name))))
+    def start_hospital(self, name: str, cwd: Path | None = None) -> None:
+        """Start (or restart) hospital ``name`` with the ``fedcare`` command, as its IT would."""
+        command = [fedcare_script(), "hospital", "start", "--config", str(self.site(name))]
+        # Three hospitals and an aggregator share this machine's cores: one thread each.
+        self.processes.start(name, command, env={"OMP_NUM_THREADS": "1"}, cwd=cwd)
+
+    def worker_pid(self, name: str) -> int | None:
+        """Return the process id of hospital ``name``'s worker (``None`` before it started)."""
+        path = self.root / name / "state" / "worker.pid"
+        return int(path.read_text()) if path.is_file() else None
 
     def start_run(
         self, name: str, *, rounds: int, timeout: int, extra: Sequence[str] = ()

@@ -32,7 +32,7 @@ from fedcare.client.site import Site, check_run_contract, contract_site, simulat
 from fedcare.server.reference import DataReference
 from fedcare.shared.config import DataSettings, RunConfig
 from fedcare.shared.contract import ClassMinimumScope, DataContract
-from fedcare.shared.data import Examples, Standardizer, prepare_site
+from fedcare.shared.data import Examples, Standardizer, dataset_fingerprint, prepare_site
 from fedcare.shared.errors import ConfigError, DataError
 from fedcare.shared.imputation import dp_fill_features, exact_means, public_fills
 from fedcare.shared.keys import NodeConfigKey
@@ -223,15 +223,17 @@ def _twin(
 ) -> SimulatedHospital:
     """Return a virtual hospital's aggregator-side twin: the same split, exact-mean fills."""
     examples = _read(hospital, data.contract_text, data.contract_source)
-    prepared = prepare_site(
+    site = prepare_site(
         examples,
         contract.task(),
+        scaler=Standardizer.from_bounds(contract.feature_bounds(), examples.kind),
         eval_fraction=settings.eval_fraction,
         seed=settings.seed,
         site=hospital.describe(),
         fill=lambda train: _exact_fills(train, contract),
     )
-    return SimulatedHospital(name=hospital.name, site=prepared.site, raw_train=prepared.raw_train)
+    fingerprint = dataset_fingerprint(examples, source=contract.fingerprint())
+    return SimulatedHospital(name=hospital.name, site=site, fingerprint=fingerprint)
 
 
 def _exact_fills(data: Examples, contract: DataContract) -> dict[str, float]:
@@ -239,9 +241,9 @@ def _exact_fills(data: Examples, contract: DataContract) -> dict[str, float]:
 
 
 def _unseen(data: Examples, contract: DataContract) -> Examples:
-    """Prepare test rows as a hospital that took no part would: its own fills and scaling."""
+    """Prepare test rows as a hospital that took no part would: its own fills, public scaling."""
     filled = data.filled(_exact_fills(data, contract))
-    return Standardizer.fit(filled).transform(filled)
+    return Standardizer.from_bounds(contract.feature_bounds(), filled.kind).transform(filled)
 
 
 def _concatenate(parts: list[Examples]) -> Examples:

@@ -47,6 +47,11 @@ SCENARIOS: dict[str, Scenario] = {
         # egress guard's 10-patient minimum for aggregate metrics.
         {"hospitals": 10, "dirichlet-alpha": 5.0, "eval-fraction": 0.25},
     ),
+    "many-hospitals": Scenario(
+        "100 hospitals of 600 synthetic discharge records each (readmission within 30 days), "
+        "dealt out evenly; with --hospitals up to 1,000 (60 records each)",
+        {"dataset": "synthetic-records", "hospitals": 100, "partition": "iid"},
+    ),
     "imaging": Scenario(
         "3 hospitals with 900 synthetic 28x28 films (normal, nodule, opacity) and label "
         "skew; a small CNN (GroupNorm) under DP-SGD at epsilon 3 and SecAgg+",

@@ -253,6 +253,11 @@ _VITALS = {
 }
 
 
+def vital_ranges() -> dict[str, tuple[float, float]]:
+    """Return the range each synthetic vital sign is drawn within (its public bounds)."""
+    return {name: (vital.low, vital.high) for name, vital in _VITALS.items()}
+
+
 @dataclass(frozen=True)
 class _Course:
     """Per-patient course: padded (patients, hours) trend shapes and per-patient scales."""

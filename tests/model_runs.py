@@ -76,14 +76,15 @@ class Hospital:
 def write_run(
     folder: Path, contract_text: str, model: ModelName, train: Path, *, epochs: int = 60
 ) -> Path:
-    """Train ``model`` on ``train`` (standardised by its own statistics); write a run folder."""
+    """Train ``model`` on ``train`` (scaled with the contract's public ranges); write a run."""
     config = RunConfig.from_flat(
         {"contract": contract_text, "model": model.value, "out-dir": str(folder), "device": "cpu"}
     )
     reference = contract_reference(contract_text, config.training)
     contract = DataContract.parse(contract_text, source="test contract")
     examples = read_site_data(train, contract)
-    inputs = Standardizer.fit(examples).transform(examples)
+    scaler = Standardizer.from_bounds(contract.feature_bounds(), contract.input_kind())
+    inputs = scaler.transform(examples)
     network = build_model(
         model,
         input_shape=reference.input_shape,

@@ -109,3 +109,28 @@ def test_exceptions_leave_by_type_only_unless_they_are_fedcare_refusals() -> Non
 
     refused = egress_guard_mod(request, _context(), refuses)
     assert refused.error.code == REFUSED and "refuses to train" in refused.error.reason
+
+
+def test_refusals_leave_without_paths_small_counts_or_fingerprints() -> None:
+    from fedcare.client.site_settings import SiteConfigError
+    from fedcare.shared.errors import DataError
+
+    request = _request()
+    fingerprint = "9f" * 32
+    leaks = [
+        DataError("/srv/st-mary/patients.csv: column 'age' is above-max in 1 row"),
+        SiteConfigError("hospital.data", "/srv/st-mary/site.toml must set data (a str)"),
+        PrivacyBudgetExceededError(
+            f"dataset {fingerprint} at /srv/st-mary/state/privacy-ledger.db has spent 2.9 of 3"
+        ),
+    ]
+    for error in leaks:
+
+        def raises(msg: Message, ctxt: Context, error: Exception = error) -> Message:
+            raise error
+
+        reason = egress_guard_mod(request, _context(), raises).error.reason
+        assert "/srv" not in reason and fingerprint not in reason and "1 row" not in reason
+        assert reason.startswith(type(error).__name__)
+    budget = egress_guard_mod(request, _context(), raises).error.reason
+    assert "spent 2.9 of 3" in budget and "<path>" in budget and "<fingerprint>" in budget

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcare.client.ledger import PrivacyLedger
-from fedcare.client.ledger import LEDGER_FILE
+from fedcare.client.ledger import LEDGER_FILE, PrivacyLedger
 from fedcare.simulations.local_deployment import (
     LocalFederation,
     Processes,
@@ -34,6 +33,8 @@ ROOMY_CAP = 50.0
 
 def _roomy(name: str, site: dict) -> None:
     site["privacy"]["max-epsilon"] = ROOMY_CAP
+    # Runs go on without a faulty hospital: each accepts a SecAgg+ sum of two.
+    site["privacy"]["min-participants"] = 2
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +74,12 @@ def test_a_hanging_hospital_is_left_behind_at_the_deadline(federation: LocalFede
     # A deployment has no held-out test set, so there is no round-0 record.
     first, last = json.loads((out / "metrics.json").read_text())["rounds"]
     assert first["asked"] == ["hospital-1", "hospital-2", "hospital-3"]
-    assert sorted(first["hospitals"]) == ["hospital-1", "hospital-2"]
     # Where SecAgg+ was when the hospital froze decides whether round 1 could finish
     # without it; either way the round says what happened, and the next one goes on.
-    assert first["aggregated"] or "secure aggregation halted" in first["failures"][0]
+    if first["aggregated"]:
+        assert sorted(first["hospitals"]) == ["hospital-1", "hospital-2"]
+    else:
+        assert "secure aggregation halted" in first["failures"][0]
     assert any("hospital-3" in line for line in first["failures"]), first["failures"]
     assert last["aggregated"] and sorted(last["hospitals"]) == ["hospital-1", "hospital-2"]
 
@@ -114,7 +117,7 @@ def test_the_aggregator_killed_mid_run_resumes_from_its_last_round(
                 if entry.run_id == ledger_run
             }
         trained = {
-            r["round"] for r in rounds if "epsilon" in r["hospitals"].get(name, {}).get("train", {})
+            r["round"] for r in rounds if "steps" in r["hospitals"].get(name, {}).get("train", {})
         }
         assert trained <= booked, (name, trained, booked)
     assert os.stat(out / "resume.json").st_size > 0

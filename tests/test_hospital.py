@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from fedcare.client.evaluation_round import evaluate_round
 from fedcare.client.hospital import (
     check_update,
-    evaluate_round,
     fresh_model,
     parse_instruction,
     train_round,
@@ -14,6 +14,7 @@ from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.site import Site, load_site
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import DataError, InvalidUpdateError
+from fedcare.shared.private_metrics import SCORE_BINS
 from fedcare.shared.serialization import ModelLayout, get_weights
 
 
@@ -37,12 +38,13 @@ def test_round_returns_a_delta_of_the_model_layout(
     assert set(update.metrics) == {
         "hospital",
         "epsilon",
+        "training-epsilon",
+        "evaluation-epsilon",
         "dataset-epsilon",
         "delta",
         "noise-multiplier",
         "sample-rate",
         "steps",
-        "train-loss",
     }
     assert [e.server_round for e in ledger.history(site.dataset)] == [1]
     assert all(not isinstance(v, np.ndarray) for v in update.metrics.values())
@@ -69,16 +71,24 @@ def test_non_finite_or_out_of_range_updates_are_never_released(config: RunConfig
     check_update([np.array([5.0])], plaintext, site="h")
 
 
-def test_evaluation_reports_metrics_and_epsilon_without_nan(config: RunConfig, site: Site) -> None:
-    loss, rows, metrics = evaluate_round(
-        _initial(config, site), config, site, [(1.0, 0.25, 8)], run_id="r"
+def test_evaluation_releases_noisy_metrics_booked_in_the_ledger(
+    config: RunConfig, site: Site, ledger: PrivacyLedger
+) -> None:
+    release = evaluate_round(
+        _initial(config, site), config, site, plan=None, ledger=ledger, run_id="r", server_round=3
     )
-    assert rows == len(site.data.evaluation)
+    metrics = release.metrics
     assert metrics["hospital"] == site.name and metrics["epsilon"] > 0
-    assert {"auroc", "accuracy", "sensitivity", "specificity", "f1", "brier", "loss"} <= set(
-        metrics
-    )
-    assert loss == metrics["loss"]
+    # A metric whose noisy denominator came out at or below zero is left out, never made up.
+    names = {"auroc", "accuracy", "sensitivity", "specificity", "f1", "brier"}
+    assert names & set(metrics) and all(0 <= metrics[name] <= 1 for name in names & set(metrics))
+    assert sum(key.startswith("noisy-sum-") for key in metrics) == 2 * SCORE_BINS
+    assert "loss" not in metrics and release.loss == 0.0
+    assert metrics["epsilon"] == metrics["evaluation-epsilon"] == metrics["dataset-epsilon"]
+    assert release.num_examples >= site.min_count
+    (entry,) = ledger.history(site.ledger_key)
+    assert entry.is_evaluation and (entry.sample_rate, entry.steps) == (1.0, 1)
+    assert entry.server_round == 3 and entry.epsilon_after == metrics["epsilon"]
 
 
 def test_instruction_parsing_ignores_the_round_number(config: RunConfig) -> None:

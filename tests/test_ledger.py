@@ -10,43 +10,30 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import pytest
-from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
-from opacus.accountants.rdp import RDPAccountant
 
 from fedcare.client.ledger import (
     InvalidReleaseError,
     LedgerCorruptError,
     LedgerError,
     LedgerSchemaError,
+    Mechanism,
     PrivacyLedger,
     ReleaseStatus,
     UnknownReservationError,
 )
 from fedcare.shared.errors import PrivacyBudgetExceededError
 from fedcare.shared.privacy import HistoryEntry
+from tests.privacy_oracle import independent_epsilon
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DELTA = 1e-5
 # Noise levels whose RDP analysis is quick (tens of ms), to keep the suite fast.
 RUN_A = {"noise_multiplier": 1.5, "sample_rate": 0.02, "steps": 40}
 RUN_B = {"noise_multiplier": 2.0, "sample_rate": 0.05, "steps": 15}
-
-
-def independent_epsilon(history: Sequence[HistoryEntry], delta: float) -> float:
-    """Opacus' RDP analysis, summed entry by entry, without fedcare or accountant objects."""
-    orders = RDPAccountant.DEFAULT_ALPHAS
-    rdp = sum(
-        np.asarray(compute_rdp(q=rate, noise_multiplier=noise, steps=steps, orders=orders))
-        for noise, rate, steps in history
-    )
-    epsilon, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
-    return float(epsilon)
 
 
 def entry_of(mechanism: dict[str, Any]) -> HistoryEntry:
@@ -352,7 +339,7 @@ def test_a_newer_schema_is_refused(ledger_path: Path) -> None:
     with sqlite3.connect(ledger_path) as raw:
         raw.execute("UPDATE schema_version SET version = 99")
     raw.close()
-    with pytest.raises(LedgerSchemaError, match="schema version 99, newer than the version 1"):
+    with pytest.raises(LedgerSchemaError, match="schema version 99, newer than the version 2"):
         PrivacyLedger(ledger_path)
 
 
@@ -394,3 +381,69 @@ def test_an_understated_epsilon_is_detected(ledger_path: Path) -> None:
     with PrivacyLedger(ledger_path) as ledger:
         with pytest.raises(LedgerCorruptError, match="entry 2 of dataset 'ds' records epsilon"):
             ledger.check()
+
+
+def test_a_release_composes_with_its_fingerprint_and_its_label(ledger_path: Path) -> None:
+    with PrivacyLedger(ledger_path) as ledger:
+        ledger.reserve(
+            "rows-1",
+            label="st-mary",
+            run_id="a",
+            server_round=1,
+            **RUN_A,
+            delta=DELTA,
+            cap_epsilon=1e6,
+        )
+        # The same rows under a new label, and new rows under the old label, meet it.
+        renamed = ledger.spent("rows-1", label="renamed", delta=DELTA)
+        changed = ledger.spent("rows-2", label="st-mary", delta=DELTA)
+        stranger = ledger.spent("rows-3", label="other", delta=DELTA)
+        assert renamed == changed == pytest.approx(independent_epsilon([entry_of(RUN_A)], DELTA))
+        assert stranger == 0.0
+        second = ledger.reserve(
+            "rows-2",
+            label="st-mary",
+            run_id="b",
+            server_round=1,
+            **RUN_B,
+            delta=DELTA,
+            cap_epsilon=1e6,
+        )
+        both = independent_epsilon([entry_of(RUN_A), entry_of(RUN_B)], DELTA)
+        assert second.epsilon_after == pytest.approx(both, rel=1e-9)
+        assert [e.label for e in ledger.history("rows-2", label="st-mary")] == ["st-mary"] * 2
+
+
+def test_an_evaluation_release_is_a_gaussian_entry_of_the_same_accountant(
+    ledger_path: Path,
+) -> None:
+    with PrivacyLedger(ledger_path) as ledger:
+        ledger.reserve("ds", run_id="a", server_round=1, **RUN_A, delta=DELTA, cap_epsilon=1e6)
+        evaluation = ledger.reserve(
+            "ds", mechanism=Mechanism.GAUSSIAN, run_id="a", server_round=1,
+            noise_multiplier=4.0, sample_rate=1.0, steps=1, delta=DELTA, cap_epsilon=1e6,
+        )  # fmt: skip
+        expected = independent_epsilon([entry_of(RUN_A), (4.0, 1.0, 1)], DELTA)
+        assert evaluation.epsilon_after == pytest.approx(expected, rel=1e-9)
+        assert [e.is_evaluation for e in ledger.history("ds")] == [False, True]
+        ledger.check()
+        with pytest.raises(InvalidReleaseError, match="sample_rate 1 and steps 1"):
+            ledger.reserve(
+                "ds", mechanism=Mechanism.GAUSSIAN, run_id="a", server_round=1,
+                noise_multiplier=4.0, sample_rate=0.5, steps=1, delta=DELTA, cap_epsilon=1e6,
+            )  # fmt: skip
+
+
+def test_a_version_1_ledger_is_upgraded_and_keeps_its_budget(ledger_path: Path) -> None:
+    with PrivacyLedger(ledger_path) as ledger:
+        kept = reserve(ledger, "old", 1, RUN_A, dataset="st-mary")
+    with sqlite3.connect(ledger_path) as raw:  # what fedcare with schema 1 wrote
+        raw.execute("DROP INDEX releases_by_label")
+        raw.execute("ALTER TABLE releases DROP COLUMN label")
+        raw.execute("UPDATE schema_version SET version = 1")
+    raw.close()
+    with PrivacyLedger(ledger_path) as ledger:
+        # Version 1 keyed on the label: the same label under a new fingerprint meets it.
+        assert ledger.spent("sha256-of-rows", label="st-mary", delta=DELTA) == kept.epsilon_after
+        assert ledger.history("st-mary")[0].label == "st-mary"
+        ledger.check()

@@ -18,8 +18,8 @@ import torch
 from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import roc_auc_score
 
-from fedcare.client.fill_values import FILLS_DIR, hospital_fills, run_releases
-from fedcare.client.hospital import check_budget, privacy_plan
+from fedcare.client.budget import check_budget, privacy_plan
+from fedcare.client.fill_values import FILLS_DIR, BookingPlace, hospital_fills, run_releases
 from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.readers import read_site_data
 from fedcare.client.readers.problems import Rule
@@ -260,9 +260,8 @@ def test_a_dp_fill_is_booked_once_per_run_before_use(tmp_path: Path) -> None:
     data, contract = _imputed_rows(tmp_path)
     config = _config()
     state = tmp_path / "state"
-    fills = hospital_fills(
-        contract, config, state=state, dataset="d", run_id="run-1", cap_epsilon=3.0
-    )
+    place = BookingPlace(state=state, ledger_key="d", label="d", run_id="run-1")
+    fills = hospital_fills(contract, config, place, cap_epsilon=3.0)
     first, again = fills(data), fills(data)
     assert first == again and 0.0 <= first["radius"] <= 50.0
     with PrivacyLedger(ledger_path(state)) as ledger:
@@ -280,9 +279,8 @@ def test_a_dp_fill_is_booked_once_per_run_before_use(tmp_path: Path) -> None:
 def test_without_dp_the_exact_mean_fills_and_nothing_is_booked(tmp_path: Path) -> None:
     data, contract = _imputed_rows(tmp_path)
     config = _config(**{"differential-privacy": False})
-    fills = hospital_fills(
-        contract, config, state=tmp_path / "s", dataset="d", run_id="r", cap_epsilon=3.0
-    )
+    place = BookingPlace(state=tmp_path / "s", ledger_key="d", label="d", run_id="r")
+    fills = hospital_fills(contract, config, place, cap_epsilon=3.0)
     observed = data.features[:, 1][~np.isnan(data.features[:, 1])]
     assert fills(data)["radius"] == pytest.approx(float(observed.mean()))
     assert not ledger_path(tmp_path / "s").exists()

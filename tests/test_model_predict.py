@@ -82,7 +82,7 @@ def test_rows_that_break_the_contract_are_reported_and_the_others_scored(
     assert list(failed["patient_id"]) == [frame.loc[3, "patient_id"], frame.loc[5, "patient_id"]]
     assert list(failed["predicted"]) == ["", ""]
     problems = list(failed["problem"])
-    assert "mean_radius: Input should be greater than or equal to 0" in problems[0]
+    assert "mean_radius: Input should be greater than or equal to 6.981" in problems[0]
     assert "mean_texture" in problems[1] and "mean_area" in problems[1]
     assert "lots" not in problems[1]  # never the value
     assert set(rows.drop(index=[3, 5])["status"]) == {"scored"}
@@ -112,15 +112,17 @@ def test_a_file_where_no_row_meets_the_contract_writes_nothing(
     assert not out.exists()
 
 
-def test_a_few_patients_need_the_hospitals_reference_file(table: Hospital, tmp_path: Path) -> None:
+def test_a_few_patients_are_scored_as_in_training_without_any_reference(
+    table: Hospital, tmp_path: Path
+) -> None:
     data = tmp_path / "two.csv"
     read_csv(table.external).head(2).to_csv(data, index=False)
-    out = tmp_path / "predictions.csv"
-    code, output = _predict(table.run, data, out)
-    assert code == 2 and "give --reference" in output
-    code, output = _predict(table.run, data, out, "--reference", str(table.external))
-    assert code == 0, output
-    assert len(read_csv(out)) == 2
+    alone, together = tmp_path / "two-predictions.csv", tmp_path / "all-predictions.csv"
+    assert _predict(table.run, data, alone)[0] == 0
+    assert _predict(table.run, table.external, together)[0] == 0
+    # Public scaling: a patient's score never depends on who else is in the file.
+    first_two = read_csv(together)["probability"].astype(float).head(2).to_numpy()
+    assert np.allclose(read_csv(alone)["probability"].astype(float).to_numpy(), first_two)
 
 
 def test_predictions_are_never_overwritten(table: Hospital, tmp_path: Path) -> None:

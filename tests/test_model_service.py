@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 
 from fedcare.cli import app as cli
 from fedcare.client.model_use.service import build_app
-from fedcare.client.model_use.trained_model import TrainedModel, fit_scaler, load_trained_model
-from fedcare.client.readers import read_site_data
+from fedcare.client.model_use.trained_model import TrainedModel, load_trained_model
 from fedcare.server.certificate_authority import init_ca
 from fedcare.shared.config import ModelName
 from fedcare.simulations.local_deployment import Processes, fedcare, free_port, wait_for
@@ -26,10 +25,9 @@ from tests.model_runs import (
 )
 
 
-def _client(hospital: Hospital, reference: Path | None = None) -> tuple[TestClient, TrainedModel]:
+def _client(hospital: Hospital) -> tuple[TestClient, TrainedModel]:
     trained = load_trained_model(hospital.run, hospital.contract)
-    examples = read_site_data(reference, trained.contract) if reference else None
-    return TestClient(build_app(trained, fit_scaler(examples, trained.kind))), trained
+    return TestClient(build_app(trained)), trained
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +37,7 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Hospital:
 
 @pytest.fixture(scope="module")
 def table_client(table: Hospital) -> TestClient:
-    return _client(table, table.train)[0]
+    return _client(table)[0]
 
 
 def _patients(hospital: Hospital, count: int) -> list[dict[str, object]]:
@@ -82,8 +80,6 @@ def test_the_service_and_predict_give_the_same_probabilities(
             str(table.external),
             "--out",
             str(out),
-            "--reference",
-            str(table.train),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -96,7 +92,7 @@ def test_the_service_and_predict_give_the_same_probabilities(
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [
-        ({"mean_radius": -3.0}, "mean_radius", "greater than or equal to 0"),
+        ({"mean_radius": -3.0}, "mean_radius", "greater than or equal to 6.981"),
         ({"mean_radius": "wide"}, "mean_radius", "valid number"),
         ({"mean_radius": None}, "mean_radius", "valid number"),
         ({"radius": 3.0}, "radius", "Extra inputs are not permitted"),
@@ -136,7 +132,7 @@ def test_the_model_card_and_the_openapi_description_are_served(
         (table.run / "model_card.json").unlink()
     schema = table_client.get("/openapi.json").json()
     record = schema["components"]["schemas"]["PatientRecord"]
-    assert record["properties"]["mean_radius"]["minimum"] == 0.0
+    assert record["properties"]["mean_radius"]["minimum"] == 6.981
     assert table_client.get("/docs").status_code == 200
 
 
@@ -165,7 +161,7 @@ def test_images_are_served_and_a_wrong_size_is_refused(tmp_path: Path) -> None:
 
 def test_stays_are_served_and_a_repeated_hour_is_refused(tmp_path: Path) -> None:
     hospital = sequence_hospitals(tmp_path, ModelName.GRU, epochs=10)
-    client, _ = _client(hospital, hospital.train)
+    client, _ = _client(hospital)
     frame = read_csv(hospital.external)
     stay_id = frame["patient_id"].iloc[0]
     steps = [
@@ -188,16 +184,9 @@ def test_stays_are_served_and_a_repeated_hour_is_refused(tmp_path: Path) -> None
 
 
 def test_serving_beyond_loopback_without_tls_is_refused(table: Hospital) -> None:
-    result = CliRunner().invoke(
-        cli, ["serve", str(table.run), "--reference", str(table.train), "--host", "0.0.0.0"]
-    )
+    result = CliRunner().invoke(cli, ["serve", str(table.run), "--host", "0.0.0.0"])
     assert result.exit_code == 2
     assert "without TLS" in " ".join(result.output.split())
-
-
-def test_a_table_model_needs_the_hospitals_reference_file_to_serve(table: Hospital) -> None:
-    result = CliRunner().invoke(cli, ["serve", str(table.run)])
-    assert result.exit_code == 2 and "--reference" in result.output
 
 
 @pytest.fixture()
@@ -270,8 +259,6 @@ def test_a_real_service_answers_over_mutual_tls_on_loopback(
         fedcare(
             "serve",
             str(table.run),
-            "--reference",
-            str(table.train),
             "--port",
             str(port),
             "--certfile",

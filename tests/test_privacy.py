@@ -2,24 +2,20 @@
 
 import numpy as np
 import pytest
-from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
-from opacus.accountants.rdp import RDPAccountant
 
-from fedcare.client.hospital import check_budget, fresh_model, privacy_plan, train_round
+from fedcare.client.budget import check_budget, privacy_plan
+from fedcare.client.hospital import fresh_model, train_round
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.site import Site
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import PrivacyBudgetExceededError
 from fedcare.shared.privacy import epsilon_spent, plan_dp_sgd, steps_per_epoch
 from fedcare.shared.serialization import get_weights
+from tests.privacy_oracle import independent_epsilon as composed
 
 
 def independent_epsilon(noise: float, rate: float, steps: int, delta: float) -> float:
-    """Opacus' RDP analysis used directly, without fedcare's or Opacus' accountant objects."""
-    orders = RDPAccountant.DEFAULT_ALPHAS
-    rdp = compute_rdp(q=rate, noise_multiplier=noise, steps=steps, orders=orders)
-    epsilon, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
-    return float(epsilon)
+    return composed([(noise, rate, steps)], delta)
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
-from fedcare.client.ledger import PrivacyLedger
-from fedcare.client.ledger import LEDGER_FILE
+from fedcare.client.ledger import LEDGER_FILE, PrivacyLedger
 
 pytestmark = pytest.mark.integration
 
@@ -101,16 +100,17 @@ def test_resume_completes_the_run_and_ledgers_keep_every_release(run: Path) -> N
     ledger_run = json.loads((run / "config.json").read_text())["ledger-run"]
     for name, epsilon in summary["privacy"]["per_hospital"].items():
         with PrivacyLedger(run / "hospitals" / name / LEDGER_FILE) as ledger:
-            entries = [e for e in ledger.history(name) if e.run_id == ledger_run]
+            entries = [e for e in ledger.history("", label=name) if e.run_id == ledger_run]
             booked = {e.server_round for e in entries}
             trained = {
                 r["round"]
                 for r in rounds
-                if "epsilon" in r["hospitals"].get(name, {}).get("train", {})
+                if "steps" in r["hospitals"].get(name, {}).get("train", {})
             }
             # Nothing reported as trained is missing from the ledger (a lost round may add more).
             assert trained <= booked, (name, trained, booked)
-            assert ledger.spent(name, delta=summary["privacy"]["delta"]) >= epsilon - 1e-9
+            spent = ledger.spent("", label=name, delta=summary["privacy"]["delta"])
+            assert spent >= epsilon - 1e-9
     again = subprocess.run(
         _fedcare("simulate", "--resume", str(run)), capture_output=True, text=True, check=False
     )

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
+from fedcare.client.ledger import PrivacyLedger
 from fedcare.shared.config import RunConfig
-from tests.test_privacy import independent_epsilon
+from tests.privacy_oracle import gaussian_epsilon, independent_epsilon
 
 pytestmark = pytest.mark.integration
 
@@ -73,17 +74,49 @@ def test_the_global_model_improved(run: tuple[RunConfig, dict, Path]) -> None:
 def test_epsilon_per_hospital_matches_an_independent_rdp_computation(
     run: tuple[RunConfig, dict, Path],
 ) -> None:
+    """Training and evaluation releases, recomputed from what each hospital booked."""
     config, summary, out = run
     rounds = json.loads((out / "metrics.json").read_text())["rounds"]
-    per_hospital = summary["privacy"]["per_hospital"]
-    assert sorted(per_hospital) == ["hospital-1", "hospital-2", "hospital-3"]
-    assert summary["privacy"]["delta"] == config.privacy.delta
-    for name, reported in per_hospital.items():
+    privacy, delta = summary["privacy"], config.privacy.delta
+    assert sorted(privacy["per_hospital"]) == ["hospital-1", "hospital-2", "hospital-3"]
+    assert privacy["delta"] == delta
+    for name, reported in privacy["per_hospital"].items():
         trains = [r["hospitals"][name]["train"] for r in rounds if name in r["hospitals"]]
+        trains = [t for t in trains if t]
         steps = sum(int(t["steps"]) for t in trains)
-        expected = independent_epsilon(
-            trains[0]["noise-multiplier"], trains[0]["sample-rate"], steps, config.privacy.delta
+        training = [(trains[0]["noise-multiplier"], trains[0]["sample-rate"], steps)]
+        with PrivacyLedger(out / "hospitals" / name / "privacy-ledger.db") as ledger:
+            (dataset,) = ledger.datasets()
+            entries = ledger.history(dataset.dataset_id)
+        evaluations = [entry.history_entry() for entry in entries if entry.is_evaluation]
+        assert len(evaluations) == config.privacy.evaluation_rounds
+        assert gaussian_epsilon(evaluations[0][0], len(evaluations), delta) == pytest.approx(
+            config.privacy.evaluation_epsilon, abs=0.01
         )
-        assert reported == pytest.approx(expected, rel=1e-9)
+        total = independent_epsilon(training + evaluations, delta)
+        assert reported == pytest.approx(total, rel=1e-9)
+        assert entries[-1].epsilon_after == pytest.approx(total, rel=1e-9)
+        assert privacy["per_hospital_training"][name] == pytest.approx(
+            independent_epsilon(training, delta), rel=1e-9
+        )
+        assert privacy["per_hospital_evaluation"][name] == pytest.approx(
+            independent_epsilon(evaluations, delta), rel=1e-9
+        )
+        assert privacy["per_hospital_dataset"][name] == pytest.approx(total, rel=1e-9)
         assert reported <= config.privacy.target_epsilon
-        assert [t["epsilon"] for t in trains] == sorted(t["epsilon"] for t in trains)
+        assert all("train-loss" not in t for t in trains)
+
+
+def test_hospitals_evaluate_once_and_the_federation_pools_their_noisy_sums(
+    run: tuple[RunConfig, dict, Path],
+) -> None:
+    _, _, out = run
+    rounds = {r["round"]: r for r in json.loads((out / "metrics.json").read_text())["rounds"]}
+    assert rounds[1]["federated_metrics"] == {}  # round 1 asked no hospital to evaluate
+    final = rounds[2]
+    assert set(final["federated_metrics"]) == {
+        "auroc", "accuracy", "sensitivity", "specificity", "f1", "brier"
+    }  # fmt: skip
+    for hospital in final["hospitals"].values():
+        assert "loss" not in hospital["evaluation"] and "auroc" in hospital["evaluation"]
+        assert not any(key.startswith("noisy-sum-") for key in hospital["evaluation"])

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedcare.client.hospital import evaluate_round, fresh_model, train_round
+from fedcare.client.evaluation_round import evaluate_round
+from fedcare.client.hospital import fresh_model, train_round
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.local_parameters import local_parameters_path
 from fedcare.client.site import Site
@@ -99,11 +100,13 @@ def test_prepared_interactions_stay_indices_with_their_patient_range() -> None:
     rng = np.random.default_rng(1)
     pairs = [(p, int(t), int(rng.integers(0, 2)) | (t == 0)) for p in range(12) for t in range(4)]
     data = _interactions(pairs, patients=12)
-    prepared = prepare_site(data, RECOMMENDATION, eval_fraction=0.2, seed=3, site="h")
-    train, evaluation = prepared.site.train, prepared.site.evaluation
-    assert train.features.dtype == np.int64 and np.array_equal(
-        prepared.raw_train.features, train.features
+    scaler = Standardizer.from_bounds(None, data.kind)
+    prepared = prepare_site(
+        data, RECOMMENDATION, scaler=scaler, eval_fraction=0.2, seed=3, site="h"
     )
+    train, evaluation = prepared.train, prepared.evaluation
+    assert train.features.dtype == np.int64
+    assert set(map(tuple, train.features)) <= set(map(tuple, data.features))
     assert train.input_shape == evaluation.input_shape == (12, len(TREATMENTS))
     assert train.shared_input_shape == (1, len(TREATMENTS))
     assert len(evaluation) == 12 and Standardizer.fit(train).transform(train) is train
@@ -112,7 +115,14 @@ def test_prepared_interactions_stay_indices_with_their_patient_range() -> None:
 def test_a_hospital_with_too_few_interactions_is_refused_by_name() -> None:
     data = _interactions([(0, 0, 1), (0, 1, 1), (1, 2, 0)], patients=2)
     with pytest.raises(DataError, match="tiny: 3 rows give 2 to train and 1 to evaluate"):
-        prepare_site(data, RECOMMENDATION, eval_fraction=0.2, seed=0, site="tiny")
+        prepare_site(
+            data,
+            RECOMMENDATION,
+            scaler=Standardizer.from_bounds(None, data.kind),
+            eval_fraction=0.2,
+            seed=0,
+            site="tiny",
+        )
 
 
 # --- the metrics
@@ -260,12 +270,19 @@ def test_a_hospital_releases_no_patient_embedding_and_keeps_its_own_privately(
     path = local_parameters_path(site.state, "7")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert set(get_local_weights(fresh_model(treatments_config, site))) == {"local_patients.weight"}
-    # Evaluation completes the global model with the embeddings the hospital kept...
-    _, rows, kept = evaluate_round(weights, treatments_config, site, [], run_id="7")
-    # ...and a run that never trained here starts from fresh ones.
-    _, _, fresh = evaluate_round(weights, treatments_config, site, [], run_id="other")
-    assert rows == len(site.data.evaluation)
-    assert {"hit-rate", "ndcg", "loss"} <= set(kept) and kept != fresh
+    # Evaluation completes the global model with the embeddings the hospital kept (exact
+    # metrics, DP off, so the two can be told apart)...
+    exact = replace(treatments_config, privacy=replace(treatments_config.privacy, enabled=False))
+    with PrivacyLedger(tmp_path / "ledger.db") as ledger:
+        kept = evaluate_round(
+            weights, exact, site, plan=None, ledger=ledger, run_id="7", server_round=1
+        )
+        # ...and a run that never trained here starts from fresh ones.
+        fresh = evaluate_round(
+            weights, exact, site, plan=None, ledger=ledger, run_id="other", server_round=1
+        )
+    assert kept.num_examples == len(site.data.evaluation)
+    assert {"hit-rate", "ndcg", "loss"} <= set(kept.metrics) and kept.metrics != fresh.metrics
 
 
 def test_a_private_file_is_owner_only_from_the_start(tmp_path: Path) -> None:

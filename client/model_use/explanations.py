@@ -4,10 +4,10 @@ Each prediction is explained by integrated gradients (Sundararajan et al., 2017,
 as Captum implements them): how much each input moved the model's output from
 what it gives a baseline input. The output explained is the logit of the
 positive class (binary), of the predicted class (multiclass), or the predicted
-value in standardised units (regression). Baselines:
+value in the target's federation-scaled units (regression). Baselines:
 
-* a table row: all zeros, which after standardisation is the average patient of
-  the hospital's reference data;
+* a table row: all zeros, which after scaling is the middle of every feature's
+  public range (on a log scale where the contract says so);
 * a stay: the same for every feature at every real time step, with the stay's
   own padding mask kept, so padding is never credited;
 * an image: black.

@@ -31,7 +31,7 @@ from fedcare.client.model_use.operating_point import (
     choose_threshold,
 )
 from fedcare.client.model_use.subgroups import subgrouping
-from fedcare.client.model_use.trained_model import TrainedModel, fit_scaler
+from fedcare.client.model_use.trained_model import TrainedModel
 from fedcare.client.readers import read_site_data
 from fedcare.shared.calibration import (
     calibration,
@@ -43,6 +43,8 @@ from fedcare.shared.errors import FedcareError
 from fedcare.shared.tasks import TaskKind
 from fedcare.shared.validation_metrics import DEFAULT_RESAMPLES, metric_intervals
 
+SCALING = "the contract's public ranges, as in training (no statistics of any data)"
+"""How the inputs were scaled, for the report: training never used a hospital's statistics."""
 EXPLAINED_ROWS = 500
 """Most test rows whose attributions make the global importance (integrated gradients cost)."""
 
@@ -67,9 +69,6 @@ class ValidationSettings:
         Bootstrap resamples per interval.
     seed : int
         Seed of the split and of the bootstrap.
-    reference : Path | None
-        A hospital file whose statistics standardise the inputs; by default the
-        validation rows (binary) or the whole file.
     explain : bool
         Whether to compute the global feature importance.
     """
@@ -81,7 +80,6 @@ class ValidationSettings:
     min_count: int = 10
     resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
-    reference: Path | None = None
     explain: bool = True
 
 
@@ -118,12 +116,7 @@ def validate(trained: TrainedModel, data: Path, settings: ValidationSettings) ->
     ]
     task = trained.task
     validation_rows, test_rows = _split(examples, task.kind, settings)
-    reference = (
-        read_site_data(settings.reference, trained.contract)
-        if settings.reference is not None
-        else examples.subset(validation_rows if len(validation_rows) else test_rows)
-    )
-    inputs = fit_scaler(reference, trained.kind).transform(examples).features
+    inputs = trained.scaler.transform(examples).features
     scores = trained.scores(inputs)
     labels = examples.labels
     point = _operating_point(task.kind, labels[validation_rows], scores[validation_rows], settings)
@@ -135,7 +128,7 @@ def validate(trained: TrainedModel, data: Path, settings: ValidationSettings) ->
         "data": str(data),
         "task": task.kind.value,
         "rows": {"test": len(test_rows), "validation": len(validation_rows)},
-        "scaling": _scaling(settings, len(validation_rows)),
+        "scaling": SCALING,
         "operating_point": _point_dict(point),
         "metrics": _intervals(trained, y_test, s_test, threshold, settings),
         "subgroups": {
@@ -156,12 +149,6 @@ def validate(trained: TrainedModel, data: Path, settings: ValidationSettings) ->
             order = np.argsort(-importance)
             summary["importance"] = {names[i]: float(importance[i]) for i in order}
     return ValidationResult(summary, s_test, y_test, importance)
-
-
-def _scaling(settings: ValidationSettings, validation_rows: int) -> str:
-    if settings.reference is not None:
-        return f"statistics of the reference file {settings.reference}"
-    return "statistics of " + ("the validation rows" if validation_rows else "the whole file")
 
 
 def _split(

@@ -24,14 +24,11 @@ from fedcare.client.model_use.explanations import (
     per_feature,
 )
 from fedcare.client.model_use.prediction_file import PatientsToScore, read_patients
-from fedcare.client.model_use.trained_model import ModelUseError, TrainedModel, fit_scaler
-from fedcare.client.readers import read_site_data
-from fedcare.shared.data import Examples, InputKind, Standardizer
+from fedcare.client.model_use.trained_model import ModelUseError, TrainedModel
+from fedcare.shared.data import Examples, InputKind
 from fedcare.shared.private_files import write_private
 from fedcare.shared.tasks import TaskKind
 
-MIN_REFERENCE_ROWS = 10
-"""Fewest scored rows whose own statistics may standardise them (without a reference file)."""
 SCORED = "scored"
 NOT_SCORED = "not scored"
 
@@ -53,7 +50,6 @@ def predict_file(
     trained: TrainedModel,
     data: Path,
     *,
-    reference: Path | None = None,
     threshold: float = 0.5,
     explain: bool = False,
 ) -> PredictionTable:
@@ -62,9 +58,8 @@ def predict_file(
     Raises
     ------
     shared.errors.FedcareError
-        If the file cannot be read or its columns break the contract, no patient
-        can be scored, or the inputs cannot be standardised (too few rows and no
-        reference file).
+        If the file cannot be read or its columns break the contract, or no
+        patient can be scored.
     """
     patients = read_patients(data, trained.contract)
     if not patients.valid:
@@ -73,8 +68,7 @@ def predict_file(
             f"{data}: none of its {len(patients.ids)} patients meets the contract, so nothing "
             f"was written; for example {shown}"
         )
-    scaler = input_scaler(trained, patients, reference)
-    inputs = scaler.transform(_as_examples(trained, patients.inputs)).features
+    inputs = trained.scaler.transform(_as_examples(trained, patients.inputs)).features
     scores = trained.scores(inputs)
     rows = _rows(trained, patients, scores, threshold)
     maps = None
@@ -91,27 +85,6 @@ def predict_file(
                 values[patients.valid] = summed[:, column]
                 rows[f"attribution:{name}"] = values
     return PredictionTable(rows, maps)
-
-
-def input_scaler(
-    trained: TrainedModel, patients: PatientsToScore, reference: Path | None
-) -> Standardizer:
-    """Standardise as training did: a reference file's statistics, or the scored rows' own.
-
-    Raises
-    ------
-    ModelUseError
-        If there is no reference file and too few rows to take statistics from.
-    """
-    if reference is not None:
-        return fit_scaler(read_site_data(reference, trained.contract), trained.kind)
-    if trained.kind is not InputKind.IMAGES and len(patients.valid) < MIN_REFERENCE_ROWS:
-        raise ModelUseError(
-            f"only {len(patients.valid)} patients to score: too few to standardise their inputs "
-            f"with their own statistics (at least {MIN_REFERENCE_ROWS}); give --reference with "
-            "this hospital's data file"
-        )
-    return fit_scaler(_as_examples(trained, patients.inputs), trained.kind)
 
 
 def _as_examples(trained: TrainedModel, inputs: np.ndarray) -> Examples:

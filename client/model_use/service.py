@@ -32,7 +32,7 @@ from fedcare.client.model_use.explanations import (
 from fedcare.client.model_use.predictions import predicted_values
 from fedcare.client.model_use.records import encode_records, record_id, record_schema
 from fedcare.client.model_use.trained_model import ModelUseError, TrainedModel
-from fedcare.shared.data import Examples, InputKind, Standardizer
+from fedcare.shared.data import Examples, InputKind
 from fedcare.shared.tasks import TaskKind
 
 MAX_RECORDS = 1000
@@ -70,8 +70,8 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-def build_app(trained: TrainedModel, scaler: Standardizer, *, threshold: float = 0.5) -> FastAPI:
-    """Build the service for ``trained``, standardising inputs with ``scaler``."""
+def build_app(trained: TrainedModel, *, threshold: float = 0.5) -> FastAPI:
+    """Build the service for ``trained``; inputs are scaled as in training (``trained.scaler``)."""
     schema = record_schema(trained.contract)
     request_model = create_model(
         "PredictRequest",
@@ -89,7 +89,7 @@ def build_app(trained: TrainedModel, scaler: Standardizer, *, threshold: float =
     )
 
     def predict(request: request_model) -> PredictResponse:  # type: ignore[valid-type]
-        return _predict(trained, scaler, request, threshold)
+        return _predict(trained, request, threshold)
 
     app.post("/predict", response_model=PredictResponse)(predict)
 
@@ -106,15 +106,13 @@ def build_app(trained: TrainedModel, scaler: Standardizer, *, threshold: float =
     return app
 
 
-def _predict(
-    trained: TrainedModel, scaler: Standardizer, request: Any, threshold: float
-) -> PredictResponse:
+def _predict(trained: TrainedModel, request: Any, threshold: float) -> PredictResponse:
     records = request.records
     raw = encode_records(trained.contract, records)
     examples = Examples(
         raw, np.zeros(len(raw), dtype=np.float32), trained.feature_names, trained.kind
     )
-    inputs = scaler.transform(examples).features
+    inputs = trained.scaler.transform(examples).features
     scores = trained.scores(inputs)
     predicted, probability, per_class = predicted_values(trained, scores, threshold)
     explained = _attributions(trained, inputs) if request.explain else None

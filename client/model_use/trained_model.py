@@ -21,7 +21,7 @@ from torch import nn
 
 from fedcare.shared.config import RunConfig
 from fedcare.shared.contract import DataContract
-from fedcare.shared.data import Examples, InputKind, Standardizer
+from fedcare.shared.data import InputKind, Standardizer
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.run_model import build_run_model, run_task
 from fedcare.shared.scoring import model_outputs
@@ -76,12 +76,22 @@ class TrainedModel:
         """The model's input features, in order (table columns, channels)."""
         return self.contract.feature_names()
 
+    @property
+    def scaler(self) -> Standardizer:
+        """Scale inputs as every hospital did in training: with the contract's public ranges.
+
+        Training never used a hospital's own statistics (they would have put one
+        patient's values into every other patient's inputs, outside DP), so using
+        the model needs no reference data either.
+        """
+        return Standardizer.from_bounds(self.contract.feature_bounds(), self.kind)
+
     def outputs(self, inputs: np.ndarray) -> torch.Tensor:
-        """Return raw outputs (logits) for standardised ``inputs``."""
+        """Return raw outputs (logits) for scaled ``inputs``."""
         return model_outputs(self.model, inputs, torch.device("cpu"))
 
     def scores(self, inputs: np.ndarray) -> np.ndarray:
-        """Return the task's scores (probabilities, or values) for standardised ``inputs``."""
+        """Return the task's scores (probabilities, or values) for scaled ``inputs``."""
         return self.task.scores(self.outputs(inputs))
 
     def model_card(self) -> dict[str, object] | None:
@@ -151,29 +161,6 @@ def load_trained_model(run: Path, contract_path: Path | None = None) -> TrainedM
     set_weights(model, [stored[name] for name in layout.names], what=str(path))
     model.eval()
     return TrainedModel(run, config, contract, task, model, int(metadata.get("fedcare-round", 0)))
-
-
-def fit_scaler(reference: Examples | None, kind: InputKind) -> Standardizer:
-    """Fit the input standardisation on a hospital's own rows, as training did.
-
-    Every hospital trained on inputs standardised with its own statistics
-    (:class:`shared.data.Standardizer`), so the model expects inputs scaled
-    the same way: with the statistics of the hospital's own data, never
-    another site's. Images are never rescaled and need no reference.
-
-    Raises
-    ------
-    ModelUseError
-        If table or sequence inputs come without reference rows.
-    """
-    if kind is InputKind.IMAGES:
-        return Standardizer(mean=np.zeros(1), scale=np.ones(1), kind=kind)
-    if reference is None:
-        raise ModelUseError(
-            "the model expects inputs standardised with this hospital's own statistics; give "
-            "--reference with the hospital's data file (it stays here, in memory)"
-        )
-    return Standardizer.fit(reference)
 
 
 def _run_config(run: Path) -> RunConfig:

@@ -42,7 +42,12 @@ from fedcare.shared.audit.entries import (
     canonical_json,
     entry_hash,
 )
-from fedcare.shared.audit.log import AuditLog, AuditLogCorruptError, verify_audit_log
+from fedcare.shared.audit.log import (
+    AuditLog,
+    AuditLogCorruptError,
+    read_audit_log,
+    verify_audit_log,
+)
 from fedcare.shared.audit.log_file import AuditLogAccessError
 
 __all__ = [
@@ -60,5 +65,6 @@ __all__ = [
     "entry_hash",
     "format_head",
     "parse_head",
+    "read_audit_log",
     "verify_audit_log",
 ]

@@ -30,7 +30,7 @@ _HEX = frozenset("0123456789abcdef")
 class AuditEvent(StrEnum):
     """What an audit entry records.
 
-    Hospitals write the first four, the aggregator the last five; both may write
+    Hospitals write the first six, the aggregator the last five; both may write
     ``log-repaired``.
     """
 
@@ -38,6 +38,8 @@ class AuditEvent(StrEnum):
     UPDATE_RELEASED = "update-released"
     ROUND_REFUSED = "round-refused"
     EGRESS_BLOCKED = "egress-blocked"
+    RUN_ADMITTED = "run-admitted"
+    RUN_REFUSED = "run-refused"
     LOG_REPAIRED = "log-repaired"
     RUN_STARTED = "run-started"
     RUN_RESUMED = "run-resumed"

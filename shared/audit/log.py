@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -222,3 +223,22 @@ def verify_audit_log(
     anchor = checked_anchor(expected_head)
     with locked(Path(path), write=False) as fd, open(fd, "rb", closefd=False) as stream:
         return verify_chain(stream, anchor)
+
+
+def read_audit_log(path: Path) -> Iterator[AuditEntry]:
+    """Yield the entries of an audit log in order, stopping before the first unsound line.
+
+    For reports (``fedcare hospital runs``); :func:`verify_audit_log` says
+    whether, and where, the chain is broken.
+
+    Raises
+    ------
+    AuditLogAccessError
+        The file cannot be read.
+    """
+    with locked(Path(path), write=False) as fd, open(fd, "rb", closefd=False) as stream:
+        for raw in stream:
+            try:
+                yield parse_line(raw)
+            except InvalidLine:
+                return

@@ -95,13 +95,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
-from fedcare.shared.contract.features import Feature
+from fedcare.shared.contract.features import Feature, FeatureType
 from fedcare.shared.contract.fields import ContractError
 from fedcare.shared.contract.images import (
     IMAGE_CHANNEL_NAMES,
@@ -117,7 +118,7 @@ from fedcare.shared.contract.sequences import (
     SequenceSpecError,
     sequence_input_names,
 )
-from fedcare.shared.data import InputKind
+from fedcare.shared.data import FeatureBounds, InputKind
 from fedcare.shared.tasks import Task, TaskKind
 
 _Layout = TypeVar("_Layout", ImageLayout, SequenceLayout)
@@ -237,6 +238,33 @@ class DataContract:
             if feature.missing.fills and feature.fill is not None
         }
 
+    def feature_bounds(self) -> FeatureBounds | None:
+        """Return the public bounds of the model's input features: what hospitals scale with.
+
+        A table's numeric column keeps its ``min``/``max`` (unbounded where the
+        contract gives none, and then left unscaled), a one-hot column and a
+        missing indicator are in [0, 1]; a sequence's channels take their
+        feature's range, and its observation and time-since channels are in
+        [0, 1] already. Images have none: their pixels are already in [0, 1].
+        """
+        if self.images is not None:
+            return None
+        unit = (0.0, 1.0, False)
+        pairs: list[tuple[float, float, bool]] = []
+        for feature in self.features:
+            if feature.type is FeatureType.CATEGORY:
+                pairs.extend([unit] * len(feature.categories))
+            else:
+                low = -math.inf if feature.minimum is None else feature.minimum
+                high = math.inf if feature.maximum is None else feature.maximum
+                pairs.append((low, high, feature.log_scale))
+            if feature.indicator and self.sequences is None:
+                pairs.append(unit)
+        if self.sequences is not None and self.missing is MissingPolicy.FORWARD_FILL:
+            pairs.extend([unit] * (2 * len(self.features)))
+        low_bounds, high_bounds, log = np.array(pairs, dtype=np.float64).reshape(-1, 3).T
+        return FeatureBounds(low=low_bounds, high=high_bounds, log=log.astype(bool))
+
     def image_spec(self) -> ImageSpec:
         """Return what :func:`client.readers.images.load_image_file` holds the images to.
 
@@ -312,7 +340,7 @@ class DataContract:
         A table contract's fingerprint leaves out the fields tables do not use
         (``format``, ``images``, ``sequences``), and every contract's the fields
         added since at their defaults (the class minimum's scope, each feature's
-        own missing policy, fill and indicator), so a contract that uses none of
+        own scale, missing policy, fill and indicator), so a contract that uses none of
         them keeps the fingerprint it had before they existed.
         """
         content = {k: v for k, v in asdict(self).items() if k != "source"}
@@ -337,7 +365,7 @@ class DataContract:
 def _feature_content(feature: Feature, missing: MissingPolicy) -> dict[str, object]:
     """Return a feature's fingerprinted fields: missing-value ones only where they say something."""
     content = asdict(feature)
-    defaults = {"missing": missing, "fill": None, "indicator": False}
+    defaults = {"missing": missing, "fill": None, "indicator": False, "log_scale": False}
     for key, default in defaults.items():
         if content[key] == default:
             content.pop(key)

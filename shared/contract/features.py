@@ -1,8 +1,11 @@
 """A contract's features: the ``[features.NAME]`` tables, and what a missing cell means.
 
 A table contract's features may be numbers (``float``, ``int``, with an optional
-``min`` and ``max``) or categories (one-hot encoded); a sequence contract's are
-numbers only (:func:`shared.contract.sequences.parse_sequence_features`). What a
+``min`` and ``max``, and ``scale = "log"`` for a size or concentration whose range
+spans orders of magnitude) or categories (one-hot encoded); a sequence contract's
+are numbers only (:func:`shared.contract.sequences.parse_sequence_features`).
+Hospitals scale every numeric feature with its range, never with their data's
+statistics (:meth:`shared.contract.DataContract.feature_bounds`). What a
 feature's empty cells mean is :mod:`shared.contract.missing`'s part.
 """
 
@@ -36,7 +39,8 @@ class Feature:
     type : FeatureType
         Numeric (float, int) or categorical.
     minimum, maximum : float | None
-        Inclusive allowed range of a numeric feature.
+        Inclusive allowed range of a numeric feature; hospitals scale the
+        feature with it (never with their data's statistics).
     categories : tuple[str, ...]
         Allowed values of a categorical feature, in one-hot order.
     missing : MissingPolicy
@@ -45,6 +49,9 @@ class Feature:
         What an empty cell becomes where ``missing`` fills it (numbers only).
     indicator : bool
         Whether the model also gets an input that is 1 where the cell was empty (tables).
+    log_scale : bool
+        ``scale = "log"``: scaled on a log scale within its range (a size or
+        concentration whose range spans orders of magnitude; needs ``min >= 0``).
     """
 
     name: str
@@ -55,6 +62,7 @@ class Feature:
     missing: MissingPolicy = MissingPolicy.REJECT
     fill: Fill | None = None
     indicator: bool = False
+    log_scale: bool = False
 
     def encoded_names(self) -> list[str]:
         """Return the model input columns this feature becomes in a table.
@@ -68,8 +76,11 @@ class Feature:
         return [*names, indicator_name(self.name)] if self.indicator else names
 
 
-TABLE_FEATURE_KEYS = frozenset({"type", "min", "max", "categories", "missing", "fill", "indicator"})
+TABLE_FEATURE_KEYS = frozenset(
+    {"type", "min", "max", "scale", "categories", "missing", "fill", "indicator"}
+)
 """The keys of a table contract's ``[features.NAME]`` tables."""
+_SCALES = ("linear", "log")
 
 
 def feature_tables(fields: FieldReader) -> dict[str, Any]:
@@ -148,8 +159,21 @@ def parse_feature(
     minimum, maximum = (_bound(fields, f"{field}.{key}", table.get(key)) for key in ("min", "max"))
     if minimum is not None and maximum is not None and minimum > maximum:
         raise fields.fail(field, "has min greater than max")
-    feature = Feature(name=name, type=kind, minimum=minimum, maximum=maximum)
+    log_scale = _log_scale(fields, field, table.get("scale", "linear"), minimum, maximum)
+    feature = Feature(name=name, type=kind, minimum=minimum, maximum=maximum, log_scale=log_scale)
     return parse_missing(fields, feature, table, missing)
+
+
+def _log_scale(
+    fields: FieldReader, field: str, scale: Any, minimum: float | None, maximum: float | None
+) -> bool:
+    if scale not in _SCALES:
+        raise fields.fail(f"{field}.scale", "must be linear or log")
+    if scale == "log" and not (
+        minimum is not None and maximum is not None and 0 <= minimum < maximum
+    ):
+        raise fields.fail(f"{field}.scale", "log needs a min of 0 or more and a larger max")
+    return bool(scale == "log")
 
 
 def _categorical(fields: FieldReader, name: str, table: dict[str, Any]) -> Feature:
@@ -161,8 +185,8 @@ def _categorical(fields: FieldReader, name: str, table: dict[str, Any]) -> Featu
         raise fields.fail(field, "must be non-empty strings")
     if len(set(categories)) != len(categories):
         raise fields.fail(field, "lists a category twice")
-    if "min" in table or "max" in table:
-        raise fields.fail(f"features.{name}", "a category has no min or max")
+    if "min" in table or "max" in table or "scale" in table:
+        raise fields.fail(f"features.{name}", "a category has no min, max or scale")
     return Feature(name=name, type=FeatureType.CATEGORY, categories=tuple(categories))
 
 

@@ -32,7 +32,7 @@ MASK_NAME = "observed"
 
 _SEQUENCE_KEYS = {"id_column", "time_column", "max_length", "min_length"}
 
-SEQUENCE_FEATURE_KEYS = frozenset({"type", "min", "max", "fill"})
+SEQUENCE_FEATURE_KEYS = frozenset({"type", "min", "max", "scale", "fill"})
 """The keys of a sequence contract's ``[features.NAME]`` tables (``fill`` with forward-fill)."""
 
 

@@ -1,0 +1,219 @@
+"""A hospital's answer to an evaluation request: noisy statistics, booked before they leave.
+
+:func:`evaluate_round` answers under the same policy and the same ledger as
+training: it releases only noisy statistics of the held-out rows
+(:mod:`shared.private_metrics`), as many times as the run planned, each booked
+before it leaves, and refuses when any class (reported group) has fewer than
+``min-count`` held-out rows. Without DP (a run that says so in its report) it
+returns exact metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedcare.client.budget import (
+    check_budget,
+    check_dataset_budget,
+    dataset_cap,
+    privacy_plan,
+    run_entries,
+    spent_metrics,
+)
+from fedcare.client.hospital import ReplyMetrics, global_model
+from fedcare.client.ledger import Mechanism, PrivacyLedger
+from fedcare.client.policy import PolicyRefusal, check_policy
+from fedcare.client.site import Site
+from fedcare.shared.config import RunConfig
+from fedcare.shared.device import resolve_device
+from fedcare.shared.evaluation import evaluate_model, score_model
+from fedcare.shared.keys import ReplyKey
+from fedcare.shared.privacy import DpSgdPlan, HistoryEntry
+from fedcare.shared.private_metrics import (
+    metrics_from_sums,
+    noisy_sums,
+    released_count,
+    row_statistics,
+    statistics_design,
+    sums_as_reply,
+)
+
+
+@dataclass(frozen=True)
+class EvaluationRelease:
+    """What a hospital releases after evaluating: noisy statistics and what they cost.
+
+    Attributes
+    ----------
+    loss : float
+        Flower's loss field; 0 under DP (the exact loss is never released).
+    num_examples : int
+        The noisy count of evaluated rows (never below ``min-count``); the exact
+        count without DP.
+    metrics : ReplyMetrics
+        Hospital name, metrics computed from the noisy sums, epsilon spent.
+    plan : DpSgdPlan | None
+        The plan used (to reuse); ``None`` without DP.
+    reservation : int | None
+        The ledger entry recording this release (``None`` without DP).
+    """
+
+    loss: float
+    num_examples: int
+    metrics: ReplyMetrics
+    plan: DpSgdPlan | None = None
+    reservation: int | None = None
+
+
+def evaluate_round(  # noqa: PLR0913 - the release's inputs, each needed
+    global_weights: Sequence[np.ndarray],
+    config: RunConfig,
+    site: Site,
+    *,
+    plan: DpSgdPlan | None,
+    ledger: PrivacyLedger,
+    run_id: str,
+    server_round: int,
+) -> EvaluationRelease:
+    """Score the global model on the hospital's held-out rows; release only noisy statistics.
+
+    Everything that can refuse runs before the model is scored: the hospital's
+    policy, the minimum count per class, the run's planned number of
+    evaluations, its budget and the dataset's cap. The release is in the ledger
+    before this returns.
+
+    Raises
+    ------
+    PrivacyBudgetExceededError
+        If the run breaks the hospital's policy, a class has too few held-out
+        rows, or the release would exceed the plan, the run's budget or the cap.
+    """
+    if site.limits is not None:
+        check_policy(config, site.limits, site=site.name)
+    check_group_counts(site)
+    if not config.privacy.enabled:
+        return _exact_evaluation(global_weights, config, site, run_id)
+    plan = plan or privacy_plan(config, site)
+    entry = _check_evaluation_allowed(plan, ledger, site, run_id)
+    cap = dataset_cap(config, site)
+    check_dataset_budget(ledger, site, entry, cap, delta=plan.delta)
+    model = global_model(global_weights, config, site, run_id).module
+    scored = score_model(
+        model,
+        site.data.evaluation,
+        site.task,
+        resolve_device(config.training.device),
+        known=site.data.train,
+    )
+    design = statistics_design(site.task)
+    rows = row_statistics(site.task, scored.truth, scored.scores)
+    sums = noisy_sums(rows, design, plan.evaluation_noise_multiplier)
+    reservation = ledger.reserve(
+        site.ledger_key,
+        label=site.dataset,
+        mechanism=Mechanism.GAUSSIAN,
+        run_id=run_id,
+        server_round=server_round,
+        noise_multiplier=entry[0],
+        sample_rate=entry[1],
+        steps=entry[2],
+        delta=plan.delta,
+        cap_epsilon=cap,
+    )
+    metrics: ReplyMetrics = {
+        ReplyKey.HOSPITAL: site.name,
+        **metrics_from_sums(site.task, sums),
+        **sums_as_reply(sums),
+    }
+    entries = run_entries(ledger, site, run_id)
+    metrics |= spent_metrics(entries, plan.delta, reservation.epsilon_after)
+    count = max(round(released_count(site.task, sums)), site.min_count)
+    return EvaluationRelease(
+        loss=0.0,
+        num_examples=count,
+        metrics={k: v for k, v in metrics.items() if not _is_nan(v)},
+        plan=plan,
+        reservation=reservation.id,
+    )
+
+
+def check_group_counts(site: Site) -> None:
+    """Refuse to evaluate unless every class (reported group) has ``min-count`` held-out rows.
+
+    The refusal says which rule, never a count; that it happened tells the
+    aggregator one bit: some group of this hospital's held-out rows is small.
+
+    Raises
+    ------
+    PolicyRefusal
+        If the held-out rows, or any class of them, number fewer than ``min-count``.
+    """
+    evaluation = site.data.evaluation
+    groups = [len(evaluation)]
+    if site.task.stratified:
+        strata = site.task.strata(evaluation.labels)
+        groups += [int((strata == value).sum()) for value in np.unique(strata)]
+    if min(groups) < site.min_count:
+        raise PolicyRefusal(
+            f"{site.name} refuses to evaluate: its held-out rows, or one class of them, number "
+            f"fewer than its min-count ({site.min_count}); metrics about so few patients never "
+            "leave. The hospital can hold out more rows (eval-fraction in its site.toml)."
+        )
+
+
+def _check_evaluation_allowed(
+    plan: DpSgdPlan, ledger: PrivacyLedger, site: Site, run_id: str
+) -> HistoryEntry:
+    """Return the ledger entry of one more evaluation release, if the run's plan allows it.
+
+    Raises
+    ------
+    PolicyRefusal
+        If the run planned no evaluation, or has had every evaluation it planned.
+    PrivacyBudgetExceededError
+        If one more would take the run past its target epsilon.
+    """
+    entries = run_entries(ledger, site, run_id)
+    done = sum(entry.is_evaluation for entry in entries)
+    if done >= plan.evaluation_releases:
+        raise PolicyRefusal(
+            f"{site.name} refuses to evaluate: the run planned {plan.evaluation_releases} "
+            f"evaluation release(s) and has had {done}; each one spends privacy budget, so "
+            "no more are answered (raise evaluation-rounds when starting a run)"
+        )
+    entry = plan.evaluation_entry()
+    history = [e.history_entry() for e in entries]
+    check_budget(plan, history, site=site.name, entry=entry, action="evaluate")
+    return entry
+
+
+def _exact_evaluation(
+    global_weights: Sequence[np.ndarray], config: RunConfig, site: Site, run_id: str
+) -> EvaluationRelease:
+    """Exact metrics, for a run that turned DP off (and says so in its report)."""
+    model = global_model(global_weights, config, site, run_id).module
+    result = evaluate_model(
+        model,
+        site.data.evaluation,
+        site.task,
+        resolve_device(config.training.device),
+        known=site.data.train,
+    )
+    metrics: ReplyMetrics = {
+        ReplyKey.HOSPITAL: site.name,
+        ReplyKey.LOSS: result.loss,
+        **result.metrics,
+    }
+    return EvaluationRelease(
+        loss=result.loss,
+        num_examples=result.num_examples,
+        metrics={k: v for k, v in metrics.items() if not _is_nan(v)},
+    )
+
+
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
