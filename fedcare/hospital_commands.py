@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from fedcare.audit_commands import audit_app
@@ -128,8 +129,9 @@ def runs(config: SiteConfig = Path("site.toml")) -> None:
     # Identifiers are never wrapped (a hash prefix is what the operator compares).
     for column in ("run", "first asked (UTC)", "configuration"):
         table.add_column(column, no_wrap=True)
-    for column in ("approved", "decision", "refused", "last reason"):
-        table.add_column(column)
+    for column in ("approved", "decision", "refused"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("last reason")
     for item in decisions:
         table.add_row(
             item.run,
@@ -140,7 +142,8 @@ def runs(config: SiteConfig = Path("site.toml")) -> None:
             str(item.refusals),
             item.last_reason,
         )
-    console.print(table)
+    # Piped into a file or a ticket, the table is 132 columns wide and keeps every word.
+    (console if console.is_terminal else Console(width=132)).print(table)
 
 
 @hospital_app.command()

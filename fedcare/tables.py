@@ -70,7 +70,9 @@ def epsilon_table(metrics: Mapping[str, Any], summary: Mapping[str, Any]) -> Tab
         ("noise multiplier", "noise_multiplier_per_hospital"),
         ("noise-to-signal", "noise_to_signal_per_hospital"),
     ):
-        values = [privacy.get(key, {}).get(name) for name in hospitals]
+        if key not in privacy:
+            continue
+        values = [privacy[key].get(name) for name in hospitals]
         cells = (
             [_fmt(v) for v in values] if listed else _spread([v for v in values if v is not None])
         )

@@ -129,7 +129,7 @@ def _exact_auroc(federation: LocalFederation, out: Path) -> float:
     truth, scores = [], []
     for name in HOSPITALS:
         node = SiteSettings.load(federation.site(name)).node.to_node_config()
-        site = load_site(node, config)
+        site = load_site(node, config, "run-1")
         model = fresh_model(config, site)
         set_weights(model, [saved[n] for n in ModelLayout.of(model).names], what="final model")
         scored = score_model(model, site.data.evaluation, site.task, torch.device("cpu"))

@@ -85,7 +85,7 @@ def test_a_hospital_without_the_plugin_refuses_and_imports_nothing(tmp_path: Pat
     )
     modules = set(sys.modules)
     with pytest.raises(ModelPluginError, match="'os.system' is not installed here"):
-        load_site({NodeConfigKey.PARTITION_ID: 0}, config)
+        load_site({NodeConfigKey.PARTITION_ID: 0}, config, "run-1")
     assert set(sys.modules) - modules <= {m for m in sys.modules if m.startswith("fedcare")}
 
 

@@ -78,7 +78,10 @@ def test_a_virtual_hospital_is_a_real_hospitals_twin(
         contract=tmp_path / "contract.toml",
         device=DeviceName.CPU,
         state=tmp_path / "real-state",
-        privacy=SitePrivacy(max_epsilon=3.0),
+        # A real hospital splits with its own seed and fraction; given the run's, it is the twin.
+        privacy=SitePrivacy(
+            max_epsilon=3.0, split_seed=config.data.seed, eval_fraction=config.data.eval_fraction
+        ),
     )
     hospital = load_site(dict(real.to_node_config()), config, "run-1")
     virtual = data.site({"partition-id": 0}, config, "run-1")

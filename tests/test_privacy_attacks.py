@@ -223,7 +223,7 @@ def test_unsafe_unmasking_requests_are_refused(
 
 def _threshold_model(config: RunConfig, node_config: dict, threshold: float) -> list[np.ndarray]:
     """Logistic regression that calls a patient positive iff its scaled FEATURE > threshold."""
-    site = load_site(node_config, config)
+    site = load_site(node_config, config, "run-1")
     weight, bias = get_weights(fresh_model(config, site))
     weight[:] = 0.0
     weight[0, FEATURE] = 1000.0
@@ -235,7 +235,7 @@ def test_a_binary_search_with_crafted_weights_gets_only_accounted_noise(
     node_config: dict, demo: tuple[Path, Path]
 ) -> None:
     config = _run(demo)
-    site = load_site(node_config, config)
+    site = load_site(node_config, config, "run-1")
     scaled = site.data.evaluation.features[:, FEATURE]
     low, high, answers, refusals = -1.0, 1.0, [], []
     for step in range(40):
@@ -315,7 +315,7 @@ def test_a_sample_rate_one_round_releases_no_loss_and_is_accounted(
 ) -> None:
     node_config = _node(demo, tmp_path / "state", require_secure_aggregation=False)
     config = _run(demo, **{"batch-size": 100000, "secure-aggregation": False})
-    site = load_site(node_config, config)
+    site = load_site(node_config, config, "run-1")
     weights = get_weights(fresh_model(config, site))
     ins = FitIns(ndarrays_to_parameters(weights), _instruction(config))
     message = Message(
@@ -343,7 +343,7 @@ def test_a_renamed_label_or_a_copied_state_folder_meets_the_spent_budget(
 ) -> None:
     node_config = _node(demo, tmp_path / "state")
     config = _run(demo)
-    site = load_site(node_config, config)
+    site = load_site(node_config, config, "run-1")
     with _ledger(node_config) as ledger:  # the dataset's budget is spent
         ledger.reserve(
             site.ledger_key,
@@ -376,10 +376,10 @@ def test_a_renamed_label_or_a_copied_state_folder_meets_the_spent_budget(
 def test_the_run_cannot_choose_a_real_hospitals_split(
     node_config: dict, demo: tuple[Path, Path]
 ) -> None:
-    ours = load_site(node_config, _run(demo))
-    theirs = load_site(node_config, _run(demo, **{"seed": 12345, "eval-fraction": 0.9}))
+    ours = load_site(node_config, _run(demo), "run-1")
+    theirs = load_site(node_config, _run(demo, **{"seed": 12345, "eval-fraction": 0.9}), "run-1")
     assert np.array_equal(ours.data.evaluation.features, theirs.data.evaluation.features)
     assert np.array_equal(ours.data.train.features, theirs.data.train.features)
-    reseeded = load_site({**node_config, NodeConfigKey.SPLIT_SEED: 99}, _run(demo))
+    reseeded = load_site({**node_config, NodeConfigKey.SPLIT_SEED: 99}, _run(demo), "run-1")
     assert not np.array_equal(ours.data.evaluation.features, reseeded.data.evaluation.features)
     assert reseeded.ledger_key == ours.ledger_key  # a new split of the same rows: same budget
