@@ -34,7 +34,7 @@ from fedcare.simulations.local_deployment import (
 pytestmark = pytest.mark.integration
 
 MESSAGES_PER_SECAGG_ROUND = 5
-"""Four SecAgg+ stages and one evaluation."""
+"""Four SecAgg+ stages and one evaluation (in a run that evaluates every round)."""
 RSS_GROWTH_BOUND_MB = 64
 
 
@@ -86,7 +86,10 @@ def test_one_worker_answers_fifty_messages_within_a_memory_bound(
     wait_for(lambda: federation.worker_pid("hospital-1") is not None, timeout=60, what="a worker")
     pid = federation.worker_pid("hospital-1")
     assert pid is not None
-    run, out = federation.start_run("run-fifty", rounds=rounds, timeout=120)
+    # Hospitals evaluate in every round here, so that each round is five messages.
+    run, out = federation.start_run(
+        "run-fifty", rounds=rounds, timeout=120, extra=("--set", f"evaluation-rounds={rounds}")
+    )
     wait_for(
         lambda: _messages(federation, "hospital-1") >= 2 * MESSAGES_PER_SECAGG_ROUND,
         timeout=300,
@@ -121,8 +124,11 @@ def test_a_changed_data_file_is_read_and_checked_again(federation: LocalFederati
     finally:
         data.write_text(original)
     summary = _summary(out)
-    refusals = [w for w in summary["warnings"] if "hospital-1" in w and "mean_radius" in w]
+    refusals = [w for w in summary["warnings"] if "hospital-1: DataValidationError" in w]
     assert refusals, summary["warnings"]
+    # Which column broke which rule stays at the hospital, in its own log.
+    assert not any("mean_radius" in w for w in summary["warnings"])
+    assert "mean_radius" in federation.processes.log("hospital-1")
     assert summary["rounds"]["aggregated"] == [1]
     assert sorted(summary["privacy"]["per_hospital"]) == ["hospital-2", "hospital-3"]
 
