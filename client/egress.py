@@ -96,7 +96,10 @@ def egress_guard_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) 
         return Message(Error(code=REFUSED, reason=public_reason(error)), reply_to=msg)
     except Exception as error:  # noqa: BLE001 - every exception must be stopped here
         logger.exception("unexpected error while handling a %s message", msg.metadata.message_type)
-        reason = f"{type(error).__name__} inside the hospital; the details stay in the hospital's own log"
+        reason = (
+            f"{type(error).__name__} inside the hospital; "
+            "the details stay in the hospital's own log"
+        )
         return Message(Error(code=INTERNAL_ERROR, reason=reason), reply_to=msg)
     if reply.has_error():
         return reply

@@ -134,7 +134,8 @@ def _budget(settings: SiteSettings) -> Check:
     return Check(
         "privacy budget",
         status,
-        f"spent epsilon {spent:.3f} of {limits.max_epsilon:g} (delta {limits.delta:g}); {max(left, 0):.3f} left",
+        f"spent epsilon {spent:.3f} of {limits.max_epsilon:g} (delta {limits.delta:g}); "
+        f"{max(left, 0):.3f} left",
     )
 
 

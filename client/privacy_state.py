@@ -25,7 +25,7 @@ _PLAN_FIELDS = (
 
 
 def load_plan(context: Context) -> DpSgdPlan | None:
-    """The plan this node calibrated earlier in the run, if any."""
+    """Return the plan this node calibrated earlier in the run, if any."""
     record = context.state.config_records.get(StateKey.PRIVACY_PLAN)
     if record is None:
         return None

@@ -201,7 +201,8 @@ class SiteNode:
             if value is None:
                 raise SiteConfigError(
                     key,
-                    "missing from the node config; start the hospital with `fedcare hospital start`",
+                    "missing from the node config; "
+                    "start the hospital with `fedcare hospital start`",
                 )
             try:
                 return kind(value)

@@ -91,7 +91,7 @@ def common_overrides(  # noqa: PLR0913 - one argument per shared option
 def resumed_run_config(
     run_path: Path, overrides: dict[str, Any], *other_options: object
 ) -> RunConfig:
-    """The configuration of a resume: the run's own, with no option changing it.
+    """Return the configuration of a resume: the run's own, with no option changing it.
 
     Raises
     ------

@@ -110,7 +110,7 @@ def _privacy(hospital: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def comparison_table(summary: Mapping[str, Any], metric_names: list[str]) -> Table:
-    """Final pooled, local-only and federated metrics side by side."""
+    """Tabulate the final pooled, local-only and federated metrics side by side."""
     table = Table(title=f"Final comparison ({summary['final_source']} metrics)")
     table.add_column("model", no_wrap=True)
     for name in metric_names:

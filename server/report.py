@@ -56,7 +56,7 @@ SECAGG_GUARANTEE = (
 
 
 def final_metrics(record: RunRecord) -> tuple[dict[str, float], str]:
-    """The latest global-model metrics and where they come from.
+    """Return the latest global-model metrics and where they come from.
 
     Prefers the held-out test set; falls back to the hospitals' row-weighted
     local evaluation when the aggregator has no test set.

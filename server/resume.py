@@ -116,7 +116,7 @@ def load_resume_point(run_dir: RunDirectory, config: RunConfig, layout: ModelLay
 def resume_weights(
     run_dir: RunDirectory, point: ResumePoint, layout: ModelLayout
 ) -> list[np.ndarray]:
-    """The global model of the resume point, checked against the model's layout."""
+    """Load the resume point's global model, checked against the model's layout."""
     named = load_safetensors(run_dir.path / point.checkpoint)
     weights = [named[name] for name in layout.names]
     layout.check(weights, what=f"checkpoint {point.checkpoint}")
@@ -124,7 +124,9 @@ def resume_weights(
 
 
 def resume_config(run_path: Path) -> RunConfig:
-    """The configuration to resume the run in ``run_path`` with: its own, marked as a resume.
+    """Return the configuration to resume the run in ``run_path`` with.
+
+    It is the run's own, marked as a resume.
 
     Raises
     ------
@@ -190,7 +192,7 @@ class ProgressWriter:
 
 
 def restored_record(run_dir: RunDirectory, point: ResumePoint) -> RunRecord:
-    """The run's record up to the resume point (empty if it was never written)."""
+    """Return the run's record up to the resume point (empty if it was never written)."""
     path = run_dir.path / METRICS_JSON
     if not path.is_file():
         return RunRecord()

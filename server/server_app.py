@@ -24,7 +24,7 @@ from fedcare.shared.config import RunConfig
 
 
 def reference_for(config: RunConfig) -> DataReference:
-    """The contract's facts for real hospitals; the simulation's test set and baselines otherwise."""
+    """Return the contract's facts for real hospitals, else the simulation's test set."""
     if not config.data.simulated:
         return contract_reference(config.data.contract, config.training)
     # Imported here: only a simulation trains baselines (and imports the simulation package).

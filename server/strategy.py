@@ -158,7 +158,7 @@ class FedCareStrategy(FedAvg):
     # --- instructions -----------------------------------------------------------
 
     def _run_round(self, flower_round: int) -> int:
-        """The run's round number of Flower's ``flower_round`` (they differ after a resume)."""
+        """Return the run's round of Flower's ``flower_round`` (they differ after a resume)."""
         return flower_round + self._offset
 
     def _instruction(self, server_round: int) -> dict[str, Scalar]:
@@ -421,7 +421,7 @@ class FedCareStrategy(FedAvg):
         return self._describe(proxy.node_id)
 
     def _describe(self, node_id: int) -> str:
-        """A hospital's name once it has replied at least once, else its node id."""
+        """Name a hospital once it has replied at least once, else give its node id."""
         return self._names.get(node_id, f"node {node_id}")
 
     def _note_failures(self, record: RoundRecord, stage: str, failures: list[Failure]) -> None:

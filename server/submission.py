@@ -41,13 +41,16 @@ def check_submission(config: RunConfig, *, contract_source: str) -> None:
 
 
 def app_pyproject(config: RunConfig, version: str) -> dict[str, Any]:
-    """The configuration-only Flower app for one run."""
+    """Return the ``pyproject.toml`` of the configuration-only Flower app for one run."""
     return {
         "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
         "project": {
             "name": APP_NAME,
             "version": version,
-            "description": "A fedcare training run (configuration only; hospitals run their installed fedcare).",
+            "description": (
+                "A fedcare training run "
+                "(configuration only; hospitals run their installed fedcare)."
+            ),
             "license": "Apache-2.0",
             "dependencies": [],
         },

@@ -84,7 +84,7 @@ class AggregatorSettings:
         return flwr_home(self.state)
 
     def command(self, executable: str) -> list[str]:
-        """The ``flower-superlink`` command line."""
+        """Return the ``flower-superlink`` command line."""
         command = [
             executable,
             "--database",
@@ -109,7 +109,7 @@ class AggregatorSettings:
         ]
 
     def connection_toml(self) -> str:
-        """The operator's ``flwr-home/config.toml``, pointing Flower's CLI at this SuperLink."""
+        """Return the operator's ``flwr-home/config.toml``, pointing Flower's CLI here."""
         dial = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         lines = [
             "[superlink]",
@@ -158,5 +158,5 @@ class HospitalRegistry:
         )
 
     def as_setting(self) -> str:
-        """The ``hospital-names`` run-config value."""
+        """Return the ``hospital-names`` run-config value."""
         return ",".join(f"{node}={name}" for node, name in sorted(self.load().items()))

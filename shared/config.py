@@ -567,7 +567,10 @@ SECAGG_MIN_HOSPITALS = 3
 """A federation needs 3: with two parties, each could subtract its own update from the sum."""
 
 SECAGG_MIN_ROUND = 2
-"""Flower's SecAgg+ needs 2 replies; a round left with 2 lets each deduce the other's (DP) update."""
+"""Flower's SecAgg+ needs 2 replies.
+
+A round left with 2 lets each deduce the other's (DP) update.
+"""
 
 
 @dataclass(frozen=True)
@@ -683,7 +686,7 @@ def config_keys() -> list[str]:
 
 
 def setting_key(section: type[Any], attribute: str) -> str:
-    """The run-config key of ``section.attribute``, e.g. ``secure-aggregation``."""
+    """Return the run-config key of ``section.attribute``, e.g. ``secure-aggregation``."""
     return next(f.metadata["key"] for f in fields(section) if f.name == attribute)
 
 

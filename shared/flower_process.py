@@ -46,7 +46,7 @@ def flower_executable(name: str) -> str:
 
 
 def flower_environment(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment plus Flower's home folder and fedcare's safe defaults.
+    """Return this process's environment plus Flower's home and fedcare's safe defaults.
 
     This Python's folder goes first on ``PATH``: Flower starts its helpers
     (``flower-superexec``, ``flwr-serverapp``, ``flwr-clientapp``) by name, and

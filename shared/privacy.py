@@ -101,7 +101,7 @@ class DpSgdPlan:
     evaluation_releases: int = 0
 
     def round_entry(self) -> HistoryEntry:
-        """The accountant entry one full round of training adds."""
+        """Return the accountant entry one full round of training adds."""
         return (self.noise_multiplier, self.sample_rate, self.steps_per_round)
 
     def evaluation_entry(self) -> HistoryEntry:

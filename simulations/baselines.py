@@ -56,7 +56,7 @@ class Baselines:
     local_only_per_hospital: dict[str, dict[str, float]]
 
     def rows(self) -> dict[str, dict[str, float]]:
-        """The report rows, by name."""
+        """Return the report rows, by name."""
         return {POOLED: self.pooled, LOCAL_ONLY: self.local_only}
 
 

@@ -1,5 +1,6 @@
-"""Datasets shipped inside installed packages or generated from a seed, so simulations
-never download anything.
+"""Datasets shipped inside installed packages or generated from a seed.
+
+Simulations never download anything.
 
 Real data: Breast Cancer Wisconsin and the diabetes progression study (scikit-learn),
 the NCCTG lung-cancer trial with its 18 institutions (lifelines). Synthetic data
@@ -144,8 +145,9 @@ def _breast_cancer() -> BuiltinDataset:
 
 
 def _diabetes() -> BuiltinDataset:
-    """Diabetes progression (Efron et al. 2004): 442 patients, 10 baseline measurements,
-    target a disease-progression score one year later (25 to 346).
+    """Load diabetes progression (Efron et al. 2004): 442 patients, 10 measurements.
+
+    The target is a disease-progression score one year later (25 to 346).
 
     The target is learnt centred on 150 and scaled by 75, round numbers near the
     study's mean and spread, fixed for every party.
@@ -163,8 +165,9 @@ def _diabetes() -> BuiltinDataset:
 
 
 def _lung_survival() -> BuiltinDataset:
-    """NCCTG advanced lung cancer trial (Loprinzi et al. 1994), from lifelines: survival
-    in days of 228 patients at 18 institutions, which become the natural sites.
+    """Load the NCCTG advanced lung cancer trial (Loprinzi et al. 1994), from lifelines.
+
+    Survival in days of 228 patients at 18 institutions, which become the natural sites.
 
     Patients missing their institution or a performance score are left out; the
     two sparsely recorded measures (calories, weight loss) take the trial median.
@@ -197,8 +200,9 @@ def _synthetic_images() -> BuiltinDataset:
 
 
 def _synthetic_vitals() -> BuiltinDataset:
-    """600 synthetic ICU stays of up to 24 hourly vitals and lactate; the label is
-    deterioration, which shows in the trends more than in the levels.
+    """Generate 600 synthetic ICU stays of up to 24 hourly vitals and lactate.
+
+    The label is deterioration, which shows in the trends more than in the levels.
     """
     frame = make_vitals(_VITALS_PATIENTS, max_length=_VITALS_HOURS, seed=_SYNTHETIC_SEED)
     inputs, labels, _ = to_padded(

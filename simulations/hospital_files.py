@@ -115,7 +115,7 @@ def site_toml(
     max_epsilon: float = 3.0,
     require_secure_aggregation: bool = True,
 ) -> dict[str, Any]:
-    """A hospital's ``site.toml`` content (see :mod:`client.site_settings`)."""
+    """Return a hospital's ``site.toml`` content (see :mod:`client.site_settings`)."""
     return {
         "hospital": {
             "name": name,

@@ -29,14 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    """An ephemeral loopback port that was free a moment ago."""
+    """Return an ephemeral loopback port that was free a moment ago."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
 def fedcare(*arguments: str) -> list[str]:
-    """The command line of ``fedcare ARGUMENTS`` in this environment."""
+    """Return the command line of ``fedcare ARGUMENTS`` in this environment."""
     return [sys.executable, "-m", "fedcare", *arguments]
 
 
@@ -103,7 +103,7 @@ class Processes:
             raise
 
     def log(self, name: str) -> str:
-        """What process ``name`` has printed so far."""
+        """Return what process ``name`` has printed so far."""
         return (self._logs / f"{name}.log").read_text(encoding="utf-8", errors="replace")
 
     def kill(self, name: str) -> None:
@@ -137,7 +137,10 @@ SiteHook = Callable[[str, dict[str, Any]], None]
 
 @dataclass
 class LocalFederation:
-    """A CA, an aggregator and demo hospitals running on 127.0.0.1 (see :func:`start_local_federation`)."""
+    """A CA, an aggregator and demo hospitals running on 127.0.0.1.
+
+    See :func:`start_local_federation`.
+    """
 
     root: Path
     processes: Processes

@@ -242,7 +242,7 @@ def test_a_restarted_hospital_refuses_past_its_budget_and_strangers_are_turned_a
 
 def test_planted_values_never_reach_the_aggregator(federation: LocalFederation) -> None:
     aggregator_side = [federation.root / "logs" / "aggregator.log", *federation.state.rglob("*")]
-    aggregator_side += [p for p in (federation.root / "logs").glob("run-*.log")]
+    aggregator_side += list((federation.root / "logs").glob("run-*.log"))
     for run in ("run-1", "run-dropout", "run-refusal"):
         aggregator_side += list((federation.root / run).rglob("*"))
     files = [path for path in aggregator_side if path.is_file()]

@@ -242,7 +242,7 @@ def test_forward_fill_carries_values_and_times_within_a_stay(tmp_path: Path) -> 
     assert (a[:-4] == 0).all() and a[-4:, -1].tolist() == [1, 1, 1, 1]
 
 
-# --------------------------------------------------------------------------- fill values and privacy
+# ------------------------------------------------------------------------ fill values and privacy
 
 
 def _imputed_rows(tmp_path: Path, n: int = 60) -> tuple[Examples, DataContract]:

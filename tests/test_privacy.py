@@ -1,4 +1,4 @@
-"""DP-SGD accounting: calibration meets the target, and epsilon matches an independent RDP computation."""
+"""DP-SGD accounting: calibration meets the target; epsilon matches an independent RDP count."""
 
 import numpy as np
 import pytest
