@@ -29,6 +29,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable
+from typing import TypeGuard
 
 from flwr.app import ArrayRecord, Context, Error, Message
 from flwr.app.message_type import MessageType
@@ -120,7 +121,7 @@ def inspect_reply(reply: Message, request: Message, *, min_count: int) -> Iterab
         if not name.startswith(_RESULT_PREFIXES):
             yield f"unexpected record '{name}'"
     for name, record in content.metric_records.items():
-        if name.endswith(".num_examples") and int(record.get("num_examples", 0)) < min_count:
+        if name.endswith(".num_examples") and _too_few(record.get("num_examples", 0), min_count):
             yield f"an aggregate over fewer than {min_count} patients"
         if name.endswith(".loss") and not _finite(record.get("loss")):
             yield "a non-finite loss"
@@ -177,5 +178,10 @@ def _request_shapes(request: Message) -> list[tuple[int, ...]] | None:
     return None
 
 
-def _finite(value: object) -> bool:
+def _finite(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _too_few(count: object, min_count: int) -> bool:
+    """Tell whether ``count`` is no patient count of at least ``min_count`` (a list is none)."""
+    return not _finite(count) or int(count) < min_count

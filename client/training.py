@@ -47,7 +47,7 @@ class TrainOutcome:
 
 def _loader(
     data: Examples, task: Task, batch_size: int, generator: torch.Generator | None
-) -> DataLoader:
+) -> DataLoader[tuple[torch.Tensor, ...]]:
     targets = task.targets(data.features, data.labels)
     dataset = TensorDataset(
         torch.from_numpy(data.features), torch.as_tensor(targets, dtype=task.label_dtype)
@@ -57,7 +57,7 @@ def _loader(
 
 def _run_epochs(
     model: nn.Module,
-    loader: DataLoader,
+    loader: DataLoader[tuple[torch.Tensor, ...]],
     optimizer: torch.optim.Optimizer,
     criterion: nn.Module,
     *,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypedDict
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: aggregators run without a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fedcare.server.run_record import RunRecord  # noqa: E402
@@ -22,7 +24,18 @@ LABELLED_HOSPITALS = 12
 """Up to this many hospitals, each has its own labelled epsilon line; above, faint
 unlabelled lines (a legend of hundreds would cover the figure)."""
 
-_MANY_STYLE = {"color": "tab:blue", "alpha": 0.25, "linewidth": 0.6}
+
+class _LineStyle(TypedDict, total=False):
+    """The keyword arguments of ``Axes.plot`` an epsilon line sets."""
+
+    color: str
+    alpha: float
+    linewidth: float
+    marker: str
+    label: str
+
+
+_MANY_STYLE: _LineStyle = {"color": "tab:blue", "alpha": 0.25, "linewidth": 0.6}
 
 
 def plot_run(
@@ -47,7 +60,7 @@ def plot_run(
 
 
 def _plot_metric(
-    axis: plt.Axes, record: RunRecord, headline: str, baselines: Mapping[str, Mapping[str, float]]
+    axis: Axes, record: RunRecord, headline: str, baselines: Mapping[str, Mapping[str, float]]
 ) -> None:
     for scope, label in (
         ("test_metrics", "federated (test set)"),
@@ -74,7 +87,7 @@ def _plot_metric(
     axis.legend(loc="lower right", fontsize="small")
 
 
-def _plot_epsilon(axis: plt.Axes, record: RunRecord, target_epsilon: float | None) -> None:
+def _plot_epsilon(axis: Axes, record: RunRecord, target_epsilon: float | None) -> None:
     names = sorted({name for r in record.rounds for name in r.hospitals})
     many = len(names) > LABELLED_HOSPITALS
     for name in names:
@@ -84,7 +97,7 @@ def _plot_epsilon(axis: plt.Axes, record: RunRecord, target_epsilon: float | Non
             if name in r.hospitals and ReplyKey.EPSILON in r.hospitals[name].privacy
         ]
         if points:
-            style = _MANY_STYLE if many else {"marker": "o", "label": name}
+            style: _LineStyle = _MANY_STYLE if many else {"marker": "o", "label": name}
             axis.plot(*zip(*points, strict=True), **style)
     if many:
         axis.plot([], [], **_MANY_STYLE, label=f"{len(names)} hospitals")

@@ -135,7 +135,9 @@ class DeadlineGrid(Grid):
 def _exchange(first: Message, seconds: float, replies: list[Message]) -> Exchange:
     group = first.metadata.group_id
     errors = tuple(
-        (reply.metadata.src_node_id, reply.error.reason) for reply in replies if reply.has_error()
+        (reply.metadata.src_node_id, reply.error.reason or f"error code {reply.error.code}")
+        for reply in replies
+        if reply.has_error()
     )
     return Exchange(
         flower_round=int(group) if group.isdigit() else 0,

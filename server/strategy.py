@@ -19,7 +19,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from flwr.common import (
@@ -424,7 +424,7 @@ class FedCareStrategy(FedAvg):
         """Name a hospital once it has replied at least once, else give its node id."""
         return self._names.get(node_id, f"node {node_id}")
 
-    def _note_failures(self, record: RoundRecord, stage: str, failures: list[Failure]) -> None:
+    def _note_failures(self, record: RoundRecord, stage: str, failures: Sequence[Failure]) -> None:
         for failure in failures:
             # An error reply arrives as a bare exception; observe_exchange recorded it
             # already, with the hospital that sent it.
@@ -439,7 +439,7 @@ class FedCareStrategy(FedAvg):
         record: RoundRecord,
         stage: str,
         results: list[tuple[ClientProxy, FitRes]] | list[tuple[ClientProxy, EvaluateRes]],
-        failures: list[Failure],
+        failures: Sequence[Failure],
     ) -> None:
         """Record every hospital that was asked and returned neither a result nor an error.
 

@@ -687,7 +687,8 @@ def config_keys() -> list[str]:
 
 def setting_key(section: type[Any], attribute: str) -> str:
     """Return the run-config key of ``section.attribute``, e.g. ``secure-aggregation``."""
-    return next(f.metadata["key"] for f in fields(section) if f.name == attribute)
+    key: str = next(f.metadata["key"] for f in fields(section) if f.name == attribute)
+    return key
 
 
 def _parse_section(section: type[_Section], flat: Mapping[str, FlatValue]) -> _Section:
@@ -704,7 +705,7 @@ def _coerce(key: str, value: FlatValue, default: Any) -> Any:
     if isinstance(default, StrEnum):
         choices = [member.value for member in type(default)]
         _require(value in choices, key, f"must be one of {', '.join(choices)} (got {value!r})")
-        return type(default)(value)
+        return type(default)(str(value))
     if isinstance(default, bool):
         _require(isinstance(value, bool), key, f"must be true or false (got {value!r})")
         return value

@@ -134,12 +134,12 @@ def candidate_scores(
     pairs = np.stack(
         [np.repeat(patients, treatments), np.tile(np.arange(treatments), len(data))], axis=1
     )
-    logits = np.empty(len(pairs), dtype=np.float32)
+    pair_logits = np.empty(len(pairs), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(pairs), EVALUATION_BATCH):
             batch = torch.from_numpy(pairs[start : start + EVALUATION_BATCH]).to(device)
-            logits[start : start + EVALUATION_BATCH] = model(batch).squeeze(-1).cpu().numpy()
-    logits = logits.reshape(len(data), treatments)
+            pair_logits[start : start + EVALUATION_BATCH] = model(batch).squeeze(-1).cpu().numpy()
+    logits = pair_logits.reshape(len(data), treatments)
     tried = np.zeros((max(data.patients, known.patients), treatments), dtype=bool)
     tried[known.features[:, 0], known.features[:, 1]] = True
     scores = np.where(tried[patients], -np.inf, logits)

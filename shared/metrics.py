@@ -175,7 +175,8 @@ def held_out_ranks(scores: np.ndarray, held_out: np.ndarray) -> np.ndarray:
     last rather than first.
     """
     target = scores[np.arange(len(held_out)), held_out]
-    return (scores >= target[:, None]).sum(axis=1)
+    ranks: np.ndarray = (scores >= target[:, None]).sum(axis=1)
+    return ranks
 
 
 def _recommendation(held_out: np.ndarray, scores: np.ndarray) -> dict[str, float]:

@@ -192,7 +192,8 @@ def _patient_labels(
             f"column '{label}': {disagreeing} patients have rows with different labels; "
             "a patient's label must be the same on every row"
         )
-    return column.to_numpy()[starts]
+    labels: np.ndarray = column.to_numpy()[starts]
+    return labels
 
 
 def _place(

@@ -12,13 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeAlias
 
 from fedcare.shared.errors import FedcareError
 
-JsonValue: TypeAlias = "None | bool | int | float | str | list[JsonValue] | dict[str, JsonValue]"
+JsonValue: TypeAlias = (
+    "None | bool | int | float | str | Sequence[JsonValue] | Mapping[str, JsonValue]"
+)
+"""A value an entry holds: what ``json`` writes, from the lists and dicts callers pass.
+
+The containers are typed read-only (``Sequence``, ``Mapping``) so that a ``list[str]``
+or a run's flat ``dict[str, FlatValue]`` fits without a copy.
+"""
 
 GENESIS_HASH = "0" * 64
 """The ``prev`` of the first entry, and the head hash of an empty log."""
