@@ -11,17 +11,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from flwr.app import Context
+from flwr.app import ConfigRecord, Context
 from flwr.client import Client, NumPyClient
 from flwr.clientapp import ClientApp
 
 from fedcare.client.egress import egress_guard_mod
-from fedcare.client.privacy_state import load_plan, store_plan
+from fedcare.client.plan_values import plan_from_values, plan_values
 from fedcare.client.secure_aggregation import secure_aggregation_mod
+from fedcare.shared.keys import StateKey
 
 if TYPE_CHECKING:
     from fedcare.client.session import HospitalSession
     from fedcare.client.site import SiteSource
+    from fedcare.shared.privacy import DpSgdPlan
 
 
 class HospitalClient(NumPyClient):
@@ -60,6 +62,18 @@ class HospitalClient(NumPyClient):
         return HospitalSession(
             self._context.node_config, config, str(self._context.run_id), self._source
         )
+
+
+def load_plan(context: Context) -> DpSgdPlan | None:
+    """Return the DP-SGD plan this node calibrated earlier in the run, if any."""
+    record = context.state.config_records.get(StateKey.PRIVACY_PLAN)
+    return None if record is None else plan_from_values(record.get(StateKey.PLAN))
+
+
+def store_plan(context: Context, plan: DpSgdPlan) -> None:
+    """Keep ``plan`` in the node's state for the next rounds of this run."""
+    record = ConfigRecord({StateKey.PLAN: plan_values(plan)})
+    context.state.config_records[StateKey.PRIVACY_PLAN] = record
 
 
 def make_client_app(source: SiteSource | None = None) -> ClientApp:

@@ -125,7 +125,7 @@ def test_a_second_run_is_refused_once_the_dataset_budget_is_spent(
 def test_the_plan_survives_the_node_context_between_rounds() -> None:
     from flwr.app import Context, RecordDict
 
-    from fedcare.client.privacy_state import load_plan, store_plan
+    from fedcare.client.client_app import load_plan, store_plan
 
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     assert load_plan(context) is None
@@ -134,3 +134,16 @@ def test_the_plan_survives_the_node_context_between_rounds() -> None:
     )
     store_plan(context, plan)
     assert load_plan(context) == plan
+
+
+def test_a_cached_plan_of_another_shape_means_calibrate_again() -> None:
+    from fedcare.client.plan_values import plan_from_values, plan_values
+
+    plan = plan_dp_sgd(
+        n_samples=90, batch_size=30, local_epochs=1, rounds=2, target_epsilon=1.0, delta=1e-5
+    )
+    values = plan_values(plan)
+    assert plan_from_values(values) == plan
+    assert plan_from_values(values[:-2]) is None  # cached by an older fedcare
+    assert plan_from_values([*values[:-1], "1"]) is None
+    assert plan_from_values(3.0) is None
