@@ -2,13 +2,13 @@
 
 A real hospital reads its own file (node config written by ``fedcare hospital
 start``). A simulation passes the apps a :class:`SiteSource` that hands each
-virtual hospital its data; one that does not (``flwr run .``) gets the built-in
-dataset's partitions. Every hospital that reads a file under the federation's
-contract, real or virtual, prepares it the same way (:func:`contract_site`): a
-real hospital splits its rows with its own ``split-seed`` and ``eval-fraction``
-(``site.toml``), never with the run's, and every hospital scales features with
-the contract's public ranges. Either way the privacy ledger knows the data by
-its fingerprint.
+virtual hospital its data (the built-in dataset's partitions or the user's own
+files, both in the simulation package, which this code never imports). Every
+hospital that reads a file under the federation's contract, real or virtual,
+prepares it the same way (:func:`contract_site`): a real hospital splits its
+rows with its own ``split-seed`` and ``eval-fraction`` (``site.toml``), never
+with the run's, and every hospital scales features with the contract's public
+ranges. Either way the privacy ledger knows the data by its fingerprint.
 """
 
 from __future__ import annotations
@@ -38,8 +38,13 @@ if TYPE_CHECKING:
 SIMULATED_STATE_DIR = "hospitals"
 
 _NO_DATA = (
-    "this SuperNode has no data configured: start a hospital with `fedcare hospital start "
-    f"--config site.toml`, or give a simulated one --node-config '{NodeConfigKey.PARTITION_ID}=N'"
+    "this SuperNode has no data configured: start a hospital with "
+    "`fedcare hospital start --config site.toml`"
+)
+
+_NO_SOURCE = (
+    f"this SuperNode's node config names a simulated hospital ({NodeConfigKey.PARTITION_ID}) "
+    "but no simulation passed its data: simulations run through `fedcare simulate`"
 )
 
 
@@ -117,23 +122,18 @@ def load_site(
 
     A real hospital (node config written by ``fedcare hospital start``) reads its
     own file and checks it against its contract, which must be the run's. A
-    virtual hospital gets its data from ``source``, or without one (node config
-    ``partition-id``) rebuilds its partition of the built-in dataset from the
-    run's data settings.
+    virtual hospital gets its data from ``source``, which the simulation passed.
 
     Raises
     ------
     DataError
-        If the node config names no data, the data breaks the contract, or the
-        contract differs from the run's.
+        If the node config names no data (or a simulated hospital without a
+        ``source``), the data breaks the contract, or the contract differs from
+        the run's.
     """
     if NodeConfigKey.DATA_PATH in node_config:
         return _hospital_site(SiteNode.from_node_config(node_config), config, run_id)
-    if source is not None:
-        return source.site(node_config, config, run_id)
-    if NodeConfigKey.PARTITION_ID in node_config:
-        return _simulated_site(int(str(node_config[NodeConfigKey.PARTITION_ID])), config)
-    raise DataError(_NO_DATA)
+    return _source(node_config, source).site(node_config, config, run_id)
 
 
 def site_records(
@@ -144,18 +144,20 @@ def site_records(
     Raises
     ------
     DataError
-        If the node config names neither a hospital nor a simulated partition.
+        If the node config names no hospital, and no simulation passed a ``source``.
     """
-    if source is not None and NodeConfigKey.DATA_PATH not in node_config:
-        return source.records(node_config, config)
     if NodeConfigKey.DATA_PATH in node_config:
         node = SiteNode.from_node_config(node_config)
         return node.name, node.state
-    if NodeConfigKey.PARTITION_ID in node_config:
-        from fedcare.simulations.federation import hospital_name
+    return _source(node_config, source).records(node_config, config)
 
-        name = hospital_name(int(str(node_config[NodeConfigKey.PARTITION_ID])))
-        return name, simulated_state(config, name)
+
+def _source(node_config: Mapping[str, object], source: SiteSource | None) -> SiteSource:
+    """Return the simulation's source of a virtual hospital's data, or say what is missing."""
+    if source is not None:
+        return source
+    if NodeConfigKey.PARTITION_ID in node_config:
+        raise DataError(_NO_SOURCE)
     raise DataError(_NO_DATA)
 
 
@@ -273,28 +275,6 @@ def epsilon_cap(config: RunConfig, limits: SitePrivacy | None) -> float:
     limits of its own).
     """
     return limits.max_epsilon if limits is not None else config.privacy.target_epsilon
-
-
-def _simulated_site(index: int, config: RunConfig) -> Site:
-    # Imported here: only simulated hospitals need the simulation package.
-    from fedcare.shared.run_model import run_task
-    from fedcare.simulations.federation import build_federation
-
-    federation = build_federation(config.data)
-    if not 0 <= index < len(federation.hospitals):
-        raise DataError(
-            f"{NodeConfigKey.PARTITION_ID}={index} does not exist: the run has "
-            f"{len(federation.hospitals)} hospitals (0 to {len(federation.hospitals) - 1})"
-        )
-    hospital = federation.hospitals[index]
-    return Site(
-        name=hospital.name,
-        task=run_task(config.training, federation.task),
-        data=hospital.site,
-        state=simulated_state(config, hospital.name),
-        dataset=hospital.name,
-        fingerprint=hospital.fingerprint,
-    )
 
 
 def simulated_state(config: RunConfig, name: str) -> Path:

@@ -1,7 +1,9 @@
 """The aggregator's Flower ServerApp: parse the run config once, then hand over.
 
-``app`` reads Flower's run config (``flwr run .``); :func:`make_server_app` binds
-an already-parsed config instead, for in-process simulation. Whatever stops the
+``app`` reads Flower's run config (a run ``fedcare run`` submits);
+:func:`make_server_app` binds an already-parsed config instead, and takes a
+simulation's data reference (``fedcare simulate``, and ``flwr run .`` through
+:mod:`simulations.flower_app`). Whatever stops the
 run reaches the operator as one sentence in Flower's stream, pointing to the run
 folder's log for the rest (:func:`server.run_directory.record_failure`), never
 as a traceback.
@@ -21,20 +23,30 @@ from fedcare.server.aggregator import log_rounds_to_stream, run_aggregator
 from fedcare.server.reference import DataReference, contract_reference
 from fedcare.server.run_directory import RunDirectory, default_run_path, record_failure
 from fedcare.shared.config import RunConfig
+from fedcare.shared.errors import ConfigError
 
 
 def reference_for(config: RunConfig) -> DataReference:
-    """Return the contract's facts for real hospitals, else the simulation's test set."""
-    if not config.data.simulated:
-        return contract_reference(config.data.contract, config.training)
-    # Imported here: only a simulation trains baselines (and imports the simulation package).
-    from fedcare.simulations.reference import simulated_reference
+    """Return what the aggregator knows of real hospitals' data: its contract's facts.
 
-    return simulated_reference(config)
+    Raises
+    ------
+    ConfigError
+        If the run carries no contract: only a simulation runs without one, and it
+        passes its own reference (:data:`ReferenceSource`).
+    """
+    if config.data.simulated:
+        raise ConfigError(
+            "contract",
+            "the run carries no data contract, so no real hospital can take part; "
+            "simulations run through `fedcare simulate`",
+        )
+    return contract_reference(config.data.contract, config.training)
 
 
 ReferenceSource = Callable[[RunConfig], DataReference]
-"""What a simulation passes the aggregator instead of :func:`reference_for`: its data's facts."""
+"""What a simulation passes the aggregator instead of :func:`reference_for`: its data's facts
+(the built-in dataset's or the user's own files' test set and baselines)."""
 
 
 def serve(
@@ -54,7 +66,7 @@ def make_server_app(
     """Build a ServerApp; with ``config`` it ignores Flower's run config.
 
     A simulation passes ``reference``: what its aggregator knows of its data
-    (the test rows and baselines of the user's own files).
+    (the test rows and baselines of the built-in dataset or the user's own files).
     """
     server_app = ServerApp()
 

@@ -25,6 +25,7 @@ from fedcare.server.run_directory import LOG_FILE, check_run_path, default_run_p
 from fedcare.shared.config import DeviceName, RunConfig
 from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.shared.models import check_model_input
+from fedcare.simulations.builtin_data import BuiltinData
 from fedcare.simulations.federation import build_federation
 from fedcare.simulations.own_data import OwnData
 from fedcare.simulations.run_log import RUN_LOG_ENV, RunLog, log_worker_to_run_file
@@ -219,6 +220,8 @@ def _run(
     from fedcare.client.client_app import make_client_app
     from fedcare.server.server_app import make_server_app
 
+    source: OwnData | BuiltinData = data if data is not None else BuiltinData()
+
     # One BLAS thread and one torch thread in this process: the actors have the cores.
     # The server thread once hung spinning in a BLAS call beside Ray and torch, and
     # torch's two threads made each step of the baselines' training wait on the other
@@ -228,8 +231,8 @@ def _run(
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             run_simulation(
-                server_app=make_server_app(config, data.reference if data is not None else None),
-                client_app=client_app or make_client_app(data),
+                server_app=make_server_app(config, source.reference),
+                client_app=client_app or make_client_app(source),
                 num_supernodes=config.data.hospitals,
                 backend_config=resources.backend_config(),
             )

@@ -23,6 +23,10 @@ from fedcare.client.egress import egress_guard_mod
 from fedcare.client.secure_aggregation import secure_aggregation_mod
 from fedcare.shared.config import RunConfig
 from fedcare.shared.keys import NodeConfigKey
+from fedcare.simulations.builtin_data import BuiltinData
+
+BUILTIN = BuiltinData()
+"""The simulation's data: the built-in dataset's partitions, test set and baselines."""
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +47,7 @@ def _client_fn(context: Context) -> Client:
     hospitals = int(str(context.node_config[NodeConfigKey.NUM_PARTITIONS]))
     if partition in CRASHING[hospitals]:
         return CrashingClient().to_client()
-    return HospitalClient(context).to_client()
+    return HospitalClient(context, BUILTIN).to_client()
 
 
 crashing_app = ClientApp(client_fn=_client_fn, mods=[egress_guard_mod, secure_aggregation_mod])
@@ -66,7 +70,7 @@ def _simulate(out: Path, hospitals: int) -> dict:
         }
     )
     run_simulation(
-        server_app=make_server_app(config),
+        server_app=make_server_app(config, BUILTIN.reference),
         client_app=crashing_app,
         num_supernodes=hospitals,
         backend_config=backend_config(config),  # type: ignore[arg-type]

@@ -96,11 +96,47 @@ def test_instruction_parsing_ignores_the_round_number(config: RunConfig) -> None
 
 
 def test_site_loading_names_the_missing_node_config(config: RunConfig) -> None:
-    with pytest.raises(DataError, match="partition-id"):
+    from fedcare.simulations.builtin_data import BuiltinData
+
+    with pytest.raises(DataError, match="fedcare hospital start"):
         load_site({}, config, "run-1")
+    with pytest.raises(DataError, match="partition-id"):
+        load_site({}, config, "run-1", BuiltinData())
     with pytest.raises(DataError, match="does not exist"):
-        load_site({"partition-id": 7}, config, "run-1")
-    assert load_site({"partition-id": 0}, config, "run-1").name == "hospital-1"
+        load_site({"partition-id": 7}, config, "run-1", BuiltinData())
+    assert load_site({"partition-id": 0}, config, "run-1", BuiltinData()).name == "hospital-1"
+
+
+def test_a_simulated_node_config_without_its_simulation_points_to_fedcare_simulate(
+    config: RunConfig,
+) -> None:
+    from fedcare.client.site import site_records
+
+    for read in (
+        lambda: load_site({"partition-id": 0}, config, "run-1"),
+        lambda: site_records({"partition-id": 0}, config),
+    ):
+        with pytest.raises(DataError, match="simulations run through `fedcare simulate`$"):
+            read()
+
+
+def test_flwr_run_names_the_apps_given_the_built_in_data() -> None:
+    import tomllib
+    from importlib import import_module
+    from pathlib import Path
+
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    components = pyproject["tool"]["flwr"]["app"]["components"]
+    apps = {}
+    for kind, reference in components.items():
+        module, name = reference.split(":")
+        apps[kind] = getattr(import_module(module), name)
+    assert isinstance(apps["serverapp"], ServerApp)
+    assert isinstance(apps["clientapp"], ClientApp)
 
 
 def test_layout_check_counts_arrays() -> None:

@@ -19,6 +19,10 @@ from flwr.common import Context
 from fedcare.client.client_app import HospitalClient
 from fedcare.shared.config import RunConfig
 from fedcare.shared.keys import NodeConfigKey
+from fedcare.simulations.builtin_data import BuiltinData
+
+BUILTIN = BuiltinData()
+"""The simulation's data: the built-in dataset's partitions, test set and baselines."""
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +39,7 @@ class HostileClient(NumPyClient):
     """An honest hospital whose updates are corrupted on the way out."""
 
     def __init__(self, context: Context, attack: Attack) -> None:
-        self._honest = HospitalClient(context)
+        self._honest = HospitalClient(context, BUILTIN)
         self._attack = attack
 
     def fit(self, parameters, config):  # type: ignore[no-untyped-def]
@@ -50,7 +54,7 @@ def _client_fn(context: Context) -> Client:
     partition = int(str(context.node_config[NodeConfigKey.PARTITION_ID]))
     if partition in ATTACKS:
         return HostileClient(context, ATTACKS[partition][1]).to_client()
-    return HospitalClient(context).to_client()
+    return HospitalClient(context, BUILTIN).to_client()
 
 
 hostile_app = ClientApp(client_fn=_client_fn)
@@ -73,7 +77,7 @@ def _simulate_with_attackers(out: Path, **settings: object) -> dict:
         }
     )
     run_simulation(
-        server_app=make_server_app(config),
+        server_app=make_server_app(config, BUILTIN.reference),
         client_app=hostile_app,
         num_supernodes=config.data.hospitals,
         backend_config=backend_config(config),  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from fedcare.shared.model_plugins import ModelPluginError, installed_plugins
 from fedcare.shared.run_model import build_run_model
 from fedcare.shared.serialization import get_weights
 from fedcare.shared.tasks import Task, TaskKind
+from fedcare.simulations.builtin_data import BuiltinData
 from fedcare.simulations.federation import build_federation
 
 EXAMPLE = "fedcare-example-models==0.1.0"
@@ -68,7 +69,8 @@ def test_a_hospital_with_another_version_refuses_naming_both_and_audits_it(
 
     config = RunConfig.from_flat({**PLUGIN, "model-version": "0.2.0", "out-dir": str(tmp_path)})
     instruction = {**config.to_flat(), "server-round": 1}
-    session = HospitalSession({NodeConfigKey.PARTITION_ID: 0}, instruction, "run-7")
+    node_config = {NodeConfigKey.PARTITION_ID: 0}
+    session = HospitalSession(node_config, instruction, "run-7", BuiltinData())
     with pytest.raises(ModelPluginError, match=r"0\.1\.0 here, but the run needs version 0\.2\.0"):
         session.train([], plan=None)
     audit = simulated_state(config, "hospital-1") / AUDIT_FILE
@@ -85,7 +87,7 @@ def test_a_hospital_without_the_plugin_refuses_and_imports_nothing(tmp_path: Pat
     )
     modules = set(sys.modules)
     with pytest.raises(ModelPluginError, match="'os.system' is not installed here"):
-        load_site({NodeConfigKey.PARTITION_ID: 0}, config, "run-1")
+        load_site({NodeConfigKey.PARTITION_ID: 0}, config, "run-1", BuiltinData())
     assert set(sys.modules) - modules <= {m for m in sys.modules if m.startswith("fedcare")}
 
 
