@@ -18,16 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
 
 from torch import nn
 
-from fedcare.shared.data import InputKind
 from fedcare.shared.errors import FedcareError
-from fedcare.shared.networks import ModelSize
-
-if TYPE_CHECKING:
-    from fedcare.shared.models import ModelSpec
 
 PLUGIN_GROUP = "fedcare.models"
 
@@ -96,21 +90,3 @@ def load_plugin(name: str, version: str) -> tuple[PluginBuilder, str]:
             "a fedcare.models entry point must name a function (input_shape, output_dim) -> module"
         )
     return builder, _source(point)
-
-
-def plugin_spec(name: str, version: str) -> ModelSpec:
-    """Return a :class:`shared.models.ModelSpec` that builds installed plugin ``name``.
-
-    A plugin reads any dense input (tables, images, sequences); whether it
-    fits the data's shape shows when the model is checked
-    (:func:`shared.run_model.build_run_model`). Width and depth do not apply.
-    """
-    from fedcare.shared.models import ModelSpec
-
-    builder, source = load_plugin(name, version)
-
-    def build(input_shape: tuple[int, ...], output_dim: int, size: ModelSize) -> nn.Module:
-        return builder(input_shape, output_dim)
-
-    dense = frozenset(InputKind) - {InputKind.INTERACTIONS}
-    return ModelSpec(build, dense, source=source)

@@ -155,9 +155,24 @@ def model_spec(name: str, version: str = "") -> ModelSpec:
     """
     if name in MODELS:
         return MODELS[ModelName(name)]
-    from fedcare.shared.model_plugins import plugin_spec
+    return _plugin_spec(name, version)
 
-    return plugin_spec(name, version)
+
+def _plugin_spec(name: str, version: str) -> ModelSpec:
+    """Return a spec that builds installed plugin ``name`` (:mod:`shared.model_plugins`).
+
+    A plugin reads any dense input (tables, images, sequences); whether it
+    fits the data's shape shows when the model is checked
+    (:func:`shared.run_model.build_run_model`). Width and depth do not apply.
+    """
+    from fedcare.shared.model_plugins import load_plugin
+
+    builder, source = load_plugin(name, version)
+
+    def build(input_shape: tuple[int, ...], output_dim: int, size: ModelSize) -> nn.Module:
+        return builder(input_shape, output_dim)
+
+    return ModelSpec(build, _DENSE_INPUTS, source=source)
 
 
 def model_task(name: str, data_task: Task, version: str = "") -> Task:

@@ -12,12 +12,18 @@ feature's empty cells mean is :mod:`shared.contract.missing`'s part.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from fedcare.shared.contract.fields import FieldReader
-from fedcare.shared.contract.missing import Fill, MissingPolicy, indicator_name, parse_missing
+from fedcare.shared.contract.missing import (
+    Fill,
+    MissingFields,
+    MissingPolicy,
+    indicator_name,
+    parse_missing,
+)
 
 
 class FeatureType(StrEnum):
@@ -155,13 +161,18 @@ def parse_feature(
         raise fields.fail(f"{field}.type", "must be float, int or category")
     kind = FeatureType(table["type"])
     if kind is FeatureType.CATEGORY:
-        return parse_missing(fields, _categorical(fields, name, table), table, missing)
+        categorical = _categorical(fields, name, table)
+        return _with_missing(categorical, parse_missing(fields, categorical, table, missing))
     minimum, maximum = (_bound(fields, f"{field}.{key}", table.get(key)) for key in ("min", "max"))
     if minimum is not None and maximum is not None and minimum > maximum:
         raise fields.fail(field, "has min greater than max")
     log_scale = _log_scale(fields, field, table.get("scale", "linear"), minimum, maximum)
     feature = Feature(name=name, type=kind, minimum=minimum, maximum=maximum, log_scale=log_scale)
-    return parse_missing(fields, feature, table, missing)
+    return _with_missing(feature, parse_missing(fields, feature, table, missing))
+
+
+def _with_missing(feature: Feature, fields: MissingFields) -> Feature:
+    return replace(feature, missing=fields.missing, fill=fields.fill, indicator=fields.indicator)
 
 
 def _log_scale(

@@ -26,14 +26,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple, Protocol
 
 from fedcare.shared.contract.fields import FieldReader
-
-if TYPE_CHECKING:
-    from fedcare.shared.contract.features import Feature
 
 
 class MissingPolicy(StrEnum):
@@ -86,17 +82,49 @@ def since_name(feature: str) -> str:
     return f"{feature}_since_observed"
 
 
+class ParsedFeature(Protocol):
+    """What the missing-value fields are checked against: a feature as parsed so far."""
+
+    @property
+    def name(self) -> str:
+        """Return the feature's column name."""
+        ...
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """Return a categorical feature's values (empty for a numeric one)."""
+        ...
+
+    @property
+    def minimum(self) -> float | None:
+        """Return the lower end of a numeric feature's range, if any."""
+        ...
+
+    @property
+    def maximum(self) -> float | None:
+        """Return the upper end of a numeric feature's range, if any."""
+        ...
+
+
+class MissingFields(NamedTuple):
+    """A feature's missing-value fields, as :class:`shared.contract.features.Feature` holds them."""
+
+    missing: MissingPolicy
+    fill: Fill | None = None
+    indicator: bool = False
+
+
 def parse_missing(
-    fields: FieldReader, feature: Feature, table: dict[str, Any], default: MissingPolicy
-) -> Feature:
-    """Return ``feature`` with its missing-value policy, fill and indicator from its table.
+    fields: FieldReader, feature: ParsedFeature, table: dict[str, Any], default: MissingPolicy
+) -> MissingFields:
+    """Return a feature's missing-value policy, fill and indicator from its table.
 
     Parameters
     ----------
     fields : FieldReader
         The contract, for errors.
-    feature : Feature
-        The feature as parsed so far (name, type, range, categories).
+    feature : ParsedFeature
+        The feature as parsed so far (name, range, categories).
     table : dict[str, Any]
         Its ``[features.NAME]`` table.
     default : MissingPolicy
@@ -120,7 +148,7 @@ def parse_missing(
                     f'applies only where empty cells are filled (missing = "impute"); set '
                     f"missing for this feature, or remove {key}",
                 )
-        return replace(feature, missing=policy)
+        return MissingFields(policy)
     if feature.categories:
         if "fill" in table:
             raise fields.fail(
@@ -128,9 +156,9 @@ def parse_missing(
                 "an empty category cell becomes no category (every one-hot input 0) and "
                 "takes no fill value; remove fill",
             )
-        return replace(feature, missing=policy, indicator=indicator)
+        return MissingFields(policy, indicator=indicator)
     fill = _fill(fields, f"{field}.fill", table.get("fill"), feature)
-    return replace(feature, missing=policy, fill=fill, indicator=indicator)
+    return MissingFields(policy, fill, indicator)
 
 
 def _policy(fields: FieldReader, field: str, value: object) -> MissingPolicy:
@@ -140,7 +168,7 @@ def _policy(fields: FieldReader, field: str, value: object) -> MissingPolicy:
     return MissingPolicy(value)
 
 
-def _fill(fields: FieldReader, field: str, value: object, feature: Feature) -> Fill:
+def _fill(fields: FieldReader, field: str, value: object, feature: ParsedFeature) -> Fill:
     if value is None:
         raise fields.fail(field, f"is required where empty cells are filled: {_FILL_HINT}")
     if isinstance(value, str):
