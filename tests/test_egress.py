@@ -94,6 +94,18 @@ def test_evaluation_metrics_need_enough_patients() -> None:
     assert blocked.error.code == EGRESS_BLOCKED and "fewer than 10 patients" in blocked.error.reason
 
 
+@pytest.mark.parametrize("count", [[61.0, 62.0], float("nan")])
+def test_a_patient_count_that_is_no_number_is_refused_like_a_small_one(count: object) -> None:
+    request = _request()
+    reply = _fit_reply(request)
+    for name, record in reply.content.metric_records.items():
+        if name.endswith(".num_examples"):
+            record["num_examples"] = count  # type: ignore[index]
+    blocked = _guard(request, reply)
+    assert blocked.error.code == EGRESS_BLOCKED and "fewer than 10 patients" in blocked.error.reason
+    assert "61" not in blocked.error.reason
+
+
 def test_exceptions_leave_by_type_only_unless_they_are_fedcare_refusals() -> None:
     request = _request()
 
