@@ -3,10 +3,9 @@
 ``app`` reads Flower's run config (a run ``fedcare run`` submits);
 :func:`make_server_app` binds an already-parsed config instead, and takes a
 simulation's data reference (``fedcare simulate``, and ``flwr run .`` through
-:mod:`simulations.flower_app`). Whatever stops the
-run reaches the operator as one sentence in Flower's stream, pointing to the run
-folder's log for the rest (:func:`server.run_directory.record_failure`), never
-as a traceback.
+:mod:`simulations.flower_app`). Whatever stops the run reaches the operator as
+one sentence in Flower's stream, pointing to the run folder's log for the rest
+(:func:`server.run_directory.record_failure`), never as a traceback.
 """
 
 from __future__ import annotations

@@ -135,6 +135,17 @@ def test_a_serverapp_that_cannot_start_says_why_in_one_line(
     assert not out.exists()
 
 
+def test_the_production_serverapp_given_no_contract_points_to_fedcare_simulate(
+    flower_lines: list[logging.LogRecord], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    server_app(None, _context({"out-dir": str(out)}))  # type: ignore[arg-type]
+    [line] = [record for record in flower_lines if record.levelno >= logging.ERROR]
+    assert line.exc_info is None and "\n" not in line.getMessage()
+    assert line.getMessage().endswith("simulations run through `fedcare simulate`")
+    assert not out.exists()
+
+
 def test_a_serverapp_that_fails_mid_run_points_to_its_log(
     flower_lines: list[logging.LogRecord], tmp_path: Path
 ) -> None:
