@@ -118,5 +118,9 @@ def test_hospitals_evaluate_once_and_the_federation_pools_their_noisy_sums(
         "auroc", "accuracy", "sensitivity", "specificity", "f1", "brier"
     }  # fmt: skip
     for hospital in final["hospitals"].values():
-        assert "loss" not in hospital["evaluation"] and "auroc" in hospital["evaluation"]
+        # One hospital's noisy counts (about 37 held-out rows, noise sd 4.1 per cell) can
+        # come out at or below zero: a metric whose denominator does is left out, never
+        # made up. The exact loss never leaves.
+        assert "loss" not in hospital["evaluation"]
+        assert set(hospital["evaluation"]) & set(final["federated_metrics"])
         assert not any(key.startswith("noisy-sum-") for key in hospital["evaluation"])
