@@ -11,8 +11,9 @@ policy is checked before its data is even read, for training and evaluation alik
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -20,15 +21,45 @@ from fedcare.client.evaluation_round import EvaluationRelease, evaluate_round
 from fedcare.client.hospital import RoundUpdate, parse_instruction, train_round
 from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.policy import check_policy
-from fedcare.client.site import SiteSource, site_limits, site_records
+from fedcare.client.site import Site, SiteSource, site_limits, site_records
 from fedcare.client.site_settings import AUDIT_FILE
 from fedcare.client.warm_cache import RUN_CACHE
-from fedcare.shared.audit import AuditEvent, AuditLog, canonical_json
-from fedcare.shared.config import FlatValue
+from fedcare.shared.audit import AuditEvent, AuditLog, JsonValue, canonical_json
+from fedcare.shared.config import FlatValue, RunConfig
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.keys import InstructionKey, ReplyKey
 from fedcare.shared.privacy import DpSgdPlan
 from fedcare.shared.private_files import private_directory, restrict_file
+
+
+class _Release(Protocol):
+    """What a hospital releases in one answer: its reply's scalars and its ledger entry."""
+
+    @property
+    def metrics(self) -> Mapping[str, object]: ...
+
+    @property
+    def reservation(self) -> int | None: ...
+
+
+_R = TypeVar("_R", bound=_Release)
+_R_co = TypeVar("_R_co", bound=_Release, covariant=True)
+
+
+class _Compute(Protocol[_R_co]):
+    """A round's computation: :func:`client.hospital.train_round` or its evaluation twin."""
+
+    def __call__(  # noqa: PLR0913 - as the round functions take them
+        self,
+        global_weights: Sequence[np.ndarray],
+        config: RunConfig,
+        site: Site,
+        *,
+        plan: DpSgdPlan | None,
+        ledger: PrivacyLedger,
+        run_id: str,
+        server_round: int,
+    ) -> _R_co: ...
 
 
 def arrays_fingerprint(arrays: Sequence[np.ndarray]) -> str:
@@ -81,43 +112,43 @@ class HospitalSession:
 
     def train(self, parameters: list[np.ndarray], plan: DpSgdPlan | None) -> RoundUpdate:
         """Train one round and return the update to release (ledger and audit written first)."""
-        self._received("train")
-        with self._refusals_audited():
-            self._check_policy()
-            site = RUN_CACHE.site(self._node_config, self.config, self.run_id, self._source)
-            with PrivacyLedger(ledger_path(site.state)) as ledger:
-                update = train_round(
-                    parameters,
-                    self.config,
-                    site,
-                    plan=plan,
-                    ledger=ledger,
-                    run_id=self.run_id,
-                    server_round=self.server_round,
-                )
-                self.audit.append(
-                    AuditEvent.UPDATE_RELEASED,
-                    run=self.run_id,
-                    round=self.server_round,
-                    kind="model-update",
-                    payload_sha256=arrays_fingerprint(update.delta),
-                    rows=update.num_examples,
-                    epsilon=_number(update.metrics.get(ReplyKey.EPSILON)),
-                    dataset_epsilon=_number(update.metrics.get(ReplyKey.DATASET_EPSILON)),
-                )
-                if update.reservation is not None:
-                    # Handed to Flower from here; the entry already counted as spent.
-                    ledger.confirm(update.reservation)
-        return update
+        return self._release(
+            "train",
+            train_round,
+            parameters,
+            plan,
+            lambda update: {
+                "kind": "model-update",
+                "payload_sha256": arrays_fingerprint(update.delta),
+                "rows": update.num_examples,
+            },
+        )
 
     def evaluate(self, parameters: list[np.ndarray], plan: DpSgdPlan | None) -> EvaluationRelease:
         """Score the global model locally; release noisy statistics (ledger and audit first)."""
-        self._received("evaluate")
+        return self._release(
+            "evaluate",
+            evaluate_round,
+            parameters,
+            plan,
+            lambda release: {"kind": "metrics", "metrics": sorted(release.metrics)},
+        )
+
+    def _release(  # noqa: PLR0913 - what is released, from what, and how the audit names it
+        self,
+        kind: str,
+        compute: _Compute[_R],
+        parameters: list[np.ndarray],
+        plan: DpSgdPlan | None,
+        describe: Callable[[_R], dict[str, JsonValue]],
+    ) -> _R:
+        """Check the policy, compute a release from the site's data, book and audit it."""
+        self._received(kind)
         with self._refusals_audited():
             self._check_policy()
             site = RUN_CACHE.site(self._node_config, self.config, self.run_id, self._source)
             with PrivacyLedger(ledger_path(site.state)) as ledger:
-                release = evaluate_round(
+                release = compute(
                     parameters,
                     self.config,
                     site,
@@ -130,12 +161,12 @@ class HospitalSession:
                     AuditEvent.UPDATE_RELEASED,
                     run=self.run_id,
                     round=self.server_round,
-                    kind="metrics",
-                    metrics=sorted(release.metrics),
+                    **describe(release),
                     epsilon=_number(release.metrics.get(ReplyKey.EPSILON)),
                     dataset_epsilon=_number(release.metrics.get(ReplyKey.DATASET_EPSILON)),
                 )
                 if release.reservation is not None:
+                    # Handed to Flower from here; the entry already counted as spent.
                     ledger.confirm(release.reservation)
         return release
 
