@@ -90,9 +90,6 @@ class Mechanism(StrEnum):
     """Noisy evaluation statistics: every held-out row, one release (sample rate 1)."""
 
 
-MECHANISM = Mechanism.SUBSAMPLED_GAUSSIAN.value
-"""The mechanism of a model update."""
-
 LEDGER_FILE = "privacy-ledger.db"
 """The ledger's file name inside a hospital's state folder."""
 
