@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedcare.client.ledger import LedgerEntry, PrivacyLedger
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.ledger_records import LedgerEntry
 from fedcare.client.site import Site
 from fedcare.shared.config import RunConfig
 from fedcare.shared.errors import PrivacyBudgetExceededError

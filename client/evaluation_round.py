@@ -25,7 +25,8 @@ from fedcare.client.budget import (
     spent_metrics,
 )
 from fedcare.client.hospital import ReplyMetrics, global_model
-from fedcare.client.ledger import Mechanism, PrivacyLedger
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.ledger_records import Mechanism
 from fedcare.client.policy import PolicyRefusal, check_policy
 from fedcare.client.site import Site
 from fedcare.shared.config import RunConfig

@@ -55,15 +55,11 @@ True
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
-from numbers import Integral, Real
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -71,7 +67,25 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fedcare.shared.errors import FedcareError, PrivacyBudgetExceededError
+from fedcare.client.ledger_records import (
+    RESTORE_REMEDY,
+    DatasetSummary,
+    LedgerCorruptError,
+    LedgerEntry,
+    LedgerError,
+    LedgerSchemaError,
+    Mechanism,
+    ReleaseStatus,
+    Reservation,
+    UnknownReservationError,
+    entry_from_row,
+    validate_delta,
+    validate_identity,
+    validate_mechanism,
+    validate_positive,
+    validated_release,
+)
+from fedcare.shared.errors import PrivacyBudgetExceededError
 from fedcare.shared.privacy import ACCOUNTANT, HistoryEntry, epsilon_spent
 
 SCHEMA_VERSION = 2
@@ -79,15 +93,6 @@ SCHEMA_VERSION = 2
 
 Version 2 added each release's ``label``; a version 1 ledger (which keyed
 releases on the label alone) is upgraded in place when opened."""
-
-
-class Mechanism(StrEnum):
-    """What released the data: both are accounted by the same RDP accountant."""
-
-    SUBSAMPLED_GAUSSIAN = "subsampled-gaussian"
-    """DP-SGD: Poisson-sampled batches, clipped gradients, Gaussian noise."""
-    GAUSSIAN = "gaussian"
-    """Noisy evaluation statistics: every held-out row, one release (sample rate 1)."""
 
 
 LEDGER_FILE = "privacy-ledger.db"
@@ -99,11 +104,6 @@ BUSY_TIMEOUT_S = 30.0
 EPSILON_TOLERANCE = 1e-9
 """Slack of :meth:`PrivacyLedger.check`; recomputation from stored doubles is exact."""
 
-_RESTORE_REMEDY = (
-    "Release nothing more from this node: restore the ledger from a backup (a lost entry "
-    "would understate the epsilon spent) or, if there is none, treat every dataset on it "
-    "as having spent its whole budget."
-)
 
 _SQL_JOURNAL_WAL = "PRAGMA journal_mode=WAL"
 _SQL_SYNCHRONOUS_FULL = "PRAGMA synchronous=FULL"
@@ -172,144 +172,6 @@ _SQL_CONFIRM = "UPDATE releases SET status = ? WHERE id = ?"
 def ledger_path(state: Path) -> Path:
     """Return the privacy ledger's path inside a hospital's state folder."""
     return state / LEDGER_FILE
-
-
-class LedgerError(FedcareError):
-    """The privacy ledger cannot be opened, read or written as asked."""
-
-
-class LedgerCorruptError(LedgerError):
-    """The ledger file is damaged or inconsistent; its spent epsilon cannot be trusted."""
-
-
-class LedgerSchemaError(LedgerError):
-    """The ledger was written by a newer fedcare, with a schema this one cannot read."""
-
-
-class InvalidReleaseError(LedgerError, ValueError):
-    """A release's parameters are outside what its mechanism's accounting allows."""
-
-
-class UnknownReservationError(LedgerError, LookupError):
-    """No ledger entry has the reservation id given."""
-
-
-class ReleaseStatus(StrEnum):
-    """Where a release stands; both count as spent."""
-
-    RESERVED = "reserved"
-    RELEASED = "released"
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """A release recorded write-ahead: it counts as spent from now on.
-
-    Attributes
-    ----------
-    id : int
-        The entry's id; pass it to :meth:`PrivacyLedger.confirm` after the send.
-    dataset_id, run_id : str
-        Whose data, and which run, released it.
-    server_round : int
-        The round it was released for.
-    delta : float
-        Delta at which ``epsilon_after`` is stated.
-    epsilon_after : float
-        The dataset's epsilon with this release composed in.
-    """
-
-    id: int
-    dataset_id: str
-    run_id: str
-    server_round: int
-    delta: float
-    epsilon_after: float
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One recorded release: a DP-SGD model update or noisy evaluation statistics.
-
-    Attributes
-    ----------
-    id : int
-        Unique, increasing in commit order.
-    dataset_id, run_id : str
-        Whose data (its fingerprint), and which run, released it.
-    server_round : int
-        The round it was released for (retries give several entries).
-    mechanism, accountant : str
-        A :class:`Mechanism` value and ``"rdp"``.
-    noise_multiplier, sample_rate : float
-        The mechanism's noise (per unit of sensitivity) and sampling rate (1 for
-        an evaluation).
-    steps : int
-        Optimiser steps taken with it (1 for an evaluation).
-    delta : float
-        Delta at which ``epsilon_after`` is stated.
-    epsilon_after : float
-        The dataset's epsilon, composed over every entry up to and including this one.
-    status : ReleaseStatus
-        ``reserved`` until confirmed ``released``; both count as spent.
-    recorded_at : datetime
-        When it was reserved (UTC).
-    label : str
-        The hospital's label for the dataset when it was released.
-    """
-
-    id: int
-    dataset_id: str
-    run_id: str
-    server_round: int
-    mechanism: str
-    accountant: str
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-    delta: float
-    epsilon_after: float
-    status: ReleaseStatus
-    recorded_at: datetime
-    label: str = ""
-
-    @property
-    def is_evaluation(self) -> bool:
-        """Whether this release is evaluation statistics (not a model update)."""
-        return self.mechanism == Mechanism.GAUSSIAN
-
-    def history_entry(self) -> HistoryEntry:
-        """Return the accountant entry this release adds."""
-        return (self.noise_multiplier, self.sample_rate, self.steps)
-
-
-@dataclass(frozen=True)
-class DatasetSummary:
-    """What one dataset has released, over all runs.
-
-    Attributes
-    ----------
-    dataset_id : str
-        The dataset's fingerprint.
-    label : str
-        The hospital's label for it at its latest release.
-    entries, runs : int
-        Releases recorded, and distinct runs they came from.
-    last_recorded_at : datetime
-        When the latest release was reserved (UTC).
-    delta : float
-        The latest release's delta.
-    epsilon : float
-        Epsilon spent, over every entry, at that delta.
-    """
-
-    dataset_id: str
-    label: str
-    entries: int
-    runs: int
-    last_recorded_at: datetime
-    delta: float
-    epsilon: float
 
 
 class PrivacyLedger:
@@ -420,10 +282,10 @@ class PrivacyLedger:
         InvalidReleaseError
             If a parameter is outside its allowed range.
         """
-        release = _validated_release(noise_multiplier, sample_rate, steps, delta)
-        _validate_identity(dataset_id, run_id, server_round)
-        _validate_mechanism(mechanism, release)
-        _validate_positive("cap_epsilon", cap_epsilon)
+        release = validated_release(noise_multiplier, sample_rate, steps, delta)
+        validate_identity(dataset_id, run_id, server_round)
+        validate_mechanism(mechanism, release)
+        validate_positive("cap_epsilon", cap_epsilon)
         identity = {
             "dataset_id": dataset_id,
             "label": str(label),
@@ -487,7 +349,7 @@ class PrivacyLedger:
         InvalidReleaseError
             If a parameter is outside its allowed range.
         """
-        release = _validated_release(noise_multiplier, sample_rate, steps, delta)
+        release = validated_release(noise_multiplier, sample_rate, steps, delta)
         with self._lock, _translated_errors(self.path):
             history = _entries_of(_snapshot(self._conn, dataset_id, label))
         return epsilon_spent([*history, release], delta=delta)
@@ -499,7 +361,7 @@ class PrivacyLedger:
         ``label`` is given, those of that label. Reserved entries count, whether
         or not they were confirmed.
         """
-        _validate_delta(delta)
+        validate_delta(delta)
         with self._lock, _translated_errors(self.path):
             history = _entries_of(_snapshot(self._conn, dataset_id, label))
         return epsilon_spent(history, delta=delta)
@@ -510,7 +372,7 @@ class PrivacyLedger:
             rows = self._conn.execute(
                 _SQL_DATASET_ENTRIES, {"dataset_id": dataset_id, "label": label}
             ).fetchall()
-            return [_entry(row, self.path) for row in rows]
+            return [entry_from_row(row, self.path) for row in rows]
 
     def datasets(self) -> list[DatasetSummary]:
         """One summary per dataset with releases, by ``dataset_id``."""
@@ -539,7 +401,7 @@ class PrivacyLedger:
             rows = self._conn.execute(_SQL_ALL_ENTRIES).fetchall()
         grouped: dict[str, list[LedgerEntry]] = {}
         for row in rows:
-            entry = _entry(row, self.path)
+            entry = entry_from_row(row, self.path)
             grouped.setdefault(entry.dataset_id, []).append(entry)
         return grouped
 
@@ -554,7 +416,7 @@ def _translated_errors(path: Path) -> Iterator[None]:
         primary = code & 0xFF if isinstance(code, int) else None
         if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
             raise LedgerCorruptError(
-                f"privacy ledger {path} is corrupt or not a database ({exc}). {_RESTORE_REMEDY}"
+                f"privacy ledger {path} is corrupt or not a database ({exc}). {RESTORE_REMEDY}"
             ) from exc
         if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             raise LedgerError(
@@ -594,7 +456,7 @@ def _raise_unless_ok(problems: Sequence[Sequence[Any]], path: Path) -> None:
     if messages != ["ok"]:
         raise LedgerCorruptError(
             f"privacy ledger {path} failed SQLite's integrity check: "
-            f"{'; '.join(messages[:3])}. {_RESTORE_REMEDY}"
+            f"{'; '.join(messages[:3])}. {RESTORE_REMEDY}"
         )
 
 
@@ -629,7 +491,7 @@ def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
 def _check_version(conn: sqlite3.Connection, path: Path) -> None:
     row = conn.execute(_SQL_READ_VERSION).fetchone()
     if row is None or not isinstance(row[0], int):
-        raise LedgerCorruptError(f"privacy ledger {path} has no schema version. {_RESTORE_REMEDY}")
+        raise LedgerCorruptError(f"privacy ledger {path} has no schema version. {RESTORE_REMEDY}")
     if row[0] > SCHEMA_VERSION:
         raise LedgerSchemaError(
             f"privacy ledger {path} has schema version {row[0]}, newer than the version "
@@ -708,31 +570,6 @@ def _refusal(
     )
 
 
-def _entry(row: Sequence[Any], path: Path) -> LedgerEntry:
-    try:
-        return LedgerEntry(
-            id=int(row[0]),
-            dataset_id=str(row[1]),
-            run_id=str(row[2]),
-            server_round=int(row[3]),
-            mechanism=str(row[4]),
-            accountant=str(row[5]),
-            noise_multiplier=float(row[6]),
-            sample_rate=float(row[7]),
-            steps=int(row[8]),
-            delta=float(row[9]),
-            epsilon_after=float(row[10]),
-            status=ReleaseStatus(row[11]),
-            recorded_at=datetime.fromisoformat(str(row[12])),
-            label=str(row[13]),
-        )
-    except (TypeError, ValueError) as exc:
-        raise LedgerCorruptError(
-            f"privacy ledger {path} holds an unreadable entry (id {row[0]!r}): {exc}. "
-            f"{_RESTORE_REMEDY}"
-        ) from exc
-
-
 def _summary(entries: Sequence[LedgerEntry]) -> DatasetSummary:
     last = entries[-1]
     return DatasetSummary(
@@ -754,7 +591,7 @@ def _check_epsilons(entries: Sequence[LedgerEntry], path: Path) -> None:
             raise LedgerCorruptError(
                 f"privacy ledger {path}: entry {entry.id} names mechanism {entry.mechanism!r} "
                 f"with accountant {entry.accountant!r}, which this fedcare never writes. "
-                f"{_RESTORE_REMEDY}"
+                f"{RESTORE_REMEDY}"
             )
         running.add(entry.history_entry())
         recomputed = running.epsilon(entry.delta)
@@ -762,7 +599,7 @@ def _check_epsilons(entries: Sequence[LedgerEntry], path: Path) -> None:
             raise LedgerCorruptError(
                 f"privacy ledger {path}: entry {entry.id} of dataset {entry.dataset_id!r} "
                 f"records epsilon {entry.epsilon_after:.6f}, but the {count} releases "
-                f"up to it compose to {recomputed:.6f}. {_RESTORE_REMEDY}"
+                f"up to it compose to {recomputed:.6f}. {RESTORE_REMEDY}"
             )
 
 
@@ -801,44 +638,3 @@ class _RunningEpsilon:
         rdp = sum([self._one_step[key] * steps for key, steps in self._steps.items()])
         epsilon, _ = get_privacy_spent(orders=self._orders, rdp=rdp, delta=delta)
         return float(epsilon)
-
-
-def _validated_release(
-    noise_multiplier: float, sample_rate: float, steps: int, delta: float
-) -> HistoryEntry:
-    _validate_positive("noise_multiplier", noise_multiplier)
-    _validate_positive("sample_rate", sample_rate)
-    if sample_rate > 1:
-        raise InvalidReleaseError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
-    if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1:
-        raise InvalidReleaseError(f"steps must be a whole number >= 1, got {steps!r}")
-    _validate_delta(delta)
-    return (float(noise_multiplier), float(sample_rate), int(steps))
-
-
-def _validate_mechanism(mechanism: Mechanism | str, release: HistoryEntry) -> None:
-    if mechanism not in set(Mechanism):
-        raise InvalidReleaseError(f"mechanism must be one of {', '.join(Mechanism)}")
-    if mechanism == Mechanism.GAUSSIAN and release[1:] != (1.0, 1):
-        raise InvalidReleaseError(
-            "an evaluation release (gaussian) uses every row once: sample_rate 1 and steps 1"
-        )
-
-
-def _validate_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < math.inf:
-        raise InvalidReleaseError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _validate_delta(delta: float) -> None:
-    if isinstance(delta, bool) or not isinstance(delta, Real) or not 0 < delta < 1:
-        raise InvalidReleaseError(f"delta must be in (0, 1), got {delta!r}")
-
-
-def _validate_identity(dataset_id: str, run_id: str, server_round: int) -> None:
-    if not isinstance(dataset_id, str) or not dataset_id:
-        raise InvalidReleaseError(f"dataset_id must be a non-empty string, got {dataset_id!r}")
-    if not isinstance(run_id, str):
-        raise InvalidReleaseError(f"run_id must be a string, got {run_id!r}")
-    if isinstance(server_round, bool) or not isinstance(server_round, Integral) or server_round < 0:
-        raise InvalidReleaseError(f"server_round must be a whole number >= 0, got {server_round!r}")

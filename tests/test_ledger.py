@@ -15,13 +15,13 @@ from typing import IO, Any
 
 import pytest
 
-from fedcare.client.ledger import (
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.ledger_records import (
     InvalidReleaseError,
     LedgerCorruptError,
     LedgerError,
     LedgerSchemaError,
     Mechanism,
-    PrivacyLedger,
     ReleaseStatus,
     UnknownReservationError,
 )

@@ -25,7 +25,8 @@ from flwr.supercore.primitives.asymmetric import generate_key_pairs, public_key_
 from fedcare.client.client_app import app
 from fedcare.client.egress import REFUSED
 from fedcare.client.hospital import fresh_model
-from fedcare.client.ledger import Mechanism, PrivacyLedger, ledger_path
+from fedcare.client.ledger import PrivacyLedger, ledger_path
+from fedcare.client.ledger_records import Mechanism
 from fedcare.client.secure_aggregation import SECAGG_REFUSED
 from fedcare.client.site import load_site
 from fedcare.client.site_settings import AUDIT_FILE, SiteNode, SitePrivacy
