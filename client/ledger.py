@@ -57,12 +57,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -73,7 +70,6 @@ from fedcare.client.ledger_records import (
     LedgerCorruptError,
     LedgerEntry,
     LedgerError,
-    LedgerSchemaError,
     Mechanism,
     ReleaseStatus,
     Reservation,
@@ -85,88 +81,32 @@ from fedcare.client.ledger_records import (
     validate_positive,
     validated_release,
 )
+from fedcare.client.ledger_storage import (
+    BUSY_TIMEOUT_S,
+    SQL_ALL_ENTRIES,
+    SQL_CONFIRM,
+    SQL_DATASET_ENTRIES,
+    SQL_INSERT_RELEASE,
+    SQL_INTEGRITY_CHECK,
+    SQL_QUICK_CHECK,
+    check_version,
+    configure,
+    insert_params,
+    migrate,
+    raise_unless_ok,
+    snapshot,
+    translated_errors,
+    write_transaction,
+)
 from fedcare.shared.errors import PrivacyBudgetExceededError
 from fedcare.shared.privacy import ACCOUNTANT, HistoryEntry, epsilon_spent
-
-SCHEMA_VERSION = 2
-"""The ledger schema this module writes; a newer one is refused, never read.
-
-Version 2 added each release's ``label``; a version 1 ledger (which keyed
-releases on the label alone) is upgraded in place when opened."""
-
 
 LEDGER_FILE = "privacy-ledger.db"
 """The ledger's file name inside a hospital's state folder."""
 
-BUSY_TIMEOUT_S = 30.0
-"""How long a writer waits for another process's write lock before giving up."""
 
 EPSILON_TOLERANCE = 1e-9
 """Slack of :meth:`PrivacyLedger.check`; recomputation from stored doubles is exact."""
-
-
-_SQL_JOURNAL_WAL = "PRAGMA journal_mode=WAL"
-_SQL_SYNCHRONOUS_FULL = "PRAGMA synchronous=FULL"
-_SQL_QUICK_CHECK = "PRAGMA quick_check"
-_SQL_INTEGRITY_CHECK = "PRAGMA integrity_check"
-_SQL_BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
-_SQL_COMMIT = "COMMIT"
-_SQL_ROLLBACK = "ROLLBACK"
-_SQL_TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-_SQL_COUNT_OBJECTS = "SELECT count(*) FROM sqlite_master"
-_SQL_CREATE_SCHEMA_VERSION = """
-CREATE TABLE schema_version (
-    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
-    version INTEGER NOT NULL
-)"""
-# AUTOINCREMENT: an id, once handed out, names one release forever (ids are never reused).
-_SQL_CREATE_RELEASES = """
-CREATE TABLE releases (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    dataset_id TEXT NOT NULL CHECK (length(dataset_id) > 0),
-    label TEXT NOT NULL DEFAULT '',
-    run_id TEXT NOT NULL,
-    server_round INTEGER NOT NULL CHECK (server_round >= 0),
-    mechanism TEXT NOT NULL,
-    accountant TEXT NOT NULL,
-    noise_multiplier REAL NOT NULL CHECK (noise_multiplier > 0),
-    sample_rate REAL NOT NULL CHECK (sample_rate > 0 AND sample_rate <= 1),
-    steps INTEGER NOT NULL CHECK (steps > 0),
-    delta REAL NOT NULL CHECK (delta > 0 AND delta < 1),
-    epsilon_after REAL NOT NULL CHECK (epsilon_after >= 0),
-    status TEXT NOT NULL CHECK (status IN ('reserved', 'released')),
-    recorded_at TEXT NOT NULL
-)"""
-_SQL_CREATE_INDEX = "CREATE INDEX releases_by_dataset ON releases (dataset_id, id)"
-_SQL_CREATE_LABEL_INDEX = "CREATE INDEX releases_by_label ON releases (label, id)"
-_SQL_ADD_LABEL = "ALTER TABLE releases ADD COLUMN label TEXT NOT NULL DEFAULT ''"
-# Version 1 keyed a dataset on the hospital's label: that key becomes the label.
-_SQL_LABEL_FROM_KEY = "UPDATE releases SET label = dataset_id"
-_SQL_UPDATE_VERSION = "UPDATE schema_version SET version = ? WHERE singleton = 1"
-_SQL_READ_VERSION = "SELECT version FROM schema_version WHERE singleton = 1"
-_SQL_WRITE_VERSION = "INSERT INTO schema_version (singleton, version) VALUES (1, ?)"
-_SQL_INSERT_RELEASE = """
-INSERT INTO releases (dataset_id, label, run_id, server_round, mechanism, accountant,
-                      noise_multiplier, sample_rate, steps, delta, epsilon_after,
-                      status, recorded_at)
-VALUES (:dataset_id, :label, :run_id, :server_round, :mechanism, :accountant,
-        :noise_multiplier, :sample_rate, :steps, :delta, :epsilon_after,
-        :status, :recorded_at)"""
-_ENTRY_COLUMNS = (
-    "id, dataset_id, run_id, server_round, mechanism, accountant, noise_multiplier, "
-    "sample_rate, steps, delta, epsilon_after, status, recorded_at, label"
-)
-# A dataset's releases: those of its fingerprint, and those of its label (when it has one).
-_SQL_SAME_DATASET = "(dataset_id = :dataset_id OR (:label <> '' AND label = :label))"
-_SQL_DATASET_ENTRIES = (
-    f"SELECT {_ENTRY_COLUMNS} FROM releases WHERE {_SQL_SAME_DATASET} ORDER BY id"
-)
-_SQL_ALL_ENTRIES = f"SELECT {_ENTRY_COLUMNS} FROM releases ORDER BY dataset_id, id"
-_SQL_DATASET_HISTORY = (
-    "SELECT id, noise_multiplier, sample_rate, steps FROM releases "
-    f"WHERE {_SQL_SAME_DATASET} ORDER BY id"
-)
-_SQL_CONFIRM = "UPDATE releases SET status = ? WHERE id = ?"
 
 
 def ledger_path(state: Path) -> Path:
@@ -199,14 +139,14 @@ class PrivacyLedger:
         # One connection per ledger, used by one thread at a time; SQLite locks across processes.
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _translated_errors(self.path):
+        with translated_errors(self.path):
             self._conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             try:
-                _configure(self._conn, self.path)
-                _raise_unless_ok(self._conn.execute(_SQL_QUICK_CHECK).fetchall(), self.path)
-                _migrate(self._conn, self.path)
+                configure(self._conn, self.path)
+                raise_unless_ok(self._conn.execute(SQL_QUICK_CHECK).fetchall(), self.path)
+                migrate(self._conn, self.path)
             except BaseException:
                 self._conn.close()
                 raise
@@ -293,13 +233,13 @@ class PrivacyLedger:
             "run_id": run_id,
             "server_round": int(server_round),
         }
-        with self._lock, _translated_errors(self.path):
+        with self._lock, translated_errors(self.path):
             # The RDP analysis is slow (up to ~0.1 s a mechanism), so it runs before the
             # write lock is taken, on a snapshot; _record redoes it under the lock only
             # if another process recorded a release of this dataset in between.
-            seen = _snapshot(self._conn, dataset_id, label)
+            seen = snapshot(self._conn, dataset_id, label)
             after = epsilon_spent([*_entries_of(seen), release], delta=delta)
-            with _immediate(self._conn) as conn:
+            with write_transaction(self._conn) as conn:
                 new_id, after = _record(conn, seen, after, identity, release, delta, cap_epsilon)
         return Reservation(
             id=new_id,
@@ -321,8 +261,8 @@ class PrivacyLedger:
         UnknownReservationError
             If no entry has ``reservation_id``.
         """
-        with self._lock, _translated_errors(self.path), _immediate(self._conn) as conn:
-            updated = conn.execute(_SQL_CONFIRM, (ReleaseStatus.RELEASED.value, reservation_id))
+        with self._lock, translated_errors(self.path), write_transaction(self._conn) as conn:
+            updated = conn.execute(SQL_CONFIRM, (ReleaseStatus.RELEASED.value, reservation_id))
             if updated.rowcount == 0:
                 raise UnknownReservationError(
                     f"privacy ledger {self.path} has no reservation {reservation_id}; "
@@ -350,8 +290,8 @@ class PrivacyLedger:
             If a parameter is outside its allowed range.
         """
         release = validated_release(noise_multiplier, sample_rate, steps, delta)
-        with self._lock, _translated_errors(self.path):
-            history = _entries_of(_snapshot(self._conn, dataset_id, label))
+        with self._lock, translated_errors(self.path):
+            history = _entries_of(snapshot(self._conn, dataset_id, label))
         return epsilon_spent([*history, release], delta=delta)
 
     def spent(self, dataset_id: str, *, delta: float, label: str = "") -> float:
@@ -362,15 +302,15 @@ class PrivacyLedger:
         or not they were confirmed.
         """
         validate_delta(delta)
-        with self._lock, _translated_errors(self.path):
-            history = _entries_of(_snapshot(self._conn, dataset_id, label))
+        with self._lock, translated_errors(self.path):
+            history = _entries_of(snapshot(self._conn, dataset_id, label))
         return epsilon_spent(history, delta=delta)
 
     def history(self, dataset_id: str, *, label: str = "") -> list[LedgerEntry]:
         """Every release of the dataset (fingerprint or ``label``), in the order recorded."""
-        with self._lock, _translated_errors(self.path):
+        with self._lock, translated_errors(self.path):
             rows = self._conn.execute(
-                _SQL_DATASET_ENTRIES, {"dataset_id": dataset_id, "label": label}
+                SQL_DATASET_ENTRIES, {"dataset_id": dataset_id, "label": label}
             ).fetchall()
             return [entry_from_row(row, self.path) for row in rows]
 
@@ -389,123 +329,21 @@ class PrivacyLedger:
         LedgerCorruptError
             Naming the first problems found.
         """
-        with self._lock, _translated_errors(self.path):
-            _raise_unless_ok(self._conn.execute(_SQL_INTEGRITY_CHECK).fetchall(), self.path)
-            _check_version(self._conn, self.path)
+        with self._lock, translated_errors(self.path):
+            raise_unless_ok(self._conn.execute(SQL_INTEGRITY_CHECK).fetchall(), self.path)
+            check_version(self._conn, self.path)
         for entries in self._entries_by_dataset().values():
             _check_epsilons(entries, self.path)
 
     def _entries_by_dataset(self) -> dict[str, list[LedgerEntry]]:
         # One SELECT: a consistent snapshot even while other processes write.
-        with self._lock, _translated_errors(self.path):
-            rows = self._conn.execute(_SQL_ALL_ENTRIES).fetchall()
+        with self._lock, translated_errors(self.path):
+            rows = self._conn.execute(SQL_ALL_ENTRIES).fetchall()
         grouped: dict[str, list[LedgerEntry]] = {}
         for row in rows:
             entry = entry_from_row(row, self.path)
             grouped.setdefault(entry.dataset_id, []).append(entry)
         return grouped
-
-
-@contextmanager
-def _translated_errors(path: Path) -> Iterator[None]:
-    """Turn SQLite's errors into typed ledger errors that say what to do."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        primary = code & 0xFF if isinstance(code, int) else None
-        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-            raise LedgerCorruptError(
-                f"privacy ledger {path} is corrupt or not a database ({exc}). {RESTORE_REMEDY}"
-            ) from exc
-        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            raise LedgerError(
-                f"privacy ledger {path} stayed locked by another process for over "
-                f"{BUSY_TIMEOUT_S:g} s; retry, or stop the process that holds it"
-            ) from exc
-        raise LedgerError(
-            f"privacy ledger {path}: {exc}; check the file's permissions and the free disk space"
-        ) from exc
-
-
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction that holds the write lock from its first read."""
-    conn.execute(_SQL_BEGIN_IMMEDIATE)
-    try:
-        yield conn
-        conn.execute(_SQL_COMMIT)
-    finally:
-        if conn.in_transaction:
-            conn.execute(_SQL_ROLLBACK)
-
-
-def _configure(conn: sqlite3.Connection, path: Path) -> None:
-    mode = str(conn.execute(_SQL_JOURNAL_WAL).fetchone()[0]).lower()
-    if mode != "wal":
-        raise LedgerError(
-            f"privacy ledger {path} cannot use write-ahead logging (journal mode {mode!r}); "
-            "keep it on a local disk"
-        )
-    # FULL: every commit is fsynced, so a returned reservation survives a power loss.
-    conn.execute(_SQL_SYNCHRONOUS_FULL)
-
-
-def _raise_unless_ok(problems: Sequence[Sequence[Any]], path: Path) -> None:
-    messages = [str(row[0]) for row in problems]
-    if messages != ["ok"]:
-        raise LedgerCorruptError(
-            f"privacy ledger {path} failed SQLite's integrity check: "
-            f"{'; '.join(messages[:3])}. {RESTORE_REMEDY}"
-        )
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the schema in a new file, upgrade an older one, or check its version."""
-    with _immediate(conn):
-        if conn.execute(_SQL_TABLE_EXISTS, ("schema_version",)).fetchone() is None:
-            _create_schema(conn, path)
-            return
-        row = conn.execute(_SQL_READ_VERSION).fetchone()
-        if row is not None and row[0] == 1:
-            conn.execute(_SQL_ADD_LABEL)
-            conn.execute(_SQL_LABEL_FROM_KEY)
-            conn.execute(_SQL_CREATE_LABEL_INDEX)
-            conn.execute(_SQL_UPDATE_VERSION, (SCHEMA_VERSION,))
-    _check_version(conn, path)
-
-
-def _create_schema(conn: sqlite3.Connection, path: Path) -> None:
-    if conn.execute(_SQL_COUNT_OBJECTS).fetchone()[0] != 0:
-        raise LedgerError(
-            f"{path} is an SQLite database but not a fedcare privacy ledger; "
-            "choose another ledger path"
-        )
-    conn.execute(_SQL_CREATE_SCHEMA_VERSION)
-    conn.execute(_SQL_CREATE_RELEASES)
-    conn.execute(_SQL_CREATE_INDEX)
-    conn.execute(_SQL_CREATE_LABEL_INDEX)
-    conn.execute(_SQL_WRITE_VERSION, (SCHEMA_VERSION,))
-
-
-def _check_version(conn: sqlite3.Connection, path: Path) -> None:
-    row = conn.execute(_SQL_READ_VERSION).fetchone()
-    if row is None or not isinstance(row[0], int):
-        raise LedgerCorruptError(f"privacy ledger {path} has no schema version. {RESTORE_REMEDY}")
-    if row[0] > SCHEMA_VERSION:
-        raise LedgerSchemaError(
-            f"privacy ledger {path} has schema version {row[0]}, newer than the version "
-            f"{SCHEMA_VERSION} this fedcare reads; upgrade fedcare on this node "
-            "(never downgrade or edit the ledger)"
-        )
-
-
-def _snapshot(
-    conn: sqlite3.Connection, dataset_id: str, label: str
-) -> list[tuple[int, HistoryEntry]]:
-    """Read the dataset's entries, with their ids so that two snapshots can be compared."""
-    rows = conn.execute(_SQL_DATASET_HISTORY, {"dataset_id": dataset_id, "label": label}).fetchall()
-    return [(int(i), (float(noise), float(rate), int(steps))) for i, noise, rate, steps in rows]
 
 
 def _entries_of(snapshot: Sequence[tuple[int, HistoryEntry]]) -> list[HistoryEntry]:
@@ -527,34 +365,17 @@ def _record(
     composed from the history read under the write lock, which no other process
     can extend until this transaction ends.
     """
-    current = _snapshot(conn, str(identity["dataset_id"]), str(identity["label"]))
+    current = snapshot(conn, str(identity["dataset_id"]), str(identity["label"]))
     if current != seen:
         after = epsilon_spent([*_entries_of(current), release], delta=delta)
     if not after <= cap_epsilon:  # also refuses a NaN epsilon
         history = _entries_of(current)
         name = str(identity["label"]) or "this dataset"
         raise PrivacyBudgetExceededError(_refusal(name, history, after, cap_epsilon, delta))
-    inserted = conn.execute(_SQL_INSERT_RELEASE, _insert_params(identity, release, delta, after))
+    inserted = conn.execute(SQL_INSERT_RELEASE, insert_params(identity, release, delta, after))
     if inserted.lastrowid is None:
         raise LedgerError("SQLite returned no id for a recorded release; nothing was recorded")
     return inserted.lastrowid, after
-
-
-def _insert_params(
-    identity: dict[str, str | int], release: HistoryEntry, delta: float, epsilon_after: float
-) -> dict[str, str | int | float]:
-    noise, rate, steps = release
-    return {
-        **identity,
-        "accountant": ACCOUNTANT,
-        "noise_multiplier": noise,
-        "sample_rate": rate,
-        "steps": steps,
-        "delta": float(delta),
-        "epsilon_after": epsilon_after,
-        "status": ReleaseStatus.RESERVED.value,
-        "recorded_at": datetime.now(UTC).isoformat(timespec="microseconds"),
-    }
 
 
 def _refusal(
