@@ -41,6 +41,10 @@ releases that together exceed it. (The slow RDP analysis is done beforehand on a
 snapshot and redone under the lock only if the history changed in between.) Open
 one :class:`PrivacyLedger` per process (never share one across ``fork``).
 
+What a release is and the ledger's errors live in :mod:`fedcare.client.ledger_records`,
+the SQLite file in :mod:`fedcare.client.ledger_storage`, and the re-verification and
+refusal of the composed epsilon in :mod:`fedcare.client.ledger_accounting`.
+
 Examples
 --------
 >>> import tempfile
@@ -61,13 +65,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-import numpy as np
-from numpy.typing import NDArray
-
+from fedcare.client.ledger_accounting import check_epsilons, dataset_summary, refusal_message
 from fedcare.client.ledger_records import (
-    RESTORE_REMEDY,
     DatasetSummary,
-    LedgerCorruptError,
     LedgerEntry,
     LedgerError,
     Mechanism,
@@ -91,22 +91,18 @@ from fedcare.client.ledger_storage import (
     SQL_QUICK_CHECK,
     check_version,
     configure,
+    dataset_snapshot,
     insert_params,
     migrate,
     raise_unless_ok,
-    snapshot,
     translated_errors,
     write_transaction,
 )
 from fedcare.shared.errors import PrivacyBudgetExceededError
-from fedcare.shared.privacy import ACCOUNTANT, HistoryEntry, epsilon_spent
+from fedcare.shared.privacy import HistoryEntry, epsilon_spent
 
 LEDGER_FILE = "privacy-ledger.db"
 """The ledger's file name inside a hospital's state folder."""
-
-
-EPSILON_TOLERANCE = 1e-9
-"""Slack of :meth:`PrivacyLedger.check`; recomputation from stored doubles is exact."""
 
 
 def ledger_path(state: Path) -> Path:
@@ -237,7 +233,7 @@ class PrivacyLedger:
             # The RDP analysis is slow (up to ~0.1 s a mechanism), so it runs before the
             # write lock is taken, on a snapshot; _record redoes it under the lock only
             # if another process recorded a release of this dataset in between.
-            seen = snapshot(self._conn, dataset_id, label)
+            seen = dataset_snapshot(self._conn, dataset_id, label)
             after = epsilon_spent([*_entries_of(seen), release], delta=delta)
             with write_transaction(self._conn) as conn:
                 new_id, after = _record(conn, seen, after, identity, release, delta, cap_epsilon)
@@ -291,7 +287,7 @@ class PrivacyLedger:
         """
         release = validated_release(noise_multiplier, sample_rate, steps, delta)
         with self._lock, translated_errors(self.path):
-            history = _entries_of(snapshot(self._conn, dataset_id, label))
+            history = _entries_of(dataset_snapshot(self._conn, dataset_id, label))
         return epsilon_spent([*history, release], delta=delta)
 
     def spent(self, dataset_id: str, *, delta: float, label: str = "") -> float:
@@ -303,7 +299,7 @@ class PrivacyLedger:
         """
         validate_delta(delta)
         with self._lock, translated_errors(self.path):
-            history = _entries_of(snapshot(self._conn, dataset_id, label))
+            history = _entries_of(dataset_snapshot(self._conn, dataset_id, label))
         return epsilon_spent(history, delta=delta)
 
     def history(self, dataset_id: str, *, label: str = "") -> list[LedgerEntry]:
@@ -316,7 +312,7 @@ class PrivacyLedger:
 
     def datasets(self) -> list[DatasetSummary]:
         """One summary per dataset with releases, by ``dataset_id``."""
-        return [_summary(entries) for entries in self._entries_by_dataset().values()]
+        return [dataset_summary(entries) for entries in self._entries_by_dataset().values()]
 
     def check(self) -> None:
         """Verify the file's integrity and that no entry understates its epsilon.
@@ -333,7 +329,7 @@ class PrivacyLedger:
             raise_unless_ok(self._conn.execute(SQL_INTEGRITY_CHECK).fetchall(), self.path)
             check_version(self._conn, self.path)
         for entries in self._entries_by_dataset().values():
-            _check_epsilons(entries, self.path)
+            check_epsilons(entries, self.path)
 
     def _entries_by_dataset(self) -> dict[str, list[LedgerEntry]]:
         # One SELECT: a consistent snapshot even while other processes write.
@@ -365,97 +361,14 @@ def _record(
     composed from the history read under the write lock, which no other process
     can extend until this transaction ends.
     """
-    current = snapshot(conn, str(identity["dataset_id"]), str(identity["label"]))
+    current = dataset_snapshot(conn, str(identity["dataset_id"]), str(identity["label"]))
     if current != seen:
         after = epsilon_spent([*_entries_of(current), release], delta=delta)
     if not after <= cap_epsilon:  # also refuses a NaN epsilon
         history = _entries_of(current)
         name = str(identity["label"]) or "this dataset"
-        raise PrivacyBudgetExceededError(_refusal(name, history, after, cap_epsilon, delta))
+        raise PrivacyBudgetExceededError(refusal_message(name, history, after, cap_epsilon, delta))
     inserted = conn.execute(SQL_INSERT_RELEASE, insert_params(identity, release, delta, after))
     if inserted.lastrowid is None:
         raise LedgerError("SQLite returned no id for a recorded release; nothing was recorded")
     return inserted.lastrowid, after
-
-
-def _refusal(
-    name: str, history: Sequence[HistoryEntry], after: float, cap: float, delta: float
-) -> str:
-    # Names the hospital's label, never the fingerprint: the refusal may leave the hospital.
-    spent = epsilon_spent(history, delta=delta)
-    return (
-        f"dataset {name!r} has spent epsilon {spent:.3f} of its {cap:.3f} cap "
-        f"(delta {delta:g}) over {len(history)} releases, and this release would bring it "
-        f"to {after:.3f} (+{after - spent:.3f}). Nothing was recorded: do not send this "
-        "release; release fewer steps, with more noise, or nothing more from this dataset."
-    )
-
-
-def _summary(entries: Sequence[LedgerEntry]) -> DatasetSummary:
-    last = entries[-1]
-    return DatasetSummary(
-        dataset_id=last.dataset_id,
-        label=last.label,
-        entries=len(entries),
-        runs=len({entry.run_id for entry in entries}),
-        last_recorded_at=last.recorded_at,
-        delta=last.delta,
-        epsilon=epsilon_spent([entry.history_entry() for entry in entries], delta=last.delta),
-    )
-
-
-def _check_epsilons(entries: Sequence[LedgerEntry], path: Path) -> None:
-    """Each entry's epsilon must cover every entry recorded up to it."""
-    running = _RunningEpsilon()
-    for count, entry in enumerate(entries, start=1):
-        if entry.mechanism not in set(Mechanism) or entry.accountant != ACCOUNTANT:
-            raise LedgerCorruptError(
-                f"privacy ledger {path}: entry {entry.id} names mechanism {entry.mechanism!r} "
-                f"with accountant {entry.accountant!r}, which this fedcare never writes. "
-                f"{RESTORE_REMEDY}"
-            )
-        running.add(entry.history_entry())
-        recomputed = running.epsilon(entry.delta)
-        if not entry.epsilon_after >= recomputed - EPSILON_TOLERANCE:
-            raise LedgerCorruptError(
-                f"privacy ledger {path}: entry {entry.id} of dataset {entry.dataset_id!r} "
-                f"records epsilon {entry.epsilon_after:.6f}, but the {count} releases "
-                f"up to it compose to {recomputed:.6f}. {RESTORE_REMEDY}"
-            )
-
-
-class _RunningEpsilon:
-    """Epsilon of a growing history, analysing each mechanism once (for :meth:`check`).
-
-    It composes exactly as :func:`shared.privacy.epsilon_spent` does (steps merged per
-    mechanism, RDP summed over Opacus' default orders), but Opacus' RDP of ``steps`` steps
-    is its one-step RDP times ``steps``, so each prefix costs one RDP-to-epsilon
-    conversion instead of a fresh analysis (~0.1 s) per entry.
-    """
-
-    def __init__(self) -> None:
-        from opacus.accountants import RDPAccountant  # heavy: only when checking
-
-        self._orders: list[float] = list(RDPAccountant.DEFAULT_ALPHAS)
-        self._one_step: dict[tuple[float, float], NDArray[np.float64]] = {}
-        self._steps: dict[tuple[float, float], int] = {}
-
-    def add(self, entry: HistoryEntry) -> None:
-        """Compose one more entry in."""
-        from opacus.accountants.analysis.rdp import compute_rdp
-
-        noise, rate, steps = entry
-        key = (float(noise), float(rate))
-        if key not in self._one_step:
-            self._one_step[key] = compute_rdp(
-                q=rate, noise_multiplier=noise, steps=1, orders=self._orders
-            )
-        self._steps[key] = self._steps.get(key, 0) + int(steps)
-
-    def epsilon(self, delta: float) -> float:
-        """Epsilon of everything added so far, at ``delta``."""
-        from opacus.accountants.analysis.rdp import get_privacy_spent
-
-        rdp = sum([self._one_step[key] * steps for key, steps in self._steps.items()])
-        epsilon, _ = get_privacy_spent(orders=self._orders, rdp=rdp, delta=delta)
-        return float(epsilon)

@@ -194,7 +194,7 @@ def check_version(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
-def snapshot(
+def dataset_snapshot(
     conn: sqlite3.Connection, dataset_id: str, label: str
 ) -> list[tuple[int, HistoryEntry]]:
     """Read the dataset's entries, with their ids so that two snapshots can be compared."""
