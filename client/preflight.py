@@ -15,9 +15,10 @@ from fedcare.client.readers import read_site_data
 from fedcare.client.site import hospital_fingerprint
 from fedcare.client.site_settings import SiteSettings
 from fedcare.shared.contract import DataContract
-from fedcare.shared.credentials import certificate_status, check_certificate, load_bundle, probe_tls
+from fedcare.shared.credentials import certificate_status, check_certificate, probe_tls
 from fedcare.shared.data import Examples, InputKind
 from fedcare.shared.errors import FedcareError
+from fedcare.shared.hospital_credentials import load_bundle
 from fedcare.shared.tasks import TaskKind
 
 
@@ -44,9 +45,20 @@ def _credentials(settings: SiteSettings) -> Check:
         return Check(
             "credentials",
             Status.FAIL,
-            f"the bundle is for '{bundle.name}', not '{settings.node.name}'",
+            f"the operator recorded this key as '{bundle.name}', not '{settings.node.name}'",
         )
-    return Check("credentials", Status.OK, f"node key {bundle.fingerprint} for {bundle.name}")
+    detail = (
+        f"own node key {bundle.fingerprint} for {bundle.name}; "
+        f"federation CA {bundle.ca_fingerprint}"
+    )
+    if bundle.aggregator != settings.aggregator:
+        return Check(
+            "credentials",
+            Status.WARN,
+            f"{detail}; site.toml dials {settings.aggregator}, the operator's bundle says "
+            f"{bundle.aggregator}",
+        )
+    return Check("credentials", Status.OK, detail)
 
 
 def _ca_certificate(settings: SiteSettings) -> Check:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from fedcare.audit_commands import audit_app
-from fedcare.console import configure_logging, console, errors, fail
+from fedcare.console import configure_logging, console, fail
 from fedcare.options import (
     Delta,
     Epsilon,
@@ -30,11 +29,13 @@ from fedcare.options import (
     resumed_run_config,
 )
 from fedcare.progress import follow_stream
+from fedcare.server.aggregator_service import serve
+from fedcare.server.certificate_authority import SERVER_DIR
+from fedcare.server.node_registration import register_hospital, unregister_node
 from fedcare.server.report import SUMMARY
 from fedcare.server.run_directory import LOG_FILE, check_run_path, default_run_path
 from fedcare.server.submission import check_submission, flwr_run_command, write_app
 from fedcare.server.superlink import (
-    CONNECTION,
     AggregatorSettings,
     HospitalRegistry,
     ServerTls,
@@ -45,7 +46,6 @@ from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.shared.flower_process import (
     flower_environment,
     flower_executable,
-    run_foreground,
     run_streaming,
 )
 from fedcare.shared.run_identity import run_config_hash
@@ -62,42 +62,47 @@ aggregator_app.add_typer(audit_app, name="audit")
 State = Annotated[Path, typer.Option(help="The aggregator's state folder (database, Flower home).")]
 
 
+CaFolder = Annotated[
+    Path,
+    typer.Option(
+        "--ca", help="The federation's CA folder (its server/ certificate and registry.json)."
+    ),
+]
+
+
 @aggregator_app.command()
 def start(
     state: State,
-    tls: Annotated[Path, typer.Option(help="Folder with ca.crt, server.pem, server.key.")] = Path(
-        "ca/server"
-    ),
+    ca: CaFolder = Path("ca"),
     host: Annotated[
-        str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")
+        str, typer.Option(help="Public address the front listens on (0.0.0.0: every interface).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port hospitals connect to.")] = 8000,
-    insecure_dev: Annotated[
-        bool, typer.Option("--insecure-dev", help="No TLS and no authentication: development only.")
-    ] = False,
+    port: Annotated[int, typer.Option(help="Public port hospitals connect to.")] = 8000,
+    internal_port: Annotated[
+        int, typer.Option(help="The SuperLink's port on 127.0.0.1 (never exposed).")
+    ] = 9093,
 ) -> None:
-    """Start the aggregator (runs until stopped); hospitals connect to HOST:PORT."""
+    """Start the aggregator (runs until stopped); hospitals connect to HOST:PORT only.
+
+    The SuperLink listens on 127.0.0.1:INTERNAL_PORT; nginx on HOST:PORT forwards
+    only the Fleet API hospitals use. Operator commands talk to the loopback port.
+    """
     try:
         settings = AggregatorSettings(
             state=state,
             host=host,
             port=port,
-            tls=None if insecure_dev else ServerTls.from_folder(tls),
+            internal_port=internal_port,
+            tls=ServerTls.from_folder(ca / SERVER_DIR),
         )
-        settings.prepare()
-        executable = flower_executable("flower-superlink")
+        code = serve(settings, ca, _say)
     except FedcareError as error:
         raise fail(error) from None
-    if insecure_dev:
-        errors.print(
-            "[bold red]WARNING: --insecure-dev: no TLS and no hospital authentication. "
-            "Updates travel in the clear and anyone can join. Never use this with patient data.[/]"
-        )
-    console.print(f"aggregator listening on [bold]{settings.address}[/]; hospitals connect there")
-    console.print(f"register hospitals with: fedcare aggregator register NAME --state {state}")
-    raise typer.Exit(
-        run_foreground(settings.command(executable), flower_environment(settings.flwr_home))
-    )
+    raise typer.Exit(code)
+
+
+def _say(text: str) -> None:
+    console.print(text, soft_wrap=True, highlight=False, markup=False)
 
 
 @aggregator_app.command()
@@ -106,55 +111,30 @@ def register(
         str, typer.Argument(help="The hospital's name, as given to `fedcare ca add-hospital`.")
     ],
     state: State,
-    ca: Annotated[Path, typer.Option(help="The federation's CA folder.")] = Path("ca"),
+    ca: CaFolder = Path("ca"),
 ) -> None:
-    """Allow a hospital's key to connect (the aggregator must be running)."""
-    public_key = ca / "hospitals" / name / "node.pub"
-    if not public_key.is_file():
-        raise fail(
-            ConfigError(
-                "name", f"{public_key} does not exist; run `fedcare ca add-hospital {name}` first"
-            )
-        )
-    command = [
-        flower_executable("flwr"),
-        "supernode",
-        "register",
-        str(public_key),
-        CONNECTION,
-        "--name",
-        name,
-        "--format",
-        "json",
-    ]
-    result = subprocess.run(
-        command,
-        env=flower_environment(flwr_home(state)),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """Allow a hospital's key (as the CA recorded it) to connect; the aggregator must run."""
     try:
-        node_id = int(json.loads(result.stdout)["node-id"])
-    except (ValueError, KeyError, TypeError):
-        errors.print(result.stdout + result.stderr, highlight=False, markup=False)
-        raise fail(
-            FedcareError(
-                f"could not register {name}; is the aggregator running with --state {state}?"
-            )
-        ) from None
-    HospitalRegistry(state).add(node_id, name)
-    console.print(f"{name} registered as node {node_id}; it may now connect")
+        node_id = register_hospital(state, ca, name)
+    except FedcareError as error:
+        raise fail(error) from None
+    _say(f"{name} registered as node {node_id}; it may now connect")
 
 
 @aggregator_app.command()
 def unregister(
-    node_id: Annotated[str, typer.Argument(help="Node id shown by `flwr supernode ls`.")],
+    name: Annotated[str, typer.Argument(help="The hospital's name.")],
     state: State,
 ) -> None:
-    """Revoke a registered hospital's access."""
-    command = [flower_executable("flwr"), "supernode", "unregister", node_id, CONNECTION]
-    raise typer.Exit(run_foreground(command, flower_environment(flwr_home(state))))
+    """Refuse a registered hospital from its next request on (the CA's record stays)."""
+    try:
+        node_id = HospitalRegistry(state).node_of(name)
+        if node_id is None:
+            raise ConfigError("name", f"'{name}' is not registered at the aggregator in {state}")
+        unregister_node(state, node_id)
+    except FedcareError as error:
+        raise fail(error) from None
+    _say(f"{name} (node {node_id}) unregistered; its next request is refused")
 
 
 def run(  # noqa: PLR0913 - one option per documented setting

@@ -1,7 +1,8 @@
 """``fedcare ca ...``: the federation's certificate authority, without a PKI ceremony.
 
 Every command prints where it wrote what and the exact next step; none ever
-prints key material (bundles are handed over as folders, not pasted).
+prints key material. Only public files change hands: a hospital's ``node.pub``
+comes in, the CA certificate and its ``bundle.toml`` go back.
 """
 
 from __future__ import annotations
@@ -14,23 +15,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedcare.console import console, errors, fail
+from fedcare.server.ca_registry import HospitalRecord
 from fedcare.server.certificate_authority import (
     SERVER_CERTIFICATE,
     SERVER_DIR,
-    SERVER_KEY,
     CertificateAuthority,
-    HospitalRecord,
     init_ca,
 )
-from fedcare.server.superlink import CONNECTION
+from fedcare.server.node_registration import (
+    aggregator_running,
+    linked_aggregator,
+    unregister_revoked,
+)
 from fedcare.shared.credentials import (
     CA_CERTIFICATE,
     CredentialError,
-    HospitalBundle,
     split_address,
     verify_server_certificate,
 )
 from fedcare.shared.errors import FedcareError
+from fedcare.shared.hospital_credentials import BUNDLE_FILE, HospitalBundle
 
 ca_app = typer.Typer(help="Issue and revoke the federation's credentials.", no_args_is_help=True)
 
@@ -81,38 +85,45 @@ def server(
     where = escape(str(issued.folder))
     _say(f"aggregator certificate for {', '.join(issued.hosts)} in [bold]{where}[/]")
     _say(f"valid until {issued.not_after:%Y-%m-%d}; fingerprint {issued.fingerprint}")
-    _say(f"next, on the aggregator: fedcare aggregator start --tls {where} --state STATE")
     _say(
-        f"  (flower-superlink --ssl-ca-certfile {where}/{CA_CERTIFICATE} --ssl-certfile "
-        f"{where}/{SERVER_CERTIFICATE} --ssl-keyfile {where}/{SERVER_KEY} --enable-supernode-auth)"
+        "(loopback names are always included: the aggregator's own processes and the "
+        "operator's commands use them)"
+    )
+    _say(
+        "next, on the aggregator: "
+        f"fedcare aggregator start --state STATE --ca {escape(str(folder))}"
     )
 
 
 @ca_app.command("add-hospital")
 def add_hospital(
     name: Annotated[str, typer.Argument(help="The hospital's name (letters, digits, - and _).")],
+    public_key: Annotated[
+        Path, typer.Option(help="The hospital's node.pub (from `fedcare hospital keygen`).")
+    ],
     aggregator: Annotated[str, typer.Option(help="HOST:PORT the hospital connects to.")],
     folder: CaDir = Path("ca"),
 ) -> None:
-    """Create a hospital's node key pair and bundle; nobody else's credentials change."""
+    """Record a hospital's public key; write the CA certificate and bundle.toml to send back."""
     try:
-        bundle = CertificateAuthority.load(folder).add_hospital(name, aggregator_address=aggregator)
+        bundle = CertificateAuthority.load(folder).add_hospital(
+            name, aggregator_address=aggregator, public_key=public_key
+        )
     except (FedcareError, OSError) as error:
         raise fail(error) from None
     where = escape(str(bundle.folder))
-    _say(f"bundle for {name} in [bold]{where}[/] (node key {bundle.fingerprint})")
+    _say(f"{name} recorded with node key {bundle.fingerprint}")
     _say(
-        "hand that folder to the hospital over a trusted channel: "
-        "it holds the hospital's private key"
+        "  compare that fingerprint with the one the hospital's `fedcare hospital keygen` "
+        "printed (by phone, not by the channel the key came by)"
+    )
+    _say(
+        f"send back {where}/{CA_CERTIFICATE} and {where}/{BUNDLE_FILE} (public files): they go "
+        "into the hospital's credentials folder, next to its node.key"
     )
     _say(
         f"next, at the aggregator: fedcare aggregator register {name} "
         f"--state STATE --ca {escape(str(folder))}"
-    )
-    _say(
-        "  (FLWR_HOME=STATE/flwr-home flwr supernode register "
-        f"{escape(str(bundle.node_public_key))} "
-        f"{CONNECTION} --name {name})"
     )
     _warn_if_uncovered(folder, bundle)
 
@@ -137,16 +148,30 @@ def remove_hospital(
     name: Annotated[str, typer.Argument(help="The hospital to revoke.")],
     folder: CaDir = Path("ca"),
 ) -> None:
-    """Revoke one hospital's credentials; the others are untouched."""
+    """Revoke one hospital's key; the aggregator refuses it from its next request on."""
     try:
         fingerprint = CertificateAuthority.load(folder).remove_hospital(name)
     except (FedcareError, OSError) as error:
         raise fail(error) from None
     _say(f"{name} revoked in {escape(str(folder))} (node key {fingerprint})")
-    _say("[bold]the aggregator still accepts that key until you unregister it there:[/]")
-    _say(f"  FLWR_HOME=STATE/flwr-home flwr supernode list {CONNECTION}   (the node id of {name})")
-    _say("  fedcare aggregator unregister NODE_ID --state STATE")
-    _say(f"  (FLWR_HOME=STATE/flwr-home flwr supernode unregister NODE_ID {CONNECTION})")
+    state = linked_aggregator(folder)
+    if state is None or not aggregator_running(state):
+        _say(
+            "no aggregator of this CA is running: the next `fedcare aggregator start --ca "
+            f"{escape(str(folder))}` unregisters {name} before it lets any hospital in"
+        )
+        return
+    try:
+        removed = unregister_revoked(state, folder)
+    except FedcareError as error:
+        raise fail(
+            FedcareError(
+                f"{error}; the aggregator in {state} still accepts {name}: run "
+                f"`fedcare aggregator unregister {name} --state {state}`, or restart it"
+            )
+        ) from None
+    if name in removed:
+        _say(f"unregistered at the aggregator in {escape(str(state))}: its next request is refused")
 
 
 def _when(timestamp: str) -> str:
@@ -168,8 +193,8 @@ def list_hospitals(folder: CaDir = Path("ca")) -> None:
     if not records:
         where = escape(str(folder))
         _say(
-            "no hospitals yet; add one with: "
-            f"fedcare ca add-hospital NAME --dir {where} --aggregator HOST:PORT"
+            "no hospitals yet; add one with: fedcare ca add-hospital NAME "
+            f"--dir {where} --public-key NODE.PUB --aggregator HOST:PORT"
         )
         return
     table = Table(title=f"Hospitals of {escape(str(folder))}")

@@ -185,16 +185,16 @@ def _new_simulation(
 @app.command("demo-data")
 def demo_data(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo files.")] = Path("demo"),
-    ca: Annotated[
-        Path, typer.Option(help="The CA folder the hospitals' credentials will be in.")
-    ] = Path("ca"),
     aggregator: Annotated[
         str, typer.Option(help="HOST:PORT of the aggregator.")
     ] = "127.0.0.1:8000",
     hospitals: Hospitals = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split.")] = None,
 ) -> None:
-    """Write demo hospital files: a CSV and site.toml per hospital, and the data contract."""
+    """Write demo hospital files: a CSV and site.toml per hospital, and the data contract.
+
+    Each hospital then makes its own key pair: ``fedcare hospital keygen --config SITE``.
+    """
     from fedcare.simulations.hospital_files import write_demo_hospitals, write_demo_sites
 
     overrides = {k: v for k, v in {"hospitals": hospitals, "seed": seed}.items() if v is not None}
@@ -202,7 +202,7 @@ def demo_data(
         files = write_demo_hospitals(out, RunConfig.from_flat(overrides).data)
     except FedcareError as error:
         raise fail(error) from None
-    sites = write_demo_sites(files, ca=ca, aggregator=aggregator)
+    sites = write_demo_sites(files, aggregator=aggregator)
     console.print(f"contract: [bold]{files.contract}[/]")
     for name, site in sites.items():
         console.print(f"{name}: data {files.hospitals[name]}, settings [bold]{site}[/]")

@@ -232,4 +232,40 @@ def budget(config: SiteConfig = Path("site.toml")) -> None:
         raise fail(error) from None
 
 
+@hospital_app.command()
+def keygen(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="site.toml: the key goes to its credentials.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Or: the folder for the key.")] = None,
+) -> None:
+    """Make this hospital's node key pair; only the public half (node.pub) is sent out."""
+    from fedcare.shared.hospital_credentials import NODE_PUBLIC_KEY, generate_node_key
+
+    try:
+        if config is not None and out is None:
+            folder = SiteSettings.load(config).credentials
+        elif out is not None and config is None:
+            folder = out
+        else:
+            raise ConfigError("--config", "give either --config site.toml or --out FOLDER")
+        fingerprint = generate_node_key(folder)
+    except FedcareError as error:
+        raise fail(error) from None
+    console.print(
+        f"node key pair made in {folder} (fingerprint {fingerprint}); node.key never leaves it",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    console.print(
+        f"send {folder / NODE_PUBLIC_KEY} to the federation's operator and tell them the "
+        "fingerprint by phone; put the ca.crt and bundle.toml they return into "
+        f"{folder}, then run `fedcare hospital check`",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+
+
 hospital_app.add_typer(audit_app, name="audit")

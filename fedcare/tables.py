@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from fedcare.console import console
@@ -132,9 +133,10 @@ def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
         console.print(privacy_table(summary))
     console.print(comparison_table(summary, metric_names))
     for warning in summary["warnings"]:
-        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        # Escaped: a hospital's error message is quoted in them, and must not be markup.
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     for error in summary["errors"]:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(error)}", highlight=False)
     console.print(f"run {summary['status']}; report, plot and model in [bold]{run_dir}[/]")
 
 

@@ -3,34 +3,35 @@
 It issues what Flower's deployment engine needs and nothing more:
 
 * the aggregator's TLS certificate (EC P-384, signed by the federation's CA),
-  for ``flower-superlink --ssl-ca-certfile --ssl-certfile --ssl-keyfile``;
-* one node-authentication key pair per hospital (EC P-384, OpenSSH format, the
-  form Flower 1.41's ``flwr supernode register`` and ``--auth-supernode-private-key``
-  take), in a bundle the hospital installs: the CA certificate to trust the
-  aggregator, its own keys, and the aggregator's address.
+  for the aggregator's front (nginx) and ``flower-superlink``; it always covers
+  ``127.0.0.1`` and ``localhost`` too, where the aggregator's own processes and
+  the operator's commands reach the SuperLink;
+* a record of each hospital's node public key (EC P-384, OpenSSH format, the form
+  Flower 1.41's ``flwr supernode register`` takes). The hospital made the key pair
+  itself (``fedcare hospital keygen``); the CA never sees its private half. What
+  goes back to the hospital is public: the CA certificate and ``bundle.toml``
+  (its name, the aggregator's address and both fingerprints).
 
-Layout of the CA folder (folders 0700, private keys 0600)::
+Layout of the CA folder (folders 0700, the CA key 0600)::
 
     ca/
       ca.key, ca.crt        the federation's root (ca.key never leaves this folder)
-      registry.json         every credential issued: hospitals (with revocations), server
+      registry.json         every hospital recorded (with revocations), the server certificate
       server/               ca.crt, server.pem, server.key for `fedcare aggregator start`
-      hospitals/<name>/     ca.crt, node.key, node.pub, bundle.toml for that hospital
+      hospitals/<name>/     node.pub (from the hospital); ca.crt, bundle.toml (back to it)
 
 Adding a hospital never touches anyone else's credentials; removing one revokes
 only that one, and re-issuing the server certificate touches no hospital. The
-registry assumes one operator at a time (no locking between concurrent commands).
+aggregator reads ``registry.json`` (no CA key needed) to refuse revoked hospitals.
+The registry assumes one operator at a time (no locking between concurrent commands).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import tomli_w
 from cryptography import x509
@@ -39,18 +40,28 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedcare.server.ca_registry import (
+    REGISTRY,
+    REGISTRY_VERSION,
+    HospitalRecord,
+    check_hospital_name,
+    hospital_records,
+    read_registry,
+    write_registry,
+)
 from fedcare.shared.credentials import (
-    BUNDLE_FILE,
     CA_CERTIFICATE,
-    NODE_KEY,
-    NODE_PUBLIC_KEY,
+    LOOPBACK_HOSTS,
     CredentialError,
-    HospitalBundle,
     certificate_fingerprint,
     normalize_host,
-    openssh_public_key,
     public_key_fingerprint,
     split_address,
+)
+from fedcare.shared.hospital_credentials import (
+    BUNDLE_FILE,
+    HospitalBundle,
+    read_node_public_key,
 )
 from fedcare.shared.private_files import (
     is_exposed,
@@ -60,8 +71,6 @@ from fedcare.shared.private_files import (
 )
 
 CA_KEY = "ca.key"
-REGISTRY = "registry.json"
-REGISTRY_VERSION = 1
 SERVER_DIR = "server"
 SERVER_CERTIFICATE = "server.pem"
 SERVER_KEY = "server.key"
@@ -69,7 +78,6 @@ HOSPITALS_DIR = "hospitals"
 
 _CURVE = ec.SECP384R1()
 _HASH = hashes.SHA384()
-_HOSPITAL_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 # Certificates are dated a little in the past so a hospital whose clock runs
 # slightly behind the CA's does not reject a freshly issued one.
 _BACKDATE = dt.timedelta(minutes=5)
@@ -78,33 +86,6 @@ _BACKDATE = dt.timedelta(minutes=5)
 def _now() -> dt.datetime:
     # The single clock of this module (tests move it to issue expired certificates).
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-@dataclass(frozen=True)
-class HospitalRecord:
-    """A hospital the CA issued credentials to (an entry of ``registry.json``).
-
-    Attributes
-    ----------
-    name : str
-        The hospital's name.
-    fingerprint : str
-        SHA-256 fingerprint of its node public key (as ``ssh-keygen -lf`` prints it).
-    created : str
-        When it was added (ISO 8601, UTC).
-    revoked : str | None
-        When it was removed, if it was (ISO 8601, UTC).
-    """
-
-    name: str
-    fingerprint: str
-    created: str
-    revoked: str | None = None
-
-    @property
-    def active(self) -> bool:
-        """Whether its credentials are still valid in this CA's eyes."""
-        return self.revoked is None
 
 
 @dataclass(frozen=True)
@@ -212,36 +193,6 @@ def _check_federation_name(name: str) -> None:
         )
 
 
-# --- the registry ------------------------------------------------------------
-
-
-def _parse_records(raw: Any, path: Path) -> list[HospitalRecord]:
-    try:
-        entries = raw["hospitals"]
-        return [
-            HospitalRecord(
-                name=str(e["name"]),
-                fingerprint=str(e["fingerprint"]),
-                created=str(e["created"]),
-                revoked=None if e.get("revoked") is None else str(e["revoked"]),
-            )
-            for e in entries
-        ]
-    except (KeyError, TypeError, AttributeError):
-        raise CredentialError(
-            f"{path} is damaged (unexpected structure); restore it from backup"
-        ) from None
-
-
-def _record_json(record: HospitalRecord) -> dict[str, Any]:
-    return {
-        "name": record.name,
-        "fingerprint": record.fingerprint,
-        "created": record.created,
-        "revoked": record.revoked,
-    }
-
-
 class CertificateAuthority:
     """The federation's CA, kept in a folder (see the module docstring).
 
@@ -293,9 +244,8 @@ class CertificateAuthority:
             raise CredentialError(
                 f"{key_path} does not belong to {cert_path}; restore both from the same backup"
             )
-        authority = cls(ca_dir, key, certificate)
-        authority._read_registry()
-        return authority
+        read_registry(ca_dir)
+        return cls(ca_dir, key, certificate)
 
     # --- the aggregator ------------------------------------------------------
 
@@ -306,7 +256,8 @@ class CertificateAuthority:
         ----------
         hosts : list[str]
             Every DNS name and IP address hospitals dial; IPs become IPAddress
-            SANs, the rest DNSName SANs.
+            SANs, the rest DNSName SANs. ``127.0.0.1`` and ``localhost`` are
+            always added: the aggregator's processes talk to each other there.
         days : int
             Validity; capped at the CA certificate's own expiry.
 
@@ -346,7 +297,7 @@ class CertificateAuthority:
             raise CredentialError(
                 "give at least one --host that hospitals dial (a name or an IP address)"
             )
-        return tuple(dict.fromkeys(normalize_host(host) for host in hosts))
+        return tuple(dict.fromkeys([*(normalize_host(host) for host in hosts), *LOOPBACK_HOSTS]))
 
     def _server_certificate(
         self,
@@ -383,72 +334,73 @@ class CertificateAuthority:
     # --- hospitals -----------------------------------------------------------
 
     def hospitals(self) -> list[HospitalRecord]:
-        """Every hospital ever issued, revoked ones included, oldest first."""
-        return _parse_records(self._read_registry(), self.ca_dir / REGISTRY)
+        """Every hospital ever recorded, revoked ones included, oldest first."""
+        return hospital_records(self.ca_dir)
 
-    def add_hospital(self, name: str, *, aggregator_address: str) -> HospitalBundle:
-        """Create hospital ``name``'s node key pair and bundle.
+    def add_hospital(
+        self, name: str, *, aggregator_address: str, public_key: Path
+    ) -> HospitalBundle:
+        """Record hospital ``name``'s node public key and write what goes back to it.
 
         Parameters
         ----------
         name : str
-            1-63 letters, digits, ``-`` or ``_``.
+            1-63 letters, digits, ``-`` or ``_``, starting with a letter or digit.
         aggregator_address : str
             ``HOST:PORT`` the hospital connects to (``[IPv6]:PORT`` for IPv6).
+        public_key : Path
+            The hospital's ``node.pub`` (from ``fedcare hospital keygen``).
 
         Returns
         -------
         HospitalBundle
-            Where the bundle was written and its key fingerprint.
+            The CA's ``hospitals/<name>`` folder: ``node.pub`` as recorded, and
+            ``ca.crt`` and ``bundle.toml`` to send back to the hospital.
 
         Raises
         ------
         CredentialError
-            For an invalid name or address, or a name that is already active.
+            For an invalid name, address or key, a name that is already active,
+            or a key another active hospital already uses.
         """
-        _check_hospital_name(name)
+        check_hospital_name(name)
         split_address(aggregator_address)
+        key_line = read_node_public_key(public_key)
+        fingerprint = public_key_fingerprint(key_line)
         records = self.hospitals()
-        if any(r.name == name and r.active for r in records):
-            raise CredentialError(
-                f"hospital '{name}' already has credentials; to re-issue them, "
-                f"`fedcare ca remove-hospital {name}` first (and unregister it at the aggregator)"
-            )
-        folder = self.ca_dir / HOSPITALS_DIR / name
-        make_private_directory(folder)
-        bundle = self._write_bundle(folder, name, aggregator_address.strip())
-        record = HospitalRecord(name=name, fingerprint=bundle.fingerprint, created=bundle.created)
-        # Revoked records stay: the registry is the history of what was issued.
-        self._save(records=[*records, record])
-        return bundle
-
-    def _write_bundle(self, folder: Path, name: str, aggregator: str) -> HospitalBundle:
-        key = ec.generate_private_key(_CURVE)
-        public = openssh_public_key(key)
+        for record in (r for r in records if r.active):
+            if record.name == name:
+                raise CredentialError(
+                    f"hospital '{name}' is already recorded; to replace its key, "
+                    f"`fedcare ca remove-hospital {name}` first"
+                )
+            if record.fingerprint == fingerprint:
+                raise CredentialError(
+                    f"{public_key} is already the key of hospital '{record.name}'; "
+                    "every hospital needs its own key pair (`fedcare hospital keygen`)"
+                )
         bundle = HospitalBundle(
             name=name,
-            folder=folder,
-            aggregator=aggregator,
-            fingerprint=public_key_fingerprint(public),
+            folder=self.ca_dir / HOSPITALS_DIR / name,
+            aggregator=aggregator_address.strip(),
+            fingerprint=fingerprint,
             ca_fingerprint=self.fingerprint,
             created=_now().isoformat(),
         )
-        private = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-        write_private(folder / NODE_KEY, private)
-        write_public(folder / NODE_PUBLIC_KEY, public + b"\n")
-        write_public(folder / CA_CERTIFICATE, _pem(self.certificate))
-        write_public(folder / BUNDLE_FILE, tomli_w.dumps(bundle.to_toml()).encode())
+        make_private_directory(bundle.folder)
+        write_public(bundle.node_public_key, key_line + b"\n")
+        write_public(bundle.ca_certificate, _pem(self.certificate))
+        write_public(bundle.folder / BUNDLE_FILE, tomli_w.dumps(bundle.to_toml()).encode())
+        record = HospitalRecord(name=name, fingerprint=fingerprint, created=bundle.created)
+        # Revoked records stay: the registry is the history of what was recorded.
+        self._save(records=[*records, record])
         return bundle
 
     def remove_hospital(self, name: str) -> str:
-        """Revoke hospital ``name``: mark it in the registry, delete its private key here.
+        """Revoke hospital ``name`` in the registry; only that hospital is affected.
 
-        Only that hospital is affected. The aggregator still accepts the key
-        until it is unregistered there (``flwr supernode unregister``).
+        An aggregator started with this CA folder refuses the key from then on
+        (see :mod:`server.node_registration`).
 
         Returns
         -------
@@ -460,7 +412,7 @@ class CertificateAuthority:
         CredentialError
             If no active hospital has that name.
         """
-        _check_hospital_name(name)
+        check_hospital_name(name)
         records = self.hospitals()
         index = next((i for i, r in enumerate(records) if r.name == name and r.active), None)
         if index is None:
@@ -472,22 +424,9 @@ class CertificateAuthority:
         revoked = replace(records[index], revoked=_now().isoformat())
         records[index] = revoked
         self._save(records=records)
-        (self.ca_dir / HOSPITALS_DIR / name / NODE_KEY).unlink(missing_ok=True)
         return revoked.fingerprint
 
     # --- registry.json -------------------------------------------------------
-
-    def _read_registry(self) -> dict[str, Any]:
-        path = self.ca_dir / REGISTRY
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CredentialError(f"{path} is missing; restore it from backup") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CredentialError(f"{path} is damaged (not JSON); restore it from backup") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("hospitals"), list):
-            raise CredentialError(f"{path} is damaged (no hospital list); restore it from backup")
-        return raw
 
     def _save(
         self,
@@ -495,9 +434,9 @@ class CertificateAuthority:
         records: list[HospitalRecord] | None = None,
         server: ServerCredentials | None = None,
     ) -> None:
-        registry = self._read_registry()
+        registry = read_registry(self.ca_dir)
         if records is not None:
-            registry["hospitals"] = [_record_json(r) for r in records]
+            registry["hospitals"] = [r.to_json() for r in records]
         if server is not None:
             registry["server"] = {
                 "hosts": list(server.hosts),
@@ -505,11 +444,7 @@ class CertificateAuthority:
                 "fingerprint": server.fingerprint,
                 "issued": _now().isoformat(),
             }
-        _write_registry(self.ca_dir / REGISTRY, registry)
-
-
-def _write_registry(path: Path, registry: dict[str, Any]) -> None:
-    write_public(path, (json.dumps(registry, indent=2) + "\n").encode())
+        write_registry(self.ca_dir, registry)
 
 
 def _load_ca_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -520,14 +455,6 @@ def _load_ca_key(path: Path) -> ec.EllipticCurvePrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise CredentialError(f"{path} is not an EC key; it was not written by `fedcare ca init`")
     return key
-
-
-def _check_hospital_name(name: str) -> None:
-    if not _HOSPITAL_NAME.fullmatch(name):
-        raise CredentialError(
-            f"hospital name {name!r:.70} must be 1-63 letters, digits, '-' or '_' "
-            "(e.g. st-marys_icu)"
-        )
 
 
 def init_ca(ca_dir: Path, *, name: str, days: int = 3650) -> CertificateAuthority:
@@ -566,5 +493,5 @@ def init_ca(ca_dir: Path, *, name: str, days: int = 3650) -> CertificateAuthorit
         "ca-fingerprint": certificate_fingerprint(certificate),
         "hospitals": [],
     }
-    _write_registry(ca_dir / REGISTRY, registry)
+    write_registry(ca_dir, registry)
     return CertificateAuthority(ca_dir, key, certificate)

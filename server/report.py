@@ -29,6 +29,7 @@ from fedcare.shared.config import RunConfig
 from fedcare.shared.keys import ReplyKey
 from fedcare.shared.metrics import metric_names
 from fedcare.shared.privacy import ACCOUNTANT, NOISE_TO_SIGNAL_WARNING, noise_to_signal
+from fedcare.shared.spreadsheet import neutralise_cell
 
 SUMMARY = "summary.json"
 METRICS_JSON = "metrics.json"
@@ -189,7 +190,7 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: neutralise_cell(value) for key, value in row.items()} for row in rows)
     return buffer.getvalue()
 
 

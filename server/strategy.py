@@ -415,13 +415,27 @@ class FedCareStrategy(FedAvg):
         )
 
     def _learn_name(self, proxy: ClientProxy, metrics: dict[str, Scalar]) -> str:
-        name = metrics.get(ReplyKey.HOSPITAL)
-        if isinstance(name, str):
-            self._names[proxy.node_id] = name
+        """Name the hospital behind ``proxy`` by its authenticated node, never by its reply.
+
+        A deployment's names come from the aggregator's registry of node keys
+        (``hospital-names``); a name a reply claims is only compared with it. A
+        simulation has no node keys: its virtual hospitals are fedcare's own code
+        in this process, and their replies name them.
+        """
+        claimed = metrics.get(ReplyKey.HOSPITAL)
+        if self._config.data.simulated:
+            if isinstance(claimed, str):
+                self._names[proxy.node_id] = claimed
+        elif isinstance(claimed, str) and claimed != self._names.get(proxy.node_id):
+            logger.warning(
+                "%s replied as %r; it is reported under its registered name",
+                self._describe(proxy.node_id),
+                claimed[:80],
+            )
         return self._describe(proxy.node_id)
 
     def _describe(self, node_id: int) -> str:
-        """Name a hospital once it has replied at least once, else give its node id."""
+        """Return a hospital's name (registered, or in simulation its own), else its node id."""
         return self._names.get(node_id, f"node {node_id}")
 
     def _note_failures(self, record: RoundRecord, stage: str, failures: Sequence[Failure]) -> None:

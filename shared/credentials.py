@@ -1,16 +1,15 @@
-"""Credentials on disk: writing them safely, and checking them without the CA's key.
+"""Certificates, fingerprints and addresses: checking them without the CA's key.
 
-Used by the CA (:mod:`server.certificate_authority`) to write files, and by a
-hospital's (or the aggregator's) preflight to check what it was given:
+Used by the CA (:mod:`server.certificate_authority`), the aggregator and a
+hospital's preflight:
 
-* :func:`load_bundle` checks a hospital's bundle: files present, node key
-  owner-only, an EC P-384 key in OpenSSH format, matching its public key and the
-  fingerprints recorded in ``bundle.toml``;
 * :func:`check_certificate` reports a certificate's validity period;
 * :func:`verify_server_certificate` checks the aggregator's TLS certificate the
   way a hospital's TLS client will: signed by the federation's CA, valid now,
-  for server authentication, and covering the host the hospital dials.
+  for server authentication, and covering the host the hospital dials;
+* :func:`probe_tls` opens a TLS connection trusting only the federation's CA.
 
+A hospital's own node key and bundle are in :mod:`shared.hospital_credentials`.
 Fingerprints are printed the way standard tools print them, so an operator can
 compare them out of band: ``ssh-keygen -lf node.pub`` for node keys and
 ``openssl x509 -noout -fingerprint -sha256`` for certificates.
@@ -28,26 +27,24 @@ import ipaddress
 import re
 import socket
 import ssl
-import tomllib
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fedcare.shared.errors import FedcareError
-from fedcare.shared.private_files import is_exposed
 
 CA_CERTIFICATE = "ca.crt"
-NODE_KEY = "node.key"
-NODE_PUBLIC_KEY = "node.pub"
-BUNDLE_FILE = "bundle.toml"
-BUNDLE_VERSION = 1
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+"""Names every aggregator certificate covers: the aggregator's own processes dial them."""
 
 EXPIRY_WARNING_DAYS = 30
 
@@ -240,7 +237,9 @@ def check_certificate(
 
 
 def _reissue_hint(*hosts: str) -> str:
-    flags = " ".join(f"--host {host}" for host in dict.fromkeys(hosts))
+    # Loopback names are added by `fedcare ca server` itself.
+    wanted = [host for host in dict.fromkeys(hosts) if host not in LOOPBACK_HOSTS]
+    flags = " ".join(f"--host {host}" for host in wanted) or "--host HOST"
     return (
         f"re-issue it with `fedcare ca server --dir CA {flags}` (every name and IP hospitals dial)"
     )
@@ -392,162 +391,6 @@ def verify_server_certificate(
     return status
 
 
-# --- a hospital's bundle -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HospitalBundle:
-    """A hospital's credentials, as ``fedcare ca add-hospital`` writes them.
-
-    Attributes
-    ----------
-    name : str
-        The hospital's name.
-    folder : Path
-        The bundle folder (``ca.crt``, ``node.key``, ``node.pub``, ``bundle.toml``).
-    aggregator : str
-        ``HOST:PORT`` the hospital connects to.
-    fingerprint : str
-        SHA-256 fingerprint of the node public key (as ``ssh-keygen -lf`` prints it).
-    ca_fingerprint : str
-        SHA-256 fingerprint of the federation's CA certificate.
-    created : str
-        When the bundle was issued (ISO 8601, UTC).
-    """
-
-    name: str
-    folder: Path
-    aggregator: str
-    fingerprint: str
-    ca_fingerprint: str
-    created: str
-
-    @property
-    def ca_certificate(self) -> Path:
-        """The federation's CA certificate (to trust the aggregator)."""
-        return self.folder / CA_CERTIFICATE
-
-    @property
-    def node_key(self) -> Path:
-        """The hospital's node-authentication private key (OpenSSH)."""
-        return self.folder / NODE_KEY
-
-    @property
-    def node_public_key(self) -> Path:
-        """The public half, which the aggregator registers."""
-        return self.folder / NODE_PUBLIC_KEY
-
-    def to_toml(self) -> dict[str, Any]:
-        """Return the content of ``bundle.toml``."""
-        return {
-            "version": BUNDLE_VERSION,
-            "hospital": self.name,
-            "aggregator": self.aggregator,
-            "node-key-fingerprint": self.fingerprint,
-            "ca-fingerprint": self.ca_fingerprint,
-            "created": self.created,
-        }
-
-
-_BUNDLE_KEYS = ("hospital", "aggregator", "node-key-fingerprint", "ca-fingerprint", "created")
-
-
-def _read_bundle_file(folder: Path) -> dict[str, Any]:
-    path = folder / BUNDLE_FILE
-    try:
-        meta = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CredentialError(
-            f"{path} does not exist; is {folder} a bundle from `fedcare ca add-hospital`?"
-        ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-        raise CredentialError(
-            f"{path} is not valid TOML; ask the federation operator for the bundle again"
-        ) from None
-    missing = [key for key in _BUNDLE_KEYS if not isinstance(meta.get(key), str)]
-    if missing:
-        raise CredentialError(
-            f"{path} lacks {', '.join(missing)}; ask the federation operator for the bundle again"
-        )
-    return meta
-
-
-def _load_node_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    if not path.is_file():
-        raise CredentialError(f"{path} does not exist; the bundle is incomplete")
-    if is_exposed(path):
-        raise CredentialError(f"{path} is readable by other users; run `chmod 600 {path}`")
-    try:
-        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise CredentialError(
-            f"{path} is not an unencrypted OpenSSH private key (Flower needs that form)"
-        ) from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP384R1):
-        raise CredentialError(
-            f"{path} must be an EC P-384 key (what Flower's node authentication takes)"
-        )
-    return key
-
-
-def _check_public_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    try:
-        public = serialization.load_ssh_public_key(path.read_bytes())
-    except FileNotFoundError:
-        raise CredentialError(f"{path} does not exist; the bundle is incomplete") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise CredentialError(f"{path} is not an OpenSSH public key") from None
-    if public != key.public_key():
-        raise CredentialError(
-            f"{path} does not belong to {path.with_name(NODE_KEY)}; "
-            "the bundle's files are mixed up, "
-            "ask the federation operator for the bundle again"
-        )
-
-
-def load_bundle(bundle_dir: Path) -> HospitalBundle:
-    """Read and check a hospital's bundle (no CA key needed).
-
-    Parameters
-    ----------
-    bundle_dir : Path
-        The folder ``fedcare ca add-hospital`` wrote (``ca/hospitals/<name>``).
-
-    Raises
-    ------
-    CredentialError
-        If a file is missing or unreadable, the private key is readable by
-        others, is not an EC P-384 key in OpenSSH format, does not match
-        ``node.pub`` or the fingerprint in ``bundle.toml``, or ``ca.crt`` is not
-        the CA the bundle was issued under.
-    """
-    meta = _read_bundle_file(bundle_dir)
-    key = _load_node_key(bundle_dir / NODE_KEY)
-    _check_public_key(bundle_dir / NODE_PUBLIC_KEY, key)
-    fingerprint = public_key_fingerprint(openssh_public_key(key))
-    if fingerprint != meta["node-key-fingerprint"]:
-        raise CredentialError(
-            f"{bundle_dir / NODE_KEY} is not the key recorded in {bundle_dir / BUNDLE_FILE}; "
-            "ask the federation operator for the bundle again"
-        )
-    if (
-        certificate_fingerprint(load_certificate(bundle_dir / CA_CERTIFICATE))
-        != meta["ca-fingerprint"]
-    ):
-        raise CredentialError(
-            f"{bundle_dir / CA_CERTIFICATE} is not the CA this bundle was issued under; "
-            "restore the ca.crt that came with the bundle"
-        )
-    return HospitalBundle(
-        name=meta["hospital"],
-        folder=bundle_dir,
-        aggregator=meta["aggregator"],
-        fingerprint=fingerprint,
-        ca_fingerprint=meta["ca-fingerprint"],
-        created=meta["created"],
-    )
-
-
 # --- the aggregator, seen from a hospital --------------------------------------
 
 
@@ -582,3 +425,32 @@ def probe_tls(address: str, ca_certificate: Path, *, timeout: float = 5.0) -> x5
             f"cannot reach the aggregator at {address} over TLS: {error}"
         ) from None
     return x509.load_der_x509_certificate(der or b"")
+
+
+def https_status(
+    address: str, path: str, ca_certificate: Path, *, method: str = "GET", timeout: float = 5.0
+) -> int | None:
+    """Send an empty request to ``https://ADDRESS/PATH`` trusting only ``ca_certificate``.
+
+    Used to check the aggregator's own processes (and, in tests, what an outsider
+    gets); environment proxy settings are ignored.
+
+    Returns
+    -------
+    int | None
+        The HTTP status, or ``None`` if no TLS connection to a server holding a
+        certificate from that CA could be made.
+    """
+    context = ssl.create_default_context(cafile=str(ca_certificate))
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
+    data = b"" if method == "POST" else None
+    request = urllib.request.Request(f"https://{address}{path}", data=data, method=method)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (OSError, ValueError):
+        return None

@@ -1,6 +1,7 @@
 """Run long-lived programs as one service: start each once the previous is ready, stop all together.
 
-A service is several programs: a hospital runs Flower's SuperNode and fedcare's
+A service is several programs: the aggregator runs Flower's SuperLink, its
+executor and the nginx front; a hospital runs Flower's SuperNode and fedcare's
 worker. They start in order, each checked ready before the next starts. A
 program marked ``restart`` is started again whenever it exits (after a pause that
 grows while it keeps failing at once); if any other program exits, or the service

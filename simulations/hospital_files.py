@@ -140,12 +140,18 @@ def site_toml(
     }
 
 
+CREDENTIALS_DIR = "credentials"
+"""Each demo hospital's credentials folder, next to its ``site.toml``."""
+
+
 def write_demo_sites(
-    files: DemoFiles, *, ca: Path, aggregator: str, first_port: int = 9094
+    files: DemoFiles, *, aggregator: str, first_port: int = 9094
 ) -> dict[str, Path]:
     """Write ``<out>/<hospital>/site.toml`` for each demo hospital; return their paths.
 
-    Paths inside are absolute, so each file works from any working directory.
+    Each names its own credentials folder (``<out>/<hospital>/credentials``), where
+    ``fedcare hospital keygen`` puts the hospital's key pair. Paths inside are
+    absolute, so each file works from any working directory.
     """
     sites = {}
     for offset, (name, data) in enumerate(sorted(files.hospitals.items())):
@@ -154,7 +160,7 @@ def write_demo_sites(
         content = site_toml(
             name=name,
             aggregator=aggregator,
-            credentials=(ca / "hospitals" / name).resolve(),
+            credentials=(folder / CREDENTIALS_DIR).resolve(),
             data=data.resolve(),
             contract=files.contract.resolve(),
             runtime_port=first_port + offset,

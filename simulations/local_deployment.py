@@ -8,6 +8,7 @@ its own session, so stopping it also stops the Flower processes it spawned
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +22,9 @@ from typing import Any
 import tomli_w
 
 from fedcare.shared.config import DataSettings
+from fedcare.shared.credentials import CA_CERTIFICATE
 from fedcare.shared.flower_process import port_open
+from fedcare.shared.hospital_credentials import BUNDLE_FILE, NODE_PUBLIC_KEY
 from fedcare.simulations.hospital_files import DemoFiles, site_toml, write_demo_hospitals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,14 +140,17 @@ SiteHook = Callable[[str, dict[str, Any]], None]
 
 @dataclass
 class LocalFederation:
-    """A CA, an aggregator and demo hospitals running on 127.0.0.1.
+    """A CA, an aggregator and demo hospitals running on 127.0.0.1 (see :func:`start_local_federation`).
 
-    See :func:`start_local_federation`.
+    ``port`` is the aggregator's public port (its nginx front, Fleet API only);
+    ``internal_port`` the SuperLink's own, which only the aggregator's processes and
+    the operator's commands use.
     """
 
     root: Path
     processes: Processes
     port: int
+    internal_port: int
     contract: Path
 
     @property
@@ -161,20 +167,56 @@ class LocalFederation:
         """Hospital ``name``'s ``site.toml``."""
         return self.root / name / "site.toml"
 
+    def credentials(self, name: str) -> Path:
+        """Hospital ``name``'s own credentials folder (its key pair and the operator's files)."""
+        return self.root / name / "credentials"
+
     def start_aggregator(self, name: str) -> None:
-        """Start (or restart, on the same state and port) the aggregator as process ``name``."""
+        """Start (or restart, on the same state and ports) the aggregator as process ``name``."""
         command = fedcare(
             "aggregator",
             "start",
             "--state",
             str(self.state),
-            "--tls",
-            str(self.ca / "server"),
+            "--ca",
+            str(self.ca),
             "--port",
             str(self.port),
+            "--internal-port",
+            str(self.internal_port),
         )
         self.processes.start(name, command)
-        wait_for(lambda: port_open(self.port), timeout=60, what="the aggregator to listen")
+        # The front opens last, once the SuperLink and its executor are ready.
+        wait_for(lambda: port_open(self.port), timeout=90, what="the aggregator's front to listen")
+
+    def enrol_hospital(self, name: str, credentials: Path) -> None:
+        """Enrol hospital ``name`` as a real one would: own key, operator records it, registers.
+
+        The hospital makes its key pair in ``credentials``; the operator records
+        ``node.pub`` in the CA and sends back ``ca.crt`` and ``bundle.toml``, which
+        land next to the key; then the operator registers it at the aggregator.
+        """
+        if not (credentials / NODE_PUBLIC_KEY).exists():
+            keygen = fedcare("hospital", "keygen", "--out", str(credentials))
+            _expect_success(self.processes, f"keygen-{name}", keygen)
+        add = fedcare(
+            "ca",
+            "add-hospital",
+            name,
+            "--dir",
+            str(self.ca),
+            "--public-key",
+            str(credentials / NODE_PUBLIC_KEY),
+            "--aggregator",
+            f"127.0.0.1:{self.port}",
+        )
+        _expect_success(self.processes, f"add-{name}", add)
+        for returned in (CA_CERTIFICATE, BUNDLE_FILE):
+            shutil.copyfile(self.ca / "hospitals" / name / returned, credentials / returned)
+        register = fedcare(
+            "aggregator", "register", name, "--state", str(self.state), "--ca", str(self.ca)
+        )
+        _expect_success(self.processes, f"register-{name}", register)
 
     def train_replies(self, hospital: str) -> int:
         """How many training replies ``hospital`` has logged (SecAgg+ sends several a round)."""
@@ -222,16 +264,24 @@ def start_local_federation(
     customize_site: SiteHook | None = None,
     prepare_data: Callable[[DemoFiles], None] | None = None,
 ) -> LocalFederation:
-    """Create a CA, start an aggregator with TLS and authentication, and three demo hospitals.
+    """Create a CA, start an aggregator (front, SuperLink, executor) and three demo hospitals.
+
+    Each hospital makes its own key pair (``fedcare hospital keygen``); only its
+    public key reaches the CA.
 
     ``prepare_data`` may edit the hospitals' files before they start, and
     ``customize_site`` each ``site.toml`` (as a dict) before it is written.
     """
-    port = free_port()
     files = write_demo_hospitals(root / "data", DataSettings())
     if prepare_data is not None:
         prepare_data(files)
-    federation = LocalFederation(root=root, processes=processes, port=port, contract=files.contract)
+    federation = LocalFederation(
+        root=root,
+        processes=processes,
+        port=free_port(),
+        internal_port=free_port(),
+        contract=files.contract,
+    )
     _expect_success(
         processes, "ca-init", fedcare("ca", "init", "--dir", str(federation.ca), "--name", "local")
     )
@@ -242,30 +292,10 @@ def start_local_federation(
     )
     federation.start_aggregator("aggregator")
     for name, data in sorted(files.hospitals.items()):
-        add = fedcare(
-            "ca",
-            "add-hospital",
-            name,
-            "--dir",
-            str(federation.ca),
-            "--aggregator",
-            f"127.0.0.1:{port}",
-        )
-        _expect_success(processes, f"add-{name}", add)
-        register = fedcare(
-            "aggregator",
-            "register",
-            name,
-            "--state",
-            str(federation.state),
-            "--ca",
-            str(federation.ca),
-        )
-        _expect_success(processes, f"register-{name}", register)
         site = site_toml(
             name=name,
-            aggregator=f"127.0.0.1:{port}",
-            credentials=federation.ca / "hospitals" / name,
+            aggregator=f"127.0.0.1:{federation.port}",
+            credentials=federation.credentials(name),
             data=data,
             contract=files.contract,
             runtime_port=free_port(),
@@ -275,6 +305,9 @@ def start_local_federation(
             customize_site(name, site)
         federation.site(name).parent.mkdir(parents=True, exist_ok=True)
         federation.site(name).write_text(tomli_w.dumps(site), encoding="utf-8")
+        keygen = fedcare("hospital", "keygen", "--config", str(federation.site(name)))
+        _expect_success(processes, f"keygen-{name}", keygen)
+        federation.enrol_hospital(name, federation.credentials(name))
         federation.start_hospital(name)
     return federation
 

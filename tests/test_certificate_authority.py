@@ -28,10 +28,10 @@ from fedcare.server.certificate_authority import CertificateAuthority, init_ca
 from fedcare.shared.credentials import (
     CredentialError,
     check_certificate,
-    load_bundle,
     probe_tls,
     verify_server_certificate,
 )
+from fedcare.shared.hospital_credentials import HospitalBundle, generate_node_key
 
 AGGREGATOR = "127.0.0.1:8000"
 runner = CliRunner()
@@ -155,14 +155,16 @@ def test_load_rejects_a_damaged_exposed_or_foreign_key(
 def test_server_certificate_chains_to_the_ca_with_sans_and_server_auth(
     ca: CertificateAuthority,
 ) -> None:
-    issued = ca.issue_server_certificate(["127.0.0.1", "Aggregator.Example.org", "127.0.0.1"])
-    assert issued.hosts == ("127.0.0.1", "aggregator.example.org")
+    issued = ca.issue_server_certificate(["10.0.0.5", "Aggregator.Example.org", "10.0.0.5"])
+    # Loopback is always covered: the aggregator's front, executor and commands dial it.
+    assert issued.hosts == ("10.0.0.5", "aggregator.example.org", "127.0.0.1", "::1", "localhost")
     certificate = x509.load_pem_x509_certificate(issued.certificate.read_bytes())
     _verify_signed_by(certificate, ca.certificate)
     assert certificate.issuer == ca.certificate.subject
     sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
-    assert sans.get_values_for_type(x509.DNSName) == ["aggregator.example.org"]
+    ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    assert ips == ["10.0.0.5", "127.0.0.1", "::1"]
+    assert sans.get_values_for_type(x509.DNSName) == ["aggregator.example.org", "localhost"]
     usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usages) == [ExtendedKeyUsageOID.SERVER_AUTH]
     assert not certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -205,10 +207,7 @@ def test_verify_server_certificate_names_an_uncovered_host(
         verify_server_certificate(issued.ca_certificate, issued.certificate, host)
     message = str(caught.value)
     assert f"but not {host}" in message
-    assert (
-        "fedcare ca server --dir CA --host localhost --host *.example.org "
-        f"--host 127.0.0.1 --host {host}" in message
-    )
+    assert f"fedcare ca server --dir CA --host *.example.org --host {host}`" in message
 
 
 def test_verify_server_certificate_rejects_another_federations_certificate(
@@ -233,7 +232,7 @@ def test_verify_server_certificate_rejects_an_expired_certificate(
     monkeypatch.undo()
     with pytest.raises(
         CredentialError,
-        match=r"expired on .*re-issue it with `fedcare ca server .*--host 127\.0\.0\.1`",
+        match=r"expired on .*re-issue it with `fedcare ca server --dir CA --host HOST`",
     ):
         verify_server_certificate(issued.ca_certificate, issued.certificate, "127.0.0.1")
     assert check_certificate(issued.certificate).expired
@@ -280,12 +279,14 @@ def test_a_tls_client_trusting_only_the_ca_accepts_the_server(
     assert presented == on_disk
 
 
-def test_reissuing_the_server_certificate_leaves_hospitals_alone(ca: CertificateAuthority) -> None:
-    ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+def test_reissuing_the_server_certificate_leaves_hospitals_alone(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    _add(ca, tmp_path, "hospital-A")
     ca.issue_server_certificate(["127.0.0.1"])
     hospitals = _snapshot(ca.ca_dir / "hospitals")
     first = (ca.ca_dir / "server" / "server.pem").read_bytes()
-    ca.issue_server_certificate(["127.0.0.1", "localhost"])
+    ca.issue_server_certificate(["127.0.0.1", "aggregator.example.org"])
     assert (ca.ca_dir / "server" / "server.pem").read_bytes() != first
     assert _snapshot(ca.ca_dir / "hospitals") == hospitals
     assert [r.name for r in ca.hospitals()] == ["hospital-A"]
@@ -294,25 +295,35 @@ def test_reissuing_the_server_certificate_leaves_hospitals_alone(ca: Certificate
 # --- hospitals ---------------------------------------------------------------
 
 
-def test_a_hospital_bundle_holds_an_owner_only_p384_openssh_key(ca: CertificateAuthority) -> None:
-    bundle = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+def _own_key(tmp_path: Path, name: str) -> Path:
+    """The hospital's own credentials folder, with the key pair it made itself."""
+    folder = tmp_path / "sites" / name
+    generate_node_key(folder)
+    return folder
+
+
+def _add(ca: CertificateAuthority, tmp_path: Path, name: str) -> HospitalBundle:
+    return ca.add_hospital(
+        name, aggregator_address=AGGREGATOR, public_key=_own_key(tmp_path, name) / "node.pub"
+    )
+
+
+def test_the_ca_records_a_hospitals_public_key_and_never_holds_a_private_one(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    own = _own_key(tmp_path, "hospital-A")
+    bundle = ca.add_hospital(
+        "hospital-A", aggregator_address=AGGREGATOR, public_key=own / "node.pub"
+    )
     folder = ca.ca_dir / "hospitals" / "hospital-A"
     assert bundle.folder == folder
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "bundle.toml",
-        "ca.crt",
-        "node.key",
-        "node.pub",
-    ]
-    assert (
-        _mode(folder) == 0o700
-        and _mode(folder.parent) == 0o700
-        and _mode(folder / "node.key") == 0o600
-    )
-    key = serialization.load_ssh_private_key((folder / "node.key").read_bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1)
+    assert sorted(p.name for p in folder.iterdir()) == ["bundle.toml", "ca.crt", "node.pub"]
+    assert _mode(folder) == 0o700 and _mode(folder.parent) == 0o700
+    assert (folder / "node.pub").read_bytes() == (own / "node.pub").read_bytes()
+    for path in ca.ca_dir.rglob("*"):
+        if path.is_file() and path.name != "ca.key":
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
     public_line = (folder / "node.pub").read_bytes()
-    assert serialization.load_ssh_public_key(public_line) == key.public_key()
     # The fingerprint ssh-keygen -lf prints: unpadded base64 of SHA-256 over the key blob.
     digest = hashlib.sha256(base64.b64decode(public_line.split()[1])).digest()
     assert bundle.fingerprint == "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
@@ -325,7 +336,9 @@ def test_a_hospital_bundle_holds_an_owner_only_p384_openssh_key(ca: CertificateA
     dt.datetime.fromisoformat(meta["created"])
     assert (folder / "ca.crt").read_bytes() == (ca.ca_dir / "ca.crt").read_bytes()
     assert not list(ca.ca_dir.rglob("*.tmp"))
-    assert load_bundle(folder) == bundle
+    assert [(r.name, r.fingerprint, r.active) for r in ca.hospitals()] == [
+        ("hospital-A", bundle.fingerprint, True)
+    ]
 
 
 def test_private_keys_are_created_owner_only_never_chmodded_later(
@@ -338,47 +351,78 @@ def test_private_keys_are_created_owner_only_never_chmodded_later(
         opened.append((os.fspath(path), flags, mode))
         return real_open(path, flags, mode)
 
-    # Spies on the os module itself: the writes go through shared.credentials.
+    # Spies on the os module itself: the writes go through shared.private_files.
     monkeypatch.setattr(os, "open", spy)
     monkeypatch.setattr(os, "chmod", lambda *_: pytest.fail("chmod after creation"))
     ca = init_ca(tmp_path / "ca", name="Spy")
     ca.issue_server_certificate(["localhost"])
-    ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    _add(ca, tmp_path, "hospital-A")
     key_files = (".ca.key.", ".server.key.", ".node.key.")
     secrets = [
         (flags, mode) for path, flags, mode in opened if Path(path).name.startswith(key_files)
     ]
-    assert len(secrets) == 3
+    assert len(secrets) == 3  # the hospital's node.key is written by the hospital, not the CA
     assert all(mode == 0o600 and flags & os.O_EXCL for flags, mode in secrets)
 
 
-def test_adding_a_hospital_changes_nobody_elses_files(ca: CertificateAuthority) -> None:
+def test_adding_a_hospital_changes_nobody_elses_files(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
     ca.issue_server_certificate(["127.0.0.1"])
-    ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    _add(ca, tmp_path, "hospital-A")
     before = {k: v for k, v in _snapshot(ca.ca_dir).items() if k != "registry.json"}
-    ca.add_hospital("hospital-B", aggregator_address=AGGREGATOR)
+    _add(ca, tmp_path, "hospital-B")
     after = _snapshot(ca.ca_dir)
     assert all(after[name] == content for name, content in before.items())
     assert [r.name for r in ca.hospitals()] == ["hospital-A", "hospital-B"]
 
 
-def test_a_name_already_active_is_refused(ca: CertificateAuthority) -> None:
-    ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+def test_a_name_already_active_or_a_key_already_used_is_refused(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    _add(ca, tmp_path, "hospital-A")
     before = _snapshot(ca.ca_dir)
-    with pytest.raises(
-        CredentialError, match="already has credentials.*remove-hospital hospital-A"
-    ):
-        ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    with pytest.raises(CredentialError, match="already recorded.*remove-hospital hospital-A"):
+        _add(ca, tmp_path / "again", "hospital-A")
+    reused = tmp_path / "sites" / "hospital-A" / "node.pub"
+    with pytest.raises(CredentialError, match="already the key of hospital 'hospital-A'"):
+        ca.add_hospital("hospital-B", aggregator_address=AGGREGATOR, public_key=reused)
     assert _snapshot(ca.ca_dir) == before
 
 
-def test_removing_a_hospital_revokes_only_that_one(ca: CertificateAuthority) -> None:
-    a = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
-    ca.add_hospital("hospital-B", aggregator_address=AGGREGATOR)
-    b_files = _snapshot(ca.ca_dir / "hospitals" / "hospital-B")
+def test_the_ca_refuses_anything_but_a_p384_public_key(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    own = _own_key(tmp_path, "hospital-A")
+    with pytest.raises(CredentialError, match="is a private key.*must never leave") as caught:
+        ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR, public_key=own / "node.key")
+    assert not any(line in str(caught.value) for line in _secret_lines(own / "node.key"))
+    ed = ed25519.Ed25519PrivateKey.generate().public_key()
+    (tmp_path / "ed.pub").write_bytes(
+        ed.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    with pytest.raises(CredentialError, match="must be an EC P-384 key"):
+        ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR, public_key=tmp_path / "ed.pub")
+    (tmp_path / "junk.pub").write_text("hello")
+    with pytest.raises(CredentialError, match="is not an OpenSSH public key"):
+        ca.add_hospital(
+            "hospital-A", aggregator_address=AGGREGATOR, public_key=tmp_path / "junk.pub"
+        )
+    with pytest.raises(CredentialError, match="does not exist.*fedcare hospital keygen"):
+        ca.add_hospital(
+            "hospital-A", aggregator_address=AGGREGATOR, public_key=tmp_path / "none.pub"
+        )
+    assert ca.hospitals() == [] and not (ca.ca_dir / "hospitals").exists()
+
+
+def test_removing_a_hospital_revokes_only_that_one(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    a = _add(ca, tmp_path, "hospital-A")
+    _add(ca, tmp_path, "hospital-B")
+    files = _snapshot(ca.ca_dir / "hospitals")
     assert ca.remove_hospital("hospital-A") == a.fingerprint
-    assert not a.node_key.exists() and a.node_public_key.exists()
-    assert _snapshot(ca.ca_dir / "hospitals" / "hospital-B") == b_files
+    assert _snapshot(ca.ca_dir / "hospitals") == files
     records = {r.name: r for r in ca.hospitals()}
     assert records["hospital-A"].revoked is not None and not records["hospital-A"].active
     assert records["hospital-B"].active and records["hospital-A"].fingerprint == a.fingerprint
@@ -388,99 +432,51 @@ def test_removing_a_hospital_revokes_only_that_one(ca: CertificateAuthority) -> 
         ca.remove_hospital("hospital-C")
 
 
-def test_a_revoked_hospital_can_be_reissued_and_its_history_stays(ca: CertificateAuthority) -> None:
-    old = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+def test_a_revoked_hospital_can_be_recorded_again_and_its_history_stays(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    old = _add(ca, tmp_path, "hospital-A")
     ca.remove_hospital("hospital-A")
-    new = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
+    new = _add(ca, tmp_path / "new", "hospital-A")
     assert new.fingerprint != old.fingerprint
     assert [(r.fingerprint, r.active) for r in ca.hospitals()] == [
         (old.fingerprint, False),
         (new.fingerprint, True),
     ]
-    assert load_bundle(new.folder).fingerprint == new.fingerprint
 
 
-@pytest.mark.parametrize("name", ["", "a b", "x" * 64, "../evil", "a/b", "a.b", "ok\n", "hôpital"])
-def test_invalid_hospital_names_are_rejected(ca: CertificateAuthority, name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["", "a b", "x" * 64, "../evil", "a/b", "a.b", "ok\n", "hôpital", "-A1", "_x", "=1+1"]
+)
+def test_invalid_hospital_names_are_rejected(
+    ca: CertificateAuthority, tmp_path: Path, name: str
+) -> None:
+    key = _own_key(tmp_path, "key") / "node.pub"
     with pytest.raises(CredentialError, match="must be 1-63 letters, digits, '-' or '_'"):
-        ca.add_hospital(name, aggregator_address=AGGREGATOR)
+        ca.add_hospital(name, aggregator_address=AGGREGATOR, public_key=key)
     assert not (ca.ca_dir / "hospitals").exists()
 
 
 @pytest.mark.parametrize("name", ["x" * 63, "St-Marys_ICU-2", "7"])
-def test_valid_hospital_names_are_accepted(ca: CertificateAuthority, name: str) -> None:
-    assert ca.add_hospital(name, aggregator_address=AGGREGATOR).name == name
+def test_valid_hospital_names_are_accepted(
+    ca: CertificateAuthority, tmp_path: Path, name: str
+) -> None:
+    assert _add(ca, tmp_path, name).name == name
 
 
 @pytest.mark.parametrize(
     "address", ["localhost", "localhost:0", "host:70000", "::1:8000", "bad host:80"]
 )
-def test_invalid_aggregator_addresses_are_rejected(ca: CertificateAuthority, address: str) -> None:
-    with pytest.raises(CredentialError):
-        ca.add_hospital("hospital-A", aggregator_address=address)
-    assert ca.hospitals() == []
-
-
-# --- load_bundle ---------------------------------------------------------------
-
-
-def test_load_bundle_refuses_a_key_others_can_read(ca: CertificateAuthority) -> None:
-    bundle = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
-    bundle.node_key.chmod(0o644)
-    with pytest.raises(
-        CredentialError, match=f"readable by other users; run `chmod 600 {bundle.node_key}`"
-    ):
-        load_bundle(bundle.folder)
-    bundle.node_key.chmod(0o640)
-    with pytest.raises(CredentialError, match="chmod 600"):
-        load_bundle(bundle.folder)
-
-
-def test_load_bundle_detects_mismatched_and_wrong_files(
-    tmp_path: Path, ca: CertificateAuthority
+def test_invalid_aggregator_addresses_are_rejected(
+    ca: CertificateAuthority, tmp_path: Path, address: str
 ) -> None:
-    a = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
-    b = ca.add_hospital("hospital-B", aggregator_address=AGGREGATOR)
-    a.node_public_key.write_bytes(b.node_public_key.read_bytes())
-    with pytest.raises(CredentialError, match="node.pub does not belong to .*node.key") as caught:
-        load_bundle(a.folder)
-    assert not any(line in str(caught.value) for line in _secret_lines(a.node_key, b.node_key))
-    # The whole key pair swapped for B's: matches node.pub, not the bundle's record.
-    a.node_key.write_bytes(b.node_key.read_bytes())
-    with pytest.raises(CredentialError, match="is not the key recorded in .*bundle.toml"):
-        load_bundle(a.folder)
-    other = init_ca(tmp_path / "other", name="Other")
-    b.ca_certificate.write_bytes((other.ca_dir / "ca.crt").read_bytes())
-    with pytest.raises(CredentialError, match="is not the CA this bundle was issued under"):
-        load_bundle(b.folder)
-
-
-def test_load_bundle_requires_an_unencrypted_p384_openssh_key(ca: CertificateAuthority) -> None:
-    bundle = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
-    ed = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    bundle.node_key.write_bytes(ed)
-    with pytest.raises(CredentialError, match="must be an EC P-384 key"):
-        load_bundle(bundle.folder)
-    bundle.node_key.write_bytes((ca.ca_dir / "ca.key").read_bytes())
-    with pytest.raises(
-        CredentialError, match="is not an unencrypted OpenSSH private key"
-    ) as caught:
-        load_bundle(bundle.folder)
-    assert not any(line in str(caught.value) for line in _secret_lines(ca.ca_dir / "ca.key"))
-
-
-def test_load_bundle_explains_missing_files(ca: CertificateAuthority) -> None:
-    bundle = ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR)
-    (bundle.folder / "bundle.toml").write_text("hospital = ")
-    with pytest.raises(CredentialError, match="is not valid TOML"):
-        load_bundle(bundle.folder)
-    (bundle.folder / "bundle.toml").unlink()
-    with pytest.raises(CredentialError, match="bundle.toml does not exist"):
-        load_bundle(bundle.folder)
+    with pytest.raises(CredentialError):
+        ca.add_hospital(
+            "hospital-A",
+            aggregator_address=address,
+            public_key=_own_key(tmp_path, "hospital-A") / "node.pub",
+        )
+    assert ca.hospitals() == []
 
 
 # --- the command line ------------------------------------------------------------
@@ -493,12 +489,16 @@ def _invoke(*arguments: str) -> tuple[int, str]:
 
 def test_cli_end_to_end_never_prints_key_material(tmp_path: Path) -> None:
     folder = str(tmp_path / "ca")
+    keys = {name: _own_key(tmp_path, name) for name in ("hospital-A", "hospital-B")}
     outputs = []
     for arguments in (
         ["init", "--dir", folder, "--name", "My federation"],
         ["server", "--dir", folder, "--host", "127.0.0.1", "--host", "aggregator.example.org"],
-        ["add-hospital", "hospital-A", "--dir", folder, "--aggregator", AGGREGATOR],
-        ["add-hospital", "hospital-B", "--dir", folder, "--aggregator", AGGREGATOR],
+        *(
+            ["add-hospital", name, "--dir", folder, "--aggregator", AGGREGATOR]
+            + ["--public-key", str(key / "node.pub")]
+            for name, key in keys.items()
+        ),
         ["list", "--dir", folder],
     ):
         code, output = _invoke(*arguments)
@@ -508,7 +508,7 @@ def test_cli_end_to_end_never_prints_key_material(tmp_path: Path) -> None:
     secrets = _secret_lines(
         tmp_path / "ca" / "ca.key",
         tmp_path / "ca" / "server" / "server.key",
-        hospitals / "hospital-A" / "node.key",
+        keys["hospital-A"] / "node.key",
     )
     code, removed = _invoke("remove-hospital", "hospital-A", "--dir", folder)
     assert code == 0, removed
@@ -516,28 +516,35 @@ def test_cli_end_to_end_never_prints_key_material(tmp_path: Path) -> None:
     everything = "\n".join(outputs)
     assert "PRIVATE KEY" not in everything
     assert not any(line in everything or line in _flat(everything) for line in secrets)
-    added = outputs[2]
-    assert str(hospitals / "hospital-A") in added
-    assert (
-        f"flwr supernode register {hospitals / 'hospital-A' / 'node.pub'} fedcare --name hospital-A"
-        in added
-    )
-    fingerprint = load_bundle(hospitals / "hospital-B").fingerprint
+    added = _flat(outputs[2])
+    assert f"send back {hospitals / 'hospital-A' / 'ca.crt'} and" in added
+    assert "fedcare aggregator register hospital-A" in added
+    fingerprint = CertificateAuthority.load(tmp_path / "ca").hospitals()[1].fingerprint
     assert (
         fingerprint in outputs[3] and "hospital-B" in _flat(outputs[4]) and "active" in outputs[4]
     )
     revoked = CertificateAuthority.load(tmp_path / "ca").hospitals()[0]
-    assert revoked.fingerprint in removed and "flwr supernode unregister NODE_ID fedcare" in removed
+    assert revoked.fingerprint in removed
+    # No aggregator was ever started with this CA: its first start will refuse the key.
+    assert "no aggregator of this CA is running" in _flat(removed)
     code, listed = _invoke("list", "--dir", folder)
     assert code == 0 and "revoked" in listed
 
 
 def test_cli_warns_when_the_server_certificate_misses_the_aggregator_host(tmp_path: Path) -> None:
     folder = str(tmp_path / "ca")
+    key = str(_own_key(tmp_path, "hospital-A") / "node.pub")
     assert _invoke("init", "--dir", folder, "--name", "F")[0] == 0
     assert _invoke("server", "--dir", folder, "--host", "localhost")[0] == 0
     code, output = _invoke(
-        "add-hospital", "hospital-A", "--dir", folder, "--aggregator", "10.0.0.9:8000"
+        "add-hospital",
+        "hospital-A",
+        "--dir",
+        folder,
+        "--aggregator",
+        "10.0.0.9:8000",
+        "--public-key",
+        key,
     )
     assert code == 0
     assert "warning:" in output and "but not 10.0.0.9" in _flat(output)
@@ -550,7 +557,7 @@ def test_cli_warns_when_the_server_certificate_misses_the_aggregator_host(tmp_pa
         (["server", "--host", ""], "is not a host name or IP address"),
         (["server", "--host", "h:1"], "is not a host name or IP address"),
         (["add-hospital", "bad name", "--aggregator", AGGREGATOR], "must be 1-63 letters"),
-        (["add-hospital", "hospital-A", "--aggregator", AGGREGATOR], "already has credentials"),
+        (["add-hospital", "hospital-A", "--aggregator", AGGREGATOR], "already recorded"),
         (["add-hospital", "hospital-B", "--aggregator", "nowhere"], "must be HOST:PORT"),
         (["remove-hospital", "hospital-Z"], "is not in this CA"),
     ],
@@ -559,11 +566,15 @@ def test_cli_errors_are_one_red_line_and_exit_2(
     tmp_path: Path, arguments: list[str], expected: str
 ) -> None:
     folder = str(tmp_path / "ca")
+    key = ["--public-key", str(_own_key(tmp_path, "hospital-A") / "node.pub")]
+    other = ["--public-key", str(_own_key(tmp_path, "other") / "node.pub")]
     assert _invoke("init", "--dir", folder, "--name", "F")[0] == 0
     assert (
-        _invoke("add-hospital", "hospital-A", "--dir", folder, "--aggregator", AGGREGATOR)[0] == 0
+        _invoke("add-hospital", "hospital-A", "--dir", folder, "--aggregator", AGGREGATOR, *key)[0]
+        == 0
     )
-    code, output = _invoke(*arguments, "--dir", folder)
+    extra = other if arguments[0] == "add-hospital" else []
+    code, output = _invoke(*arguments, *extra, "--dir", folder)
     assert code == 2, output
     assert _flat(output).startswith("error:") and expected in _flat(output)
     assert "Traceback" not in output and "PRIVATE KEY" not in output
