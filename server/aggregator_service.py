@@ -46,6 +46,8 @@ NGINX_INSTALL_HINT = "install it with `sudo apt-get install -y nginx-light` (Deb
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _ANY_ADDRESS = {"0.0.0.0": LOOPBACK, "::": "[::1]"}
 _UNREACHED = (None, 404, 502, 503, 504)
+PROTOBUF = "application/protobuf"
+"""Flower's HTTP APIs take protobuf bodies; an unsigned one is refused with 401."""
 
 
 def nginx_executable() -> str:
@@ -109,7 +111,8 @@ def _front_ready(settings: AggregatorSettings) -> Callable[[], bool]:
     address, ca = _public_dial(settings), settings.tls.ca_certificate
 
     def ready() -> bool:
-        if https_status(address, "/v1/fleet/get-run", ca, method="POST") in _UNREACHED:
+        fleet = https_status(address, "/v1/fleet/get-run", ca, method="POST", content_type=PROTOBUF)
+        if fleet in _UNREACHED:
             return False
         control = https_status(address, "/v1/control/list-runs", ca, method="POST")
         if control != 404:
@@ -167,7 +170,8 @@ def serve(settings: AggregatorSettings, ca_dir: Path, say: Callable[[str], None]
     with Supervisor() as supervisor:
         try:
             supervisor.start(superlink)
-            for name in unregister_revoked(settings.state, ca_dir):
+            revoked = [] if supervisor.stopping else unregister_revoked(settings.state, ca_dir)
+            for name in revoked:
                 say(f"{name} was removed from the CA: unregistered before the front opened")
             supervisor.start(executor)
             supervisor.start(front)

@@ -428,7 +428,13 @@ def probe_tls(address: str, ca_certificate: Path, *, timeout: float = 5.0) -> x5
 
 
 def https_status(
-    address: str, path: str, ca_certificate: Path, *, method: str = "GET", timeout: float = 5.0
+    address: str,
+    path: str,
+    ca_certificate: Path,
+    *,
+    method: str = "GET",
+    content_type: str | None = None,
+    timeout: float = 5.0,
 ) -> int | None:
     """Send an empty request to ``https://ADDRESS/PATH`` trusting only ``ca_certificate``.
 
@@ -446,7 +452,10 @@ def https_status(
         urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
     )
     data = b"" if method == "POST" else None
-    request = urllib.request.Request(f"https://{address}{path}", data=data, method=method)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    request = urllib.request.Request(
+        f"https://{address}{path}", data=data, method=method, headers=headers
+    )
     try:
         with opener.open(request, timeout=timeout) as response:
             return int(response.status)

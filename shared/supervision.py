@@ -122,13 +122,15 @@ class Supervisor:
         return self._stop.is_set()
 
     def start(self, program: Program) -> None:
-        """Start ``program`` and wait until it is ready.
+        """Start ``program`` and wait until it is ready (nothing, once a stop was asked).
 
         Raises
         ------
         ProgramFailed
             If it exits first, or is not ready within its timeout.
         """
+        if self._stop.is_set():
+            return
         entry = self._launch(program)
         self._running.append(entry)
         deadline = time.monotonic() + program.ready_timeout

@@ -109,6 +109,10 @@ class Processes:
         """Return what process ``name`` has printed so far."""
         return (self._logs / f"{name}.log").read_text(encoding="utf-8", errors="replace")
 
+    def exited(self, name: str) -> bool:
+        """Whether process ``name`` has exited."""
+        return self._started[name].poll() is not None
+
     def kill(self, name: str) -> None:
         """SIGKILL process ``name`` and everything it spawned (a crash, not a shutdown)."""
         self._signal(name, signal.SIGKILL)
@@ -234,7 +238,7 @@ class LocalFederation:
         return int(path.read_text()) if path.is_file() else None
 
     def start_run(
-        self, name: str, *, rounds: int, timeout: int, extra: Sequence[str] = ()
+        self, name: str, *, rounds: int, timeout: int, hospitals: int = 3, extra: Sequence[str] = ()
     ) -> tuple[subprocess.Popen[bytes], Path]:
         """Submit a run with ``fedcare run``; return its process and run folder."""
         out = self.root / name
@@ -245,7 +249,7 @@ class LocalFederation:
             "--contract",
             str(self.contract),
             "--hospitals",
-            "3",
+            str(hospitals),
             "--rounds",
             str(rounds),
             "--out",

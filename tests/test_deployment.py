@@ -185,12 +185,11 @@ def _rogue(federation: LocalFederation, *flags: str) -> list[str]:
 def _start_strangers(federation: LocalFederation) -> dict[str, object]:
     from fedcare.server.certificate_authority import init_ca
     from fedcare.shared.flower_process import flower_environment
+    from fedcare.shared.hospital_credentials import generate_node_key
 
     root = federation.root
-    add = fedcare(
-        "ca", "add-hospital", "stranger", "--dir", str(federation.ca), "--aggregator", "127.0.0.1:1"
-    )
-    assert federation.processes.run("add-stranger", add, timeout=60) == 0
+    # A stranger with a key of its own that no operator ever recorded or registered.
+    generate_node_key(root / "stranger")
     init_ca(root / "other-ca", name="impostor").issue_server_certificate(["127.0.0.1"])
     rogues = {
         "unregistered": _rogue(
@@ -198,7 +197,7 @@ def _start_strangers(federation: LocalFederation) -> dict[str, object]:
             "--root-certificates",
             str(federation.ca / "ca.crt"),
             "--auth-supernode-private-key",
-            str(federation.ca / "hospitals" / "stranger" / "node.key"),
+            str(root / "stranger" / "node.key"),
         ),
         "plaintext": _rogue(federation, "--insecure"),
         "other-ca": _rogue(
@@ -206,7 +205,7 @@ def _start_strangers(federation: LocalFederation) -> dict[str, object]:
             "--root-certificates",
             str(root / "other-ca" / "ca.crt"),
             "--auth-supernode-private-key",
-            str(federation.ca / "hospitals" / "hospital-1" / "node.key"),
+            str(federation.credentials("hospital-1") / "node.key"),
         ),
     }
     environment = flower_environment(root / "rogue-home")

@@ -1,4 +1,4 @@
-"""The supervisor restarts the program that may be restarted and stops everything together."""
+"""Programs run as one service: ready in order, private files, restarts, stopped together."""
 
 from __future__ import annotations
 
@@ -43,16 +43,19 @@ def test_sigterm_stops_every_program_and_files_they_write_are_owner_only(tmp_pat
     with Supervisor(on_start=lambda _p, pid: started.append(pid)) as supervisor:
         supervisor.start(Program("a", writer, ENVIRONMENT, ready=(tmp_path / "made").exists))
         supervisor.start(Program("b", SLEEPER, ENVIRONMENT, restart=True))
-        assert supervisor.wait() == 0
+        assert supervisor.wait() == 0 and supervisor.stopping
+        supervisor.start(Program("never", SLEEPER, ENVIRONMENT))  # nothing starts once stopping
     assert len(started) == 2 and not any(_alive(pid) for pid in started)
     assert stat.S_IMODE((tmp_path / "made").stat().st_mode) == 0o600
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
-def test_a_program_that_dies_before_it_is_ready_fails_the_start() -> None:
-    with Supervisor() as supervisor, pytest.raises(ProgramFailed, match="before it was ready"):
-        supervisor.start(
-            Program("x", [sys.executable, "-c", "pass"], ENVIRONMENT, ready=lambda: False)
-        )
+def test_a_program_that_dies_or_hangs_before_ready_is_reported() -> None:
+    with Supervisor() as supervisor, pytest.raises(ProgramFailed, match="exited with code 3"):
+        crasher = [sys.executable, "-c", "raise SystemExit(3)"]
+        supervisor.start(Program("broken", crasher, ENVIRONMENT, ready=lambda: False))
+    with Supervisor() as supervisor, pytest.raises(ProgramFailed, match="not ready within 1 s"):
+        supervisor.start(Program("slow", SLEEPER, ENVIRONMENT, lambda: False, 1.0))
 
 
 def _alive(pid: int) -> bool:
