@@ -21,10 +21,10 @@ from typing import Any
 
 import tomli_w
 
+from fedcare.server.certificate_authority import CertificateAuthority
 from fedcare.shared.config import DataSettings
-from fedcare.shared.credentials import CA_CERTIFICATE
 from fedcare.shared.flower_process import port_open
-from fedcare.shared.hospital_credentials import BUNDLE_FILE, NODE_PUBLIC_KEY
+from fedcare.shared.hospital_credentials import BUNDLE_FILE, NODE_PUBLIC_KEY, generate_node_key
 from fedcare.simulations.hospital_files import DemoFiles, site_toml, write_demo_hospitals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ SiteHook = Callable[[str, dict[str, Any]], None]
 
 @dataclass
 class LocalFederation:
-    """A CA, an aggregator and demo hospitals running on 127.0.0.1 (see :func:`start_local_federation`).
+    """A CA, an aggregator and demo hospitals on 127.0.0.1 (see :func:`start_local_federation`).
 
     ``port`` is the aggregator's public port (its nginx front, Fleet API only);
     ``internal_port`` the SuperLink's own, which only the aggregator's processes and
@@ -196,27 +196,22 @@ class LocalFederation:
     def enrol_hospital(self, name: str, credentials: Path) -> None:
         """Enrol hospital ``name`` as a real one would: own key, operator records it, registers.
 
-        The hospital makes its key pair in ``credentials``; the operator records
-        ``node.pub`` in the CA and sends back ``ca.crt`` and ``bundle.toml``, which
-        land next to the key; then the operator registers it at the aggregator.
+        The hospital makes its key pair in ``credentials`` (unless it already has
+        one); the operator records ``node.pub`` in the CA and sends back ``ca.crt``
+        and ``bundle.toml``, which land next to the key; then the operator
+        registers it at the running aggregator (``fedcare aggregator register``).
+        The first two steps run in this process: their commands are tested on
+        their own, and each ``fedcare`` start costs seconds.
         """
         if not (credentials / NODE_PUBLIC_KEY).exists():
-            keygen = fedcare("hospital", "keygen", "--out", str(credentials))
-            _expect_success(self.processes, f"keygen-{name}", keygen)
-        add = fedcare(
-            "ca",
-            "add-hospital",
+            generate_node_key(credentials)
+        bundle = CertificateAuthority.load(self.ca).add_hospital(
             name,
-            "--dir",
-            str(self.ca),
-            "--public-key",
-            str(credentials / NODE_PUBLIC_KEY),
-            "--aggregator",
-            f"127.0.0.1:{self.port}",
+            aggregator_address=f"127.0.0.1:{self.port}",
+            public_key=credentials / NODE_PUBLIC_KEY,
         )
-        _expect_success(self.processes, f"add-{name}", add)
-        for returned in (CA_CERTIFICATE, BUNDLE_FILE):
-            shutil.copyfile(self.ca / "hospitals" / name / returned, credentials / returned)
+        for returned in (bundle.ca_certificate, bundle.folder / BUNDLE_FILE):
+            shutil.copyfile(returned, credentials / returned.name)
         register = fedcare(
             "aggregator", "register", name, "--state", str(self.state), "--ca", str(self.ca)
         )
@@ -270,8 +265,8 @@ def start_local_federation(
 ) -> LocalFederation:
     """Create a CA, start an aggregator (front, SuperLink, executor) and three demo hospitals.
 
-    Each hospital makes its own key pair (``fedcare hospital keygen``); only its
-    public key reaches the CA.
+    Each hospital makes its own key pair; only its public key reaches the CA
+    (:meth:`LocalFederation.enrol_hospital`).
 
     ``prepare_data`` may edit the hospitals' files before they start, and
     ``customize_site`` each ``site.toml`` (as a dict) before it is written.
@@ -309,8 +304,6 @@ def start_local_federation(
             customize_site(name, site)
         federation.site(name).parent.mkdir(parents=True, exist_ok=True)
         federation.site(name).write_text(tomli_w.dumps(site), encoding="utf-8")
-        keygen = fedcare("hospital", "keygen", "--config", str(federation.site(name)))
-        _expect_success(processes, f"keygen-{name}", keygen)
         federation.enrol_hospital(name, federation.credentials(name))
         federation.start_hospital(name)
     return federation
