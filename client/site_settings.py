@@ -12,7 +12,7 @@ Example
     [hospital]
     name = "st-mary"
     aggregator = "aggregator.example.org:8000"
-    credentials = "bundle"          # from `fedcare ca add-hospital`
+    credentials = "credentials"     # own node key + ca.crt, bundle.toml from the operator
     data = "patients.csv"
     contract = "contract.toml"
     device = "auto"
@@ -242,7 +242,9 @@ class SiteSettings:
     aggregator : str
         ``host:port`` of the aggregator.
     credentials : Path
-        The bundle from ``fedcare ca add-hospital`` (CA certificate, node key).
+        The hospital's credentials folder: its own node key pair
+        (``fedcare hospital keygen``) and the ``ca.crt`` and ``bundle.toml`` the
+        operator sent back for its public key.
     runtime_port : int
         Loopback port of the SuperNode's local runtime API.
     source : Path

@@ -21,13 +21,13 @@ from pathlib import Path
 import tomli_w
 
 from fedcare.client.site_settings import SiteSettings
+from fedcare.shared.credentials import CA_CERTIFICATE
+from fedcare.shared.hospital_credentials import NODE_KEY
 from fedcare.shared.private_files import private_directory, restrict_file, write_private
 
 NODE_CONFIG_FILE = "node-config.toml"
 RUNTIME_SECRET = "runtime.secret"
 FLWR_HOME = "flwr-home"
-CA_CERTIFICATE = "ca.crt"
-NODE_KEY = "node.key"
 WORKER_PID_FILE = "worker.pid"
 PRIVATE_FILES = (
     "privacy-ledger.db",

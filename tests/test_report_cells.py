@@ -60,7 +60,7 @@ def _deployment_config(tmp_path: Path, names: str) -> RunConfig:
 
 
 def _strategy(config: RunConfig, run_dir: RunDirectory, record: RunRecord) -> FedCareStrategy:
-    reference = contract_reference(config.data.contract, config.training.model)
+    reference = contract_reference(config.data.contract, config.training)
     model = build_model(
         config.training.model,
         input_shape=reference.input_shape,
@@ -108,7 +108,7 @@ def test_hospitals_are_named_by_their_registered_node_never_by_their_reply(
     assert hospitals["hospital-1"].num_eval_examples == 100
     assert hospitals["hospital-2"].num_eval_examples == 50
     assert hospitals["node 13"].num_eval_examples == 7
-    reference = contract_reference(config.data.contract, config.training.model)
+    reference = contract_reference(config.data.contract, config.training)
     write_report(
         run_dir,
         config=config,
@@ -137,7 +137,7 @@ def test_every_text_cell_of_metrics_csv_is_neutralised(tmp_path: Path) -> None:
         run_dir,
         config=config,
         record=record,
-        reference=contract_reference(config.data.contract, config.training.model),
+        reference=contract_reference(config.data.contract, config.training),
         status="completed",
         audit_head=(0, "0" * 64),
     )
