@@ -52,8 +52,9 @@ def test_text_that_would_run_gets_an_apostrophe_and_numbers_stay_numbers(
 
 
 def _deployment_config(tmp_path: Path, names: str) -> RunConfig:
-    data = load_builtin(RunConfig.from_flat({}).data.dataset).data
-    contract = tomli_w.dumps(demo_contract(data.feature_names, data.features))
+    dataset = load_builtin(RunConfig.from_flat({}).data.dataset)
+    assert dataset.bounds is not None
+    contract = tomli_w.dumps(demo_contract(dataset.data.feature_names, dataset.bounds))
     return RunConfig.from_flat(
         {"contract": contract, "hospital-names": names, "out-dir": str(tmp_path / "run")}
     )

@@ -160,8 +160,11 @@ def _port_answers(address: str) -> bool:
         return False
 
 
-def _code_bundle(federation: LocalFederation, out: Path) -> Path:
-    """An app folder that keeps fedcare's configuration but ships its own ClientApp."""
+def _code_bundle(federation: LocalFederation, out: Path, app: Path) -> Path:
+    """Write to ``app`` a bundle that keeps fedcare's configuration but ships its own ClientApp.
+
+    Its code would write a marker file and read hospital-1's data file.
+    """
     names = HospitalRegistry(federation.state).as_setting()
     config = RunConfig.from_flat(
         {
@@ -174,7 +177,6 @@ def _code_bundle(federation: LocalFederation, out: Path) -> Path:
     )
     pyproject = app_pyproject(config, "0.1.0")
     pyproject["tool"]["flwr"]["app"]["components"]["clientapp"] = "client.client_app:app"
-    app = federation.root / "code-bundle"
     (app / "client").mkdir(parents=True)
     (app / "pyproject.toml").write_text(tomli_w.dumps(pyproject))
     (app / "client" / "__init__.py").write_text("")
@@ -192,7 +194,7 @@ def test_a_bundle_that_ships_code_is_refused_by_every_hospital(
     federation: LocalFederation,
 ) -> None:
     out = federation.root / "run-code"
-    app = _code_bundle(federation, out)
+    app = _code_bundle(federation, out, federation.root / "code-bundle")
     command = [flower_executable("flwr"), "run", str(app), CONNECTION, "--stream"]
     environment = flower_environment(flwr_home(federation.state))
     code = federation.processes.run("run-code", command, timeout=600, env=environment)
@@ -308,44 +310,16 @@ def _outsider(federation: LocalFederation) -> tuple[Path, Path]:
     return home, folder
 
 
-def _code_carrying_app(folder: Path) -> Path:
-    """An app bundle whose ServerApp and ClientApp are the outsider's own code."""
-    app = folder / "app"
-    (app / "evil").mkdir(parents=True)
-    marker = Path("/tmp") / f"{MARKER}-outsider"
-    code = f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
-    for module in ("server_app", "client_app"):
-        (app / "evil" / f"{module}.py").write_text(code + "app = None\n")
-    (app / "evil" / "__init__.py").write_text("")
-    pyproject = {
-        "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
-        "project": {"name": "evil", "version": "1.0.0", "license": "Apache-2.0"},
-        "tool": {
-            "hatch": {"build": {"targets": {"wheel": {"packages": ["."]}}}},
-            "flwr": {
-                "app": {
-                    "publisher": "fedcare",
-                    "components": {
-                        "serverapp": "evil.server_app:app",
-                        "clientapp": "evil.client_app:app",
-                    },
-                    "config": {},
-                }
-            },
-        },
-    }
-    (app / "pyproject.toml").write_text(tomli_w.dumps(pyproject))
-    return app
-
-
 def _attack(federation: LocalFederation) -> None:
+    """Try every attack an outsider holding ``ca.crt`` has; each must be refused."""
     home, folder = _outsider(federation)
+    out = folder / "run"
     hospital_1 = HospitalRegistry(federation.state).node_of("hospital-1")
     attempts = {
         "register a node key": ("supernode", "register", str(folder / "key" / "node.pub")),
         "list the nodes": ("supernode", "ls"),
         "unregister hospital-1": ("supernode", "unregister", str(hospital_1)),
-        "submit a run carrying code": ("run", str(_code_carrying_app(folder))),
+        "submit a run carrying code": ("run", str(_code_bundle(federation, out, folder / "app"))),
     }
     for what, arguments in attempts.items():
         answer = _flwr(federation, home, "public", *arguments)
