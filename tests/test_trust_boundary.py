@@ -257,9 +257,7 @@ def test_an_unapproved_run_is_refused_until_the_hospital_approves_its_hash(
         HOSPITALS
     )
     runs = fedcare("hospital", "runs", "--config", str(federation.site("hospital-1")))
-    # Wide enough that no column is cut (rich draws 80 columns when not on a terminal).
-    wide = {"COLUMNS": "250"}
-    assert federation.processes.run("runs-hospital-1", runs, timeout=120, env=wide) == 0
+    assert federation.processes.run("runs-hospital-1", runs, timeout=120) == 0
     assert "took part" in federation.processes.log("runs-hospital-1")
     assert _markers(federation) == []  # hospital-3, started beside hostile packages, took part
 
