@@ -19,7 +19,8 @@ from typing import NoReturn
 
 from fedcare.client.bundle import BundleRefused, verify_bundle
 from fedcare.client.policy import RunRefused, RunRequest, check_run
-from fedcare.client.site_settings import AUDIT_FILE, SiteSettings
+from fedcare.client.site_settings import SiteSettings
+from fedcare.client.state_files import AUDIT_FILE
 from fedcare.shared.audit import AuditEvent, AuditLog, read_audit_log
 from fedcare.shared.config import FlatValue, RunConfig
 from fedcare.shared.errors import FedcareError

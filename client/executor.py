@@ -75,7 +75,7 @@ from fedcare.client.admission import Admission, TaskFacts, TaskRefused
 from fedcare.client.client_app import app as installed_app
 from fedcare.client.egress import INTERNAL_ERROR, REFUSED
 from fedcare.client.executor_recovery import InFlightTask
-from fedcare.client.supernode import RUNTIME_SECRET
+from fedcare.client.state_files import RUNTIME_SECRET
 
 logger = logging.getLogger("fedcare.worker")
 

@@ -28,11 +28,11 @@ from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=no
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
+from fedcare.client.state_files import INFLIGHT_FILE
 from fedcare.shared.private_files import write_private
 
 logger = logging.getLogger("fedcare.worker")
 
-INFLIGHT_FILE = "worker-task.json"
 RESTARTED = (
     "the hospital's worker stopped while handling this message and was restarted; "
     "nothing was sent for it"

@@ -21,6 +21,7 @@ import numpy as np
 
 from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.local_parameters import run_file_stem
+from fedcare.client.state_files import FILLS_DIR
 from fedcare.shared.config import RunConfig
 from fedcare.shared.contract import DataContract, Feature
 from fedcare.shared.data import Examples, FillValues
@@ -35,8 +36,6 @@ from fedcare.shared.imputation import (
 )
 from fedcare.shared.privacy import HistoryEntry
 from fedcare.shared.private_files import make_private_directory, write_private
-
-FILLS_DIR = "fill-values"
 
 _DP_FILL_ROUND = 0
 """The round a run's DP fill release is booked under: it comes before round 1's training."""

@@ -98,11 +98,9 @@ from fedcare.client.ledger_storage import (
     translated_errors,
     write_transaction,
 )
+from fedcare.client.state_files import LEDGER_FILE
 from fedcare.shared.errors import PrivacyBudgetExceededError
 from fedcare.shared.privacy import HistoryEntry, epsilon_spent
-
-LEDGER_FILE = "privacy-ledger.db"
-"""The ledger's file name inside a hospital's state folder."""
 
 
 def ledger_path(state: Path) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
+from fedcare.client.state_files import LOCAL_DIR
 from fedcare.shared.serialization import (
     get_local_weights,
     is_local,
@@ -24,7 +25,6 @@ from fedcare.shared.serialization import (
     set_local_weights,
 )
 
-LOCAL_DIR = "local-parameters"
 PRIVATE_FILE = 0o600
 _PRIVATE_DIR = 0o700
 _PLAIN_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -38,7 +38,8 @@ from fedcare.client.secure_aggregation_floor import (
     stage_of,
     unmask_problem,
 )
-from fedcare.client.site_settings import AUDIT_FILE, SitePrivacy
+from fedcare.client.site_settings import SitePrivacy
+from fedcare.client.state_files import AUDIT_FILE
 from fedcare.shared.audit import AuditEvent, AuditLog
 from fedcare.shared.config import SecureAggregationSettings, setting_key
 from fedcare.shared.keys import NodeConfigKey, StateKey

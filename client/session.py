@@ -22,7 +22,7 @@ from fedcare.client.hospital import RoundUpdate, parse_instruction, train_round
 from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.policy import check_policy
 from fedcare.client.site import Site, SiteSource, site_limits, site_records
-from fedcare.client.site_settings import AUDIT_FILE
+from fedcare.client.state_files import AUDIT_FILE
 from fedcare.client.warm_cache import RUN_CACHE
 from fedcare.shared.audit import AuditEvent, AuditLog, JsonValue, canonical_json
 from fedcare.shared.config import FlatValue, RunConfig

@@ -53,8 +53,6 @@ from fedcare.shared.keys import NodeConfigKey
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 
-AUDIT_FILE = "audit.jsonl"
-"""The hospital's audit log, inside its state folder."""
 
 MIN_PARTICIPANTS = 2
 """The lowest ``min-participants`` a hospital may set: SecAgg+ needs two. With two, each

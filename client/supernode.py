@@ -21,21 +21,10 @@ from pathlib import Path
 import tomli_w
 
 from fedcare.client.site_settings import SiteSettings
+from fedcare.client.state_files import FLWR_HOME, NODE_CONFIG_FILE, PRIVATE_FILES, RUNTIME_SECRET
 from fedcare.shared.credentials import CA_CERTIFICATE
 from fedcare.shared.hospital_credentials import NODE_KEY
 from fedcare.shared.private_files import private_directory, restrict_file, write_private
-
-NODE_CONFIG_FILE = "node-config.toml"
-RUNTIME_SECRET = "runtime.secret"
-FLWR_HOME = "flwr-home"
-WORKER_PID_FILE = "worker.pid"
-PRIVATE_FILES = (
-    "privacy-ledger.db",
-    "privacy-ledger.db-wal",
-    "privacy-ledger.db-shm",
-    "audit.jsonl",
-)
-"""Records the worker writes: created 0600 by their writers, tightened here if they are not."""
 
 _SECRET_BYTES = 32
 

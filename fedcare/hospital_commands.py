@@ -11,13 +11,8 @@ from rich.table import Table
 
 from fedcare.audit_commands import audit_app
 from fedcare.client.site_settings import SiteSettings
-from fedcare.client.supernode import (
-    FLWR_HOME,
-    WORKER_PID_FILE,
-    prepare_state,
-    supernode_command,
-    worker_command,
-)
+from fedcare.client.state_files import FLWR_HOME, WORKER_PID_FILE
+from fedcare.client.supernode import prepare_state, supernode_command, worker_command
 from fedcare.console import console, errors, fail
 from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.shared.flower_process import flower_environment, flower_executable, port_open
@@ -117,7 +112,7 @@ def approve(
 def runs(config: SiteConfig = Path("site.toml")) -> None:
     """Which runs asked for this hospital's data, and what it decided (from its audit log)."""
     from fedcare.client.admission import run_decisions
-    from fedcare.client.site_settings import AUDIT_FILE
+    from fedcare.client.state_files import AUDIT_FILE
 
     try:
         settings = SiteSettings.load(config)

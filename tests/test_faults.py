@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fedcare.client.ledger import LEDGER_FILE, PrivacyLedger
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.state_files import LEDGER_FILE
 from fedcare.simulations.local_deployment import (
     LocalFederation,
     Processes,

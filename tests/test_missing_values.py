@@ -19,12 +19,13 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import roc_auc_score
 
 from fedcare.client.budget import check_budget, privacy_plan
-from fedcare.client.fill_values import FILLS_DIR, BookingPlace, hospital_fills, run_releases
+from fedcare.client.fill_values import BookingPlace, hospital_fills, run_releases
 from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.readers import read_site_data
 from fedcare.client.readers.problems import Rule
 from fedcare.client.readers.table import DataValidationError
 from fedcare.client.site import contract_site
+from fedcare.client.state_files import FILLS_DIR
 from fedcare.client.training import train_plain
 from fedcare.shared.config import ModelName, RunConfig
 from fedcare.shared.contract import DataContract, FillStatistic, MissingPolicy

@@ -65,7 +65,7 @@ def test_a_hospital_with_another_version_refuses_naming_both_and_audits_it(
 ) -> None:
     from fedcare.client.session import HospitalSession
     from fedcare.client.site import simulated_state
-    from fedcare.client.site_settings import AUDIT_FILE
+    from fedcare.client.state_files import AUDIT_FILE
 
     config = RunConfig.from_flat({**PLUGIN, "model-version": "0.2.0", "out-dir": str(tmp_path)})
     instruction = {**config.to_flat(), "server-round": 1}

@@ -29,7 +29,8 @@ from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.ledger_records import Mechanism
 from fedcare.client.secure_aggregation import SECAGG_REFUSED
 from fedcare.client.site import load_site
-from fedcare.client.site_settings import AUDIT_FILE, SiteNode, SitePrivacy
+from fedcare.client.site_settings import SiteNode, SitePrivacy
+from fedcare.client.state_files import AUDIT_FILE
 from fedcare.shared.config import DataSettings, DeviceName, RunConfig
 from fedcare.shared.keys import NodeConfigKey
 from fedcare.shared.private_metrics import SCORE_BINS, sums_from_reply

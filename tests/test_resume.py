@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from safetensors.numpy import load_file
 
-from fedcare.client.ledger import LEDGER_FILE, PrivacyLedger
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.state_files import LEDGER_FILE
 
 pytestmark = pytest.mark.integration
 

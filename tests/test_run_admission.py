@@ -20,7 +20,8 @@ from fedcare.client.admission import Admission, TaskFacts, TaskRefused, run_deci
 from fedcare.client.bundle import BundleRefused, verify_bundle
 from fedcare.client.policy import PolicyRefusal, RunRefused, RunRequest, check_run
 from fedcare.client.site_policy import PolicyConfigError, SitePolicy, approve_run
-from fedcare.client.site_settings import AUDIT_FILE, SitePrivacy, SiteSettings
+from fedcare.client.site_settings import SitePrivacy, SiteSettings
+from fedcare.client.state_files import AUDIT_FILE
 from fedcare.server.submission import app_pyproject
 from fedcare.shared.audit import verify_audit_log
 from fedcare.shared.config import ModelName, RunConfig

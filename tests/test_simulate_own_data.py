@@ -21,7 +21,8 @@ from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from typer.testing import CliRunner
 
 from fedcare.cli import app
-from fedcare.client.ledger import LEDGER_FILE, PrivacyLedger
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.state_files import LEDGER_FILE
 from fedcare.shared.imputation import fill_noise_multiplier
 from tests.own_files import (
     IMAGE_CONTRACT,

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from fedcare.client.hospital import fresh_model
-from fedcare.client.local_parameters import LOCAL_DIR
 from fedcare.client.site import Site, simulated_state
+from fedcare.client.state_files import LOCAL_DIR
 from fedcare.shared.config import RunConfig
 from fedcare.shared.evaluation import evaluate_model
 from fedcare.shared.metrics import RANKING_CUTOFF, weighted_mean
