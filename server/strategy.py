@@ -418,12 +418,14 @@ class FedCareStrategy(FedAvg):
         """Name the hospital behind ``proxy`` by its authenticated node, never by its reply.
 
         A deployment's names come from the aggregator's registry of node keys
-        (``hospital-names``); a name a reply claims is only compared with it. A
-        simulation has no node keys: its virtual hospitals are fedcare's own code
-        in this process, and their replies name them.
+        (``hospital-names``, which ``fedcare run`` always sets; only a registered
+        node can connect); a name a reply claims is only compared with it. A
+        simulation, on built-in data or the user's own files, has no node keys
+        and no registry: its virtual hospitals are fedcare's own code in this
+        process, and their replies name them.
         """
         claimed = metrics.get(ReplyKey.HOSPITAL)
-        if self._config.data.simulated:
+        if not self._config.federation.hospital_names:
             if isinstance(claimed, str):
                 self._names[proxy.node_id] = claimed
         elif isinstance(claimed, str) and claimed != self._names.get(proxy.node_id):

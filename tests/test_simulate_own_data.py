@@ -106,11 +106,13 @@ def test_a_hospital_with_one_class_takes_part_and_releases_no_metric_of_the_othe
     _, out = tables
     for record in _rounds(out)[1:]:
         single = record["hospitals"]["single-class"]
-        assert single["num_train_examples"] == 48 and single["train"]["epsilon"] <= 3.0
-        # No malignant patient: nothing about malignancies (sensitivity, AUROC) leaves it,
-        # and what does describes at least min-count (10) patients.
-        assert single["num_eval_examples"] >= 10
-        assert {"sensitivity", "auroc"}.isdisjoint(single["evaluation"])
+        assert single["num_train_examples"] == 45 and single["privacy"]["epsilon"] <= 3.0
+    # No malignant patient: nothing about malignancies (sensitivity, AUROC) leaves it, and
+    # what does describes at least min-count (10) patients (hospitals evaluate in the last
+    # round, the run's one evaluation round).
+    single = _rounds(out)[-1]["hospitals"]["single-class"]
+    assert single["num_eval_examples"] >= 10 and single["evaluation"]
+    assert {"sensitivity", "auroc"}.isdisjoint(single["evaluation"])
 
 
 def test_a_dp_fill_is_booked_and_counted_in_each_hospitals_epsilon(tables: Run) -> None:
@@ -119,9 +121,11 @@ def test_a_dp_fill_is_booked_and_counted_in_each_hospitals_epsilon(tables: Run) 
     orders = RDPAccountant.DEFAULT_ALPHAS
     for name, reported in summary["privacy"]["per_hospital"].items():
         with PrivacyLedger(out / "hospitals" / name / LEDGER_FILE) as ledger:
-            entries = ledger.history(name)
+            entries = ledger.history("", label=name)  # keyed on the rows; labelled by name
+        # The fill (round 0), each round's training (2) and the one evaluation release.
         assert (entries[0].server_round, entries[0].sample_rate, entries[0].steps) == (0, 1.0, 1)
-        assert entries[0].noise_multiplier == noise and len(entries) == 3
+        assert entries[0].noise_multiplier == noise and len(entries) == 4
+        assert [e.is_evaluation for e in entries] == [False, False, False, True]
         rdp = sum(
             compute_rdp(
                 q=e.sample_rate, noise_multiplier=e.noise_multiplier, steps=e.steps, orders=orders
@@ -208,6 +212,6 @@ def test_one_file_dealt_out_by_a_partitioner(partitioned: Run) -> None:
     summary, out = partitioned
     _assert_every_hospital_trained(summary, out, ["hospital-1", "hospital-2", "hospital-3"])
     stays = pd.read_parquet(out.parent / "stays.parquet")["stay_id"].nunique()
-    hospitals = _rounds(out)[1]["hospitals"].values()
+    hospitals = _rounds(out)[-1]["hospitals"].values()  # the evaluation round
     rows = sum(h["num_train_examples"] + h["num_eval_examples"] for h in hospitals)
     assert rows == stays
