@@ -20,10 +20,17 @@ from fedcare.server.checkpoint import CheckpointWriter
 from fedcare.server.model_card import INTERVAL_TASKS, TestScores
 from fedcare.server.reference import DataReference
 from fedcare.server.report import AUDIT_FILE, CONFIG_JSON, write_report
-from fedcare.server.resume import ProgressWriter, load_resume_point, restored_record, resume_weights
+from fedcare.server.resume import (
+    ProgressWriter,
+    load_resume_point,
+    restored_record,
+    resume_optimizer_state,
+    resume_weights,
+)
 from fedcare.server.run_directory import RunDirectory
 from fedcare.server.run_record import RunRecord
 from fedcare.server.secure_aggregation import run_rounds
+from fedcare.server.server_optimizer import OptimizerState
 from fedcare.server.strategy import FedCareStrategy, TestEvaluator
 from fedcare.shared.audit import AuditEvent, AuditLog
 from fedcare.shared.config import RunConfig
@@ -140,6 +147,7 @@ class StartingPoint:
     weights: list[np.ndarray]
     record: RunRecord
     ledger_run: str
+    optimizer_state: OptimizerState
 
 
 def _starting_point(
@@ -151,7 +159,11 @@ def _starting_point(
 ) -> StartingPoint:
     if not config.output.resume:
         return StartingPoint(
-            1, initial_weights, RunRecord(), config.privacy.ledger_run or flower_run
+            1,
+            initial_weights,
+            RunRecord(),
+            config.privacy.ledger_run or flower_run,
+            OptimizerState(),
         )
     point = load_resume_point(run_dir, config, layout)
     if point.completed_round >= config.federation.rounds:
@@ -165,6 +177,7 @@ def _starting_point(
         weights=resume_weights(run_dir, point, layout),
         record=restored_record(run_dir, point),
         ledger_run=point.ledger_run,
+        optimizer_state=resume_optimizer_state(run_dir, point, config, layout),
     )
 
 
@@ -213,6 +226,7 @@ def run_aggregator(
             run_dir, record, config=config, layout=layout, ledger_run=start.ledger_run
         ),
         first_round=start.first_round,
+        optimizer_state=start.optimizer_state,
     )
     status = FAILED
     try:

@@ -7,9 +7,11 @@ and of the application code. ``fedcare run --resume`` (or ``simulate --resume``)
 continues from that round only if both fingerprints still match: a resumed run
 must be the same experiment, run by the same code.
 
-The model's weights live in the checkpoint (safetensors); the strategy is FedAvg
-over deltas, which carries no state between rounds besides the global model
-(``strategy_state`` stays empty until a server optimiser is added).
+The model's weights live in the checkpoint (safetensors). FedAvg carries no
+state between rounds besides the global model; a server optimiser (FedAdam,
+FedYogi, FedAdagrad) carries its moments, checkpointed beside the model, and
+its step count: ``strategy_state`` names both, and a resumed run continues
+from exactly that state.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import numpy as np
 from fedcare.server.report import CONFIG_JSON, METRICS_JSON
 from fedcare.server.run_directory import RunDirectory
 from fedcare.server.run_record import RunRecord
-from fedcare.shared.config import RunConfig
+from fedcare.server.server_optimizer import OptimizerState
+from fedcare.shared.config import RunConfig, ServerOptimizerName
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.run_identity import BOOKKEEPING_KEYS, run_config_hash
 from fedcare.shared.serialization import ModelLayout, load_safetensors
@@ -52,7 +55,8 @@ class ResumePoint:
     app_fingerprint : str
         :func:`app_fingerprint` of the code and model that ran it.
     strategy_state : dict[str, Any]
-        Server-side optimiser state (none for FedAvg).
+        Server optimiser state: its ``step`` and the ``moments`` file, relative
+        to the run folder (empty for FedAvg).
     """
 
     completed_round: int
@@ -123,6 +127,37 @@ def resume_weights(
     return weights
 
 
+def resume_optimizer_state(
+    run_dir: RunDirectory, point: ResumePoint, config: RunConfig, layout: ModelLayout
+) -> OptimizerState:
+    """Return the server optimiser's state at the resume point (a fresh one for FedAvg).
+
+    Raises
+    ------
+    ConfigError
+        If the run uses a server optimiser but its moments are missing or do not
+        fit the model.
+    """
+    if config.server_optimizer.optimizer is ServerOptimizerName.NONE:
+        return OptimizerState(step=int(point.strategy_state.get("step", 0)))
+    moments = point.strategy_state.get("moments")
+    try:
+        tensors = load_safetensors(run_dir.path / str(moments))
+        state = OptimizerState.from_tensors(
+            int(point.strategy_state["step"]), tensors, layout.names
+        )
+        layout.check(list(state.first_moment), what=f"first moment in {moments}")
+        layout.check(list(state.second_moment), what=f"second moment in {moments}")
+    except (OSError, KeyError, ValueError) as error:
+        raise ConfigError(
+            "resume",
+            f"the {config.server_optimizer.optimizer} state of round {point.completed_round} "
+            f"cannot be read ({type(error).__name__}: {error}); without its moments the run "
+            "cannot continue as it was. Start a new run.",
+        ) from None
+    return state
+
+
 def resume_config(run_path: Path) -> RunConfig:
     """Return the configuration to resume the run in ``run_path`` with.
 
@@ -174,15 +209,26 @@ class ProgressWriter:
         self._config_fingerprint = run_config_hash(config)
         self._app_fingerprint = app_fingerprint(layout)
 
-    def round_aggregated(self, server_round: int, checkpoint: Path) -> None:
-        """Record that ``server_round``'s global model is safely in ``checkpoint``."""
+    def round_aggregated(
+        self, server_round: int, checkpoint: Path, optimizer: tuple[int, Path | None]
+    ) -> None:
+        """Record that ``server_round``'s global model is safely in ``checkpoint``.
+
+        ``optimizer`` is the server optimiser's step count and the file of its
+        moments (``None`` for FedAvg, which has none).
+        """
         self.save_record()
+        step, moments = optimizer
+        strategy_state: dict[str, Any] = {"step": step}
+        if moments is not None:
+            strategy_state["moments"] = str(moments.relative_to(self._run_dir.path))
         point = ResumePoint(
             completed_round=server_round,
             checkpoint=str(checkpoint.relative_to(self._run_dir.path)),
             ledger_run=self._ledger_run,
             config_fingerprint=self._config_fingerprint,
             app_fingerprint=self._app_fingerprint,
+            strategy_state=strategy_state,
         )
         save_resume_point(self._run_dir, point)
 

@@ -95,6 +95,10 @@ class RunDirectory:
         """Where the global model after ``server_round`` is kept."""
         return self.path / CHECKPOINTS / f"round-{server_round:03d}.safetensors"
 
+    def optimizer_state_path(self, server_round: int) -> Path:
+        """Where the server optimiser's moments after ``server_round`` are kept."""
+        return self.path / CHECKPOINTS / f"round-{server_round:03d}-optimizer.safetensors"
+
     def write_json(self, name: str, payload: Any) -> Path:
         """Write ``payload`` as ``name`` (NaN and infinities become null)."""
         return self.write_text(name, json.dumps(_json_safe(payload), indent=2) + "\n")

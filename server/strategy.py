@@ -3,7 +3,9 @@
 Hospitals send ``local - global`` rather than their weights: deltas are small, so
 SecAgg+'s fixed-point encoding keeps more precision within its clipping range.
 The strategy averages them (weighted by each hospital's training rows; under
-SecAgg+ it only ever sees the sum) and adds the mean to the global model.
+SecAgg+ it only ever sees the sum) and applies the mean to the global model:
+added as is (FedAvg), or as the pseudo-gradient of a server optimiser
+(:mod:`server.server_optimizer`: FedAdam, FedYogi, FedAdagrad).
 
 Notes
 -----
@@ -41,9 +43,10 @@ from fedcare.server.resume import ProgressWriter
 from fedcare.server.robust_aggregation import AggregationError, RobustMethod, aggregate_updates
 from fedcare.server.run_record import RoundRecord, RunRecord
 from fedcare.server.secure_aggregation import Exchange
+from fedcare.server.server_optimizer import OptimizerState, apply_server_update
 from fedcare.server.update_validation import UpdateBounds, screen_replies
 from fedcare.shared.audit import AuditEvent, AuditLog
-from fedcare.shared.config import FailedRoundPolicy, RunConfig
+from fedcare.shared.config import FailedRoundPolicy, RunConfig, ServerOptimizerName
 from fedcare.shared.errors import InvalidUpdateError, RunStoppedError
 from fedcare.shared.evaluation import Evaluation
 from fedcare.shared.keys import NOISY_SUM_KEY, InstructionKey, ReplyKey
@@ -90,6 +93,8 @@ class FedCareStrategy(FedAvg):
     first_round : int
         The run's round number of Flower's round 1: 1, or the round after the
         resume point when a stopped run is resumed.
+    optimizer_state : OptimizerState
+        The server optimiser's state to continue from (restored on a resume).
     """
 
     def __init__(  # pylint: disable=too-many-arguments
@@ -106,6 +111,7 @@ class FedCareStrategy(FedAvg):
         task: Task | None = None,
         progress: ProgressWriter,
         first_round: int = 1,
+        optimizer_state: OptimizerState | None = None,
     ) -> None:
         super().__init__(
             fraction_fit=1.0,
@@ -132,6 +138,7 @@ class FedCareStrategy(FedAvg):
             max_examples=int(config.secure_aggregation.max_weight),
         )
         self._global: list[np.ndarray] = initial_weights
+        self._optimizer_state = optimizer_state or OptimizerState()
         self._latest_round = self._offset
         self._round_started = time.monotonic()
         self._names: dict[int, str] = config.federation.names_by_node()
@@ -280,19 +287,32 @@ class FedCareStrategy(FedAvg):
                 record, f"train: aggregate rejected ({error}); the global model is unchanged"
             )
             return None, {}
-        updated = [weights + delta for weights, delta in zip(self._global, mean_delta, strict=True)]
+        updated = self._apply(record, server_round, mean_delta, hospitals=len(results))
+        return ndarrays_to_parameters(updated), {}
+
+    def _apply(
+        self, record: RoundRecord, server_round: int, mean_delta: list[np.ndarray], hospitals: int
+    ) -> list[np.ndarray]:
+        """Step the global model by the mean update; checkpoint, persist and audit it."""
+        policy = self._config.server_optimizer
+        updated, self._optimizer_state = apply_server_update(
+            policy, self._optimizer_state, self._global, mean_delta
+        )
         record.aggregated = True
         self._global, self._latest_round = updated, server_round
         path = self._checkpoints.save_round(server_round, updated)
-        self._progress.round_aggregated(server_round, path)
+        moments = None
+        if policy.optimizer is not ServerOptimizerName.NONE:
+            moments = self._checkpoints.save_optimizer_state(server_round, self._optimizer_state)
+        self._progress.round_aggregated(server_round, path, (self._optimizer_state.step, moments))
         self._audit.append(
             AuditEvent.AGGREGATE_COMPUTED,
             round=server_round,
-            hospitals=len(results),
+            hospitals=hospitals,
             checkpoint=path.name,
             model_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         )
-        return ndarrays_to_parameters(updated), {}
+        return updated
 
     def aggregate_evaluate(
         self,

@@ -90,6 +90,20 @@ class AggregationName(StrEnum):
     KRUM = "krum"
 
 
+class ServerOptimizerName(StrEnum):
+    """How the aggregator applies each round's mean update.
+
+    ``none`` adds it as is (FedAvg); the others treat it as a pseudo-gradient for
+    an adaptive server optimiser (Reddi et al., 2021, "Adaptive Federated
+    Optimization").
+    """
+
+    NONE = "none"
+    FEDADAM = "fedadam"
+    FEDYOGI = "fedyogi"
+    FEDADAGRAD = "fedadagrad"
+
+
 class FailedRoundPolicy(StrEnum):
     """What the run does after a round that could not update the model."""
 
@@ -193,6 +207,52 @@ class FederationSettings:
             all(node.isdigit() and sep and name for node, sep, name in pairs),
             "hospital-names",
             "must be comma-separated node-id=name pairs",
+        )
+
+
+@dataclass(frozen=True)
+class ServerOptimizerSettings:
+    """The server optimiser that turns each round's mean update into the next global model.
+
+    It sees only the aggregate (under SecAgg+, only the sum ever reaches the
+    aggregator), so it works with secure aggregation and, being post-processing
+    of DP-SGD's releases, costs no privacy.
+
+    Attributes
+    ----------
+    optimizer : ServerOptimizerName
+        ``none`` adds the mean update (FedAvg); ``fedadam``, ``fedyogi`` and
+        ``fedadagrad`` keep per-parameter moments across rounds.
+    learning_rate : float
+        Server step size (eta); ``none`` ignores it.
+    beta1 : float
+        Decay of the first moment (momentum), in [0, 1).
+    beta2 : float
+        Decay of the second moment, in [0, 1) (FedAdam and FedYogi).
+    tau : float
+        Adaptivity floor added to the root of the second moment; larger is
+        closer to plain server SGD.
+    """
+
+    optimizer: ServerOptimizerName = _setting("server-optimizer", ServerOptimizerName.NONE)
+    learning_rate: float = _setting("server-learning-rate", 0.1)
+    beta1: float = _setting("server-beta1", 0.9)
+    beta2: float = _setting("server-beta2", 0.99)
+    tau: float = _setting("server-tau", 1e-3)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.learning_rate > 0 and math.isfinite(self.learning_rate),
+            "server-learning-rate",
+            f"must be a finite number > 0 (got {self.learning_rate})",
+        )
+        for key, beta in (("server-beta1", self.beta1), ("server-beta2", self.beta2)):
+            _require(0 <= beta < 1, key, f"must lie in [0, 1) (got {beta})")
+        _require(
+            self.tau > 0 and math.isfinite(self.tau),
+            "server-tau",
+            f"must be a finite number > 0 (got {self.tau}); it keeps the step finite "
+            "where an update's second moment is zero",
         )
 
 
@@ -556,6 +616,7 @@ class OutputSettings:
 
 _SECTIONS: dict[str, type[Any]] = {
     "federation": FederationSettings,
+    "server_optimizer": ServerOptimizerSettings,
     "training": TrainingSettings,
     "privacy": PrivacySettings,
     "secure_aggregation": SecureAggregationSettings,
@@ -578,6 +639,7 @@ class RunConfig:
     """The whole, resolved configuration of one federated run."""
 
     federation: FederationSettings = field(default_factory=FederationSettings)
+    server_optimizer: ServerOptimizerSettings = field(default_factory=ServerOptimizerSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     secure_aggregation: SecureAggregationSettings = field(default_factory=SecureAggregationSettings)
