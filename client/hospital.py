@@ -123,6 +123,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
             seed=config.data.seed,
             device=device,
             criterion=criterion,
+            proximal_mu=training.proximal_mu,
         )
         # Without DP nothing is protected anyway (the run says so loudly).
         metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
@@ -153,6 +154,7 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         device=device,
         grad_sample_mode=run_model.grad_sample_mode,
         criterion=criterion,
+        proximal_mu=training.proximal_mu,
     )
     delta = _checked_delta(model, global_weights, config, site)
     reservation = ledger.reserve(

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 # Imported for its effect: registers ghost norms for convolutions with Opacus.
 from fedcare.client import conv_ghost_norm  # noqa: F401
 from fedcare.client.augmentation import shift_images
+from fedcare.client.proximal import local_optimizer
 from fedcare.shared.data import Examples
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.privacy import ACCOUNTANT, DpSgdPlan, HistoryEntry
@@ -127,6 +128,7 @@ def train_private(
     grad_sample_mode: str = "hooks",
     augment: bool = True,
     criterion: PerExampleLoss | None = None,
+    proximal_mu: float = 0.0,
 ) -> TrainOutcome:
     """Train ``model`` in place with DP-SGD, continuing the accountant ``history``.
 
@@ -162,6 +164,10 @@ def train_private(
         is transformed on its own, so the accounting is unchanged.
     criterion : PerExampleLoss | None
         The loss; ``None``: the task's unweighted loss.
+    proximal_mu : float
+        FedProx's coefficient: pulls training towards the model it started
+        from. Added after clipping and noising (:mod:`client.proximal`), so the
+        accounting is unchanged.
 
     Returns
     -------
@@ -175,7 +181,9 @@ def train_private(
         size since the noise was calibrated).
     """
     model = model.to(device).train()
-    optimizer = torch.optim.SGD(trainable_parameters(model), lr=learning_rate)
+    optimizer = local_optimizer(
+        trainable_parameters(model), learning_rate=learning_rate, proximal_mu=proximal_mu
+    )
     criterion = criterion if criterion is not None else task.loss_fn()
     # No seeded generator: privacy amplification by subsampling needs fresh,
     # unpredictable Poisson draws in every round.
@@ -239,13 +247,17 @@ def train_plain(
     device: torch.device,
     augment: bool = True,
     criterion: PerExampleLoss | None = None,
+    proximal_mu: float = 0.0,
 ) -> TrainOutcome:
     """Train ``model``'s trainable parameters in place with plain (non-private) SGD.
 
-    Images are shifted when ``augment``; ``criterion`` defaults to the task's loss.
+    Images are shifted when ``augment``; ``criterion`` defaults to the task's loss;
+    ``proximal_mu`` > 0 adds FedProx's pull towards the starting model.
     """
     model = model.to(device).train()
-    optimizer = torch.optim.SGD(trainable_parameters(model), lr=learning_rate)
+    optimizer = local_optimizer(
+        trainable_parameters(model), learning_rate=learning_rate, proximal_mu=proximal_mu
+    )
     loader = _loader(data, task, batch_size, generator=torch.Generator().manual_seed(seed))
     mean_loss, steps = _run_epochs(
         model,

@@ -153,6 +153,8 @@ def _training(config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
         "rounds_planned": config.federation.rounds,
         "rounds_aggregated": summary["rounds"]["aggregated"],
         "aggregation": config.federation.aggregation.value,
+        "server_optimizer": config.server_optimizer.optimizer.value,
+        "proximal_mu": training.proximal_mu,
         "local_epochs": training.local_epochs,
         "batch_size": training.batch_size,
         "learning_rate": training.learning_rate,

@@ -300,6 +300,11 @@ class TrainingSettings:
         below its own ``min-batch-size``.
     learning_rate : float
         SGD step size.
+    proximal_mu : float
+        FedProx's coefficient mu: each hospital's local objective gains
+        ``mu / 2 * ||w - w_global||^2``, keeping a skewed site's training near
+        the global model; 0 is plain FedAvg training. Added after DP-SGD's
+        clipping and noise, so it costs no privacy.
     device : DeviceName
         ``auto`` uses CUDA when present, else the CPU.
     initial_model : str
@@ -322,6 +327,7 @@ class TrainingSettings:
     local_epochs: int = _setting("local-epochs", 2)
     batch_size: int = _setting("batch-size", 32)
     learning_rate: float = _setting("learning-rate", 0.5)
+    proximal_mu: float = _setting("proximal-mu", 0.0)
     device: DeviceName = _setting("device", DeviceName.AUTO)
     initial_model: str = _setting("initial-model", "")
 
@@ -344,6 +350,17 @@ class TrainingSettings:
             self.learning_rate > 0,
             "learning-rate",
             f"must be > 0 (got {self.learning_rate})",
+        )
+        _require(
+            self.proximal_mu >= 0 and math.isfinite(self.proximal_mu),
+            "proximal-mu",
+            f"must be a finite number >= 0 (got {self.proximal_mu}); 0 turns FedProx off",
+        )
+        _require(
+            self.proximal_mu * self.learning_rate < 1,
+            "proximal-mu",
+            f"times learning-rate must be < 1 (got {self.proximal_mu} x {self.learning_rate}); "
+            "a larger pull overshoots the global model and training diverges",
         )
         _require(self.lora_rank >= 1, "lora-rank", f"must be >= 1 (got {self.lora_rank})")
         try:
