@@ -8,8 +8,9 @@ stops everything with one sentence naming it, exit code 2.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -96,6 +97,14 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     no_secagg: NoSecagg = False,
     settings: Settings = None,
     resume: Resume = None,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the same federation once per method (fedavg, fedprox, fedadam, "
+            "fedyogi, fedadagrad, or e.g. fedyogi+fedprox), comma-separated, and write one "
+            "side-by-side table (comparison.md)."
+        ),
+    ] = None,
     verbose: Verbose = False,
     actors: Annotated[
         int | None,
@@ -108,7 +117,9 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
 
     The hospitals share a built-in dataset (``--scenario``), or each reads its
     own file (``--contract`` with ``--data``). With ``--resume RUN_DIR`` it
-    continues a stopped simulation from its last complete round.
+    continues a stopped simulation from its last complete round; with
+    ``--compare fedavg,fedyogi,...`` it runs one simulation per method, each in a
+    sub-folder, and compares them.
     """
     configure_logging(verbose=verbose)
     shared = common_overrides(
@@ -145,6 +156,16 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
                 config, source = _new_simulation(scenario, files, shared | given, settings, scratch)
             if not config.output.out_dir:
                 config = config.with_out_dir(str(default_run_path()))
+            if compare is not None:
+                if resume is not None:
+                    raise ConfigError("compare", "cannot be combined with --resume")
+
+                def simulate_one(method_config: RunConfig) -> dict[str, Any]:
+                    with watch(method_config, verbose=verbose):
+                        return run_simulation(method_config, source, verbose=verbose, actors=actors)
+
+                _compare(config, compare, simulate_one)
+                return
             with watch(config, verbose=verbose):
                 summary = run_simulation(config, source, verbose=verbose, actors=actors)
     except SimulationError as error:
@@ -180,6 +201,20 @@ def _new_simulation(
     flat = {**parse_set(settings), **options}
     source, fixed = own_data(files, RunConfig.from_flat(flat), Path(scratch))
     return RunConfig.from_flat(flat | fixed), source
+
+
+def _compare(
+    config: RunConfig, methods: str, simulate_one: Callable[[RunConfig], dict[str, Any]]
+) -> None:
+    """Run ``config`` once per method and print the comparison table."""
+    from fedcare.simulations.comparison import COMPARISON_MD, compare, parse_methods
+
+    comparison = compare(config, parse_methods(methods), simulate_one)
+    table = Path(comparison["folder"]) / COMPARISON_MD
+    console.print(table.read_text(encoding="utf-8"), markup=False)
+    console.print(f"comparison in [bold]{table}[/]")
+    if any(row["status"] != "completed" for row in comparison["rows"]):
+        raise typer.Exit(1)  # a failed run, or one that aggregated too few rounds
 
 
 @app.command("demo-data")

@@ -92,6 +92,7 @@ def build_summary(
         },
         "final": {FEDERATED: federated, **reference.baselines},
         "final_source": source,
+        "final_per_hospital": record.latest_evaluations(),
         "rounds": {"planned": config.federation.rounds, "aggregated": aggregated},
         "privacy": {
             "differential_privacy": config.privacy.enabled,

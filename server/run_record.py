@@ -126,6 +126,15 @@ class RunRecord:
             return ", ".join(f"{name} {eps:.2f}" for name, eps in sorted(spent.items()))
         return f"at most {max(spent.values()):.2f} ({len(spent)} hospitals)"
 
+    def latest_evaluations(self) -> dict[str, dict[str, float]]:
+        """Return each hospital's local evaluation of the latest global model it scored."""
+        scored: dict[str, dict[str, float]] = {}
+        for record in self.rounds:
+            for name, hospital in record.hospitals.items():
+                if hospital.evaluation:
+                    scored[name] = dict(hospital.evaluation)
+        return scored
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return asdict(self)
