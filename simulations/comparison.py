@@ -108,7 +108,7 @@ def comparison_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict[str
     rows = []
     for method, summary in summaries.items():
         per_hospital = summary.get("final_per_hospital", {})
-        metric = _headline(per_hospital)
+        metric = _headline([*per_hospital.values(), *summary["final"].values()])
         scores = {name: metrics.get(metric) for name, metrics in sorted(per_hospital.items())}
         rows.append(
             {
@@ -161,9 +161,13 @@ def _status(summary: Mapping[str, Any]) -> str:
     return str(summary["status"])
 
 
-def _headline(per_hospital: Mapping[str, Mapping[str, float]]) -> str:
-    """Return accuracy where the task reports it, else the task's first metric."""
-    names = [name for metrics in per_hospital.values() for name in metrics if name != "loss"]
+def _headline(scores: Sequence[Mapping[str, float]]) -> str:
+    """Return accuracy where the task reports it, else the task's first metric.
+
+    ``scores`` are the hospitals' metrics, then the run's (test set, baselines):
+    hospitals that refused to evaluate (too few held-out rows) leave the latter.
+    """
+    names = [name for metrics in scores for name in metrics if name != "loss"]
     if "accuracy" in names:
         return "accuracy"
     return names[0] if names else "loss"

@@ -94,6 +94,7 @@ def test_a_run_that_never_aggregated_is_not_reported_as_completed(tmp_path: Path
     config = RunConfig().with_out_dir(str(tmp_path / "cmp"))
     _, fedyogi = compare(config, ["fedavg", "fedyogi"], simulate)["rows"]
     assert fedyogi["status"] == "0 of 2 rounds aggregated" and fedyogi["mean"] is None
+    assert fedyogi["metric"] == "accuracy" and fedyogi["test"] == 0.7  # from the test set
 
 
 def test_an_existing_folder_is_refused_before_anything_runs(tmp_path: Path) -> None:
