@@ -39,7 +39,7 @@ from fedcare.shared.config import FlatValue, RunConfig
 from fedcare.shared.device import resolve_device
 from fedcare.shared.errors import InvalidUpdateError
 from fedcare.shared.keys import InstructionKey, ReplyKey
-from fedcare.shared.privacy import DpSgdPlan, check_noise
+from fedcare.shared.privacy import DpSgdPlan, HistoryEntry, check_noise
 from fedcare.shared.run_model import RunModel, build_run_model, run_criterion
 from fedcare.shared.serialization import get_weights, set_weights
 
@@ -107,42 +107,13 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     if site.limits is not None:
         check_policy(config, site.limits, site=site.name)
     run_model = global_model(global_weights, config, site, run_id)
-    model = run_model.module
-    device = resolve_device(config.training.device)
-    training = config.training
-    criterion = run_criterion(training, site.task)
-    metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name}
     if not config.privacy.enabled:
-        outcome = train_plain(
-            model,
-            site.data.train,
-            site.task,
-            learning_rate=training.learning_rate,
-            epochs=training.local_epochs,
-            batch_size=training.batch_size,
-            seed=config.data.seed,
-            device=device,
-            criterion=criterion,
-            proximal_mu=training.proximal_mu,
-        )
-        # Without DP nothing is protected anyway (the run says so loudly).
-        metrics[ReplyKey.TRAIN_LOSS] = outcome.mean_loss
-        delta = _checked_delta(model, global_weights, config, site)
-        save_local_parameters(model, site.state, run_id)
-        return RoundUpdate(
-            delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=None
-        )
+        return _train_without_dp(run_model.module, global_weights, config, site, run_id)
     plan = plan or privacy_plan(config, site)
-    check_noise(plan, len(site.data.train), site=site.name)
-    entries = run_entries(ledger, site, run_id)
-    history = [entry.history_entry() for entry in entries]
-    evaluated = sum(entry.is_evaluation for entry in entries)
-    owed = [plan.evaluation_entry()] * max(plan.evaluation_releases - evaluated, 0)
-    check_budget(plan, history, site=site.name, reserved=owed)
-    cap = dataset_cap(config, site)
-    check_dataset_budget(ledger, site, plan.round_entry(), cap, delta=plan.delta)
+    history, cap = _check_round_budget(config, plan, ledger, site, run_id)
+    training = config.training
     outcome = train_private(
-        model,
+        run_model.module,
         site.data.train,
         site.task,
         plan=plan,
@@ -151,12 +122,12 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         epochs=training.local_epochs,
         batch_size=training.batch_size,
         history=history,
-        device=device,
+        device=resolve_device(training.device),
         grad_sample_mode=run_model.grad_sample_mode,
-        criterion=criterion,
+        criterion=run_criterion(training, site.task),
         proximal_mu=training.proximal_mu,
     )
-    delta = _checked_delta(model, global_weights, config, site)
+    delta = _checked_delta(run_model.module, global_weights, config, site)
     reservation = ledger.reserve(
         site.ledger_key,
         label=site.dataset,
@@ -170,10 +141,10 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     )
     # Kept only once the release is booked: later rounds build on these values,
     # so they must come from spending the ledger has counted.
-    save_local_parameters(model, site.state, run_id)
-    entries = run_entries(ledger, site, run_id)
-    metrics |= spent_metrics(entries, plan.delta, reservation.epsilon_after)
-    metrics |= {
+    save_local_parameters(run_model.module, site.state, run_id)
+    metrics: ReplyMetrics = {
+        ReplyKey.HOSPITAL: site.name,
+        **spent_metrics(run_entries(ledger, site, run_id), plan.delta, reservation.epsilon_after),
         ReplyKey.DELTA: plan.delta,
         ReplyKey.NOISE_MULTIPLIER: plan.noise_multiplier,
         ReplyKey.SAMPLE_RATE: plan.sample_rate,
@@ -186,6 +157,58 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         plan=plan,
         reservation=reservation.id,
     )
+
+
+def _check_round_budget(
+    config: RunConfig, plan: DpSgdPlan, ledger: PrivacyLedger, site: Site, run_id: str
+) -> tuple[list[HistoryEntry], float]:
+    """Refuse a round whose noise or cost the run or the dataset cannot carry.
+
+    The run keeps room for the evaluations it still owes. Returns the run's
+    accountant history so far and the dataset's epsilon cap.
+
+    Raises
+    ------
+    shared.errors.FedcareError
+        A refusal naming what is spent, the limit and what the round would cost.
+    """
+    check_noise(plan, len(site.data.train), site=site.name)
+    entries = run_entries(ledger, site, run_id)
+    history = [entry.history_entry() for entry in entries]
+    evaluated = sum(entry.is_evaluation for entry in entries)
+    owed = [plan.evaluation_entry()] * max(plan.evaluation_releases - evaluated, 0)
+    check_budget(plan, history, site=site.name, reserved=owed)
+    cap = dataset_cap(config, site)
+    check_dataset_budget(ledger, site, plan.round_entry(), cap, delta=plan.delta)
+    return history, cap
+
+
+def _train_without_dp(
+    model: torch.nn.Module,
+    global_weights: Sequence[np.ndarray],
+    config: RunConfig,
+    site: Site,
+    run_id: str,
+) -> RoundUpdate:
+    """Train a round of a run that turned DP off (its report says so loudly)."""
+    training = config.training
+    outcome = train_plain(
+        model,
+        site.data.train,
+        site.task,
+        learning_rate=training.learning_rate,
+        epochs=training.local_epochs,
+        batch_size=training.batch_size,
+        seed=config.data.seed,
+        device=resolve_device(training.device),
+        criterion=run_criterion(training, site.task),
+        proximal_mu=training.proximal_mu,
+    )
+    # Without DP nothing is protected anyway: the training loss may leave.
+    metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name, ReplyKey.TRAIN_LOSS: outcome.mean_loss}
+    delta = _checked_delta(model, global_weights, config, site)
+    save_local_parameters(model, site.state, run_id)
+    return RoundUpdate(delta=delta, num_examples=len(site.data.train), metrics=metrics, plan=None)
 
 
 def fresh_model(config: RunConfig, site: Site) -> torch.nn.Module:
