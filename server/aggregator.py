@@ -206,12 +206,7 @@ def run_aggregator(
     run_dir.write_json(CONFIG_JSON, config.to_flat())
     checkpoints = CheckpointWriter(run_dir, layout, checkpoint_metadata(config, reference))
     record = start.record
-    audit = AuditLog(run_dir.path / AUDIT_FILE, actor="aggregator")
-    if start.first_round > 1:
-        audit.append(AuditEvent.RUN_RESUMED, round=start.first_round, config=config.to_flat())
-        logger.info("resuming %s at round %s", run_dir.path, start.first_round)
-    else:
-        audit.append(AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model)
+    audit = _start_audit(run_dir, config, start.first_round)
     strategy = FedCareStrategy(
         config=config,
         initial_weights=start.weights,
@@ -230,16 +225,7 @@ def run_aggregator(
     )
     status = FAILED
     try:
-        run_rounds(
-            grid,
-            context,
-            strategy,
-            rounds=config.federation.rounds - start.first_round + 1,
-            federation=config.federation,
-            secure_aggregation=config.secure_aggregation,
-            hospitals=config.data.hospitals,
-            observer=strategy.observe_exchange,
-        )
+        _run_rounds(grid, context, strategy, config, start.first_round)
         status = COMPLETED
     except RunStoppedError as error:
         # A stop the configuration asked for: reported and resumable, not a crash.
@@ -262,3 +248,30 @@ def run_aggregator(
         )
         logger.info("run %s; report in %s", status, run_dir.path)
     return summary
+
+
+def _start_audit(run_dir: RunDirectory, config: RunConfig, first_round: int) -> AuditLog:
+    """Open the run's audit log and record that the run started, or resumed."""
+    audit = AuditLog(run_dir.path / AUDIT_FILE, actor="aggregator")
+    if first_round > 1:
+        audit.append(AuditEvent.RUN_RESUMED, round=first_round, config=config.to_flat())
+        logger.info("resuming %s at round %s", run_dir.path, first_round)
+    else:
+        audit.append(AuditEvent.RUN_STARTED, config=config.to_flat(), model=config.training.model)
+    return audit
+
+
+def _run_rounds(
+    grid: Grid, context: Context, strategy: FedCareStrategy, config: RunConfig, first_round: int
+) -> None:
+    """Run the rounds from ``first_round`` to the run's last through Flower's workflow."""
+    run_rounds(
+        grid,
+        context,
+        strategy,
+        rounds=config.federation.rounds - first_round + 1,
+        federation=config.federation,
+        secure_aggregation=config.secure_aggregation,
+        hospitals=config.data.hospitals,
+        observer=strategy.observe_exchange,
+    )

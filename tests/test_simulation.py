@@ -114,9 +114,11 @@ def test_hospitals_evaluate_once_and_the_federation_pools_their_noisy_sums(
     rounds = {r["round"]: r for r in json.loads((out / "metrics.json").read_text())["rounds"]}
     assert rounds[1]["federated_metrics"] == {}  # round 1 asked no hospital to evaluate
     final = rounds[2]
-    assert set(final["federated_metrics"]) == {
-        "auroc", "accuracy", "sensitivity", "specificity", "f1", "brier"
-    }  # fmt: skip
+    # Pooled noisy sums give every metric of the task, but DP noise may, rarely, push a
+    # metric's denominator to zero or below: that metric is then left out, never made up.
+    released = set(final["federated_metrics"])
+    assert released <= {"auroc", "accuracy", "sensitivity", "specificity", "f1", "brier"}
+    assert {"auroc", "accuracy"} <= released
     for hospital in final["hospitals"].values():
         # One hospital's noisy counts (about 37 held-out rows, noise sd 4.1 per cell) can
         # come out at or below zero: a metric whose denominator does is left out, never
