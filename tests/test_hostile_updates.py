@@ -92,7 +92,9 @@ def test_robust_mode_rejects_hostile_updates_and_completes(tmp_path: Path) -> No
     assert summary["rounds"]["aggregated"] == [1, 2]
     rounds = json.loads((out / "metrics.json").read_text())["rounds"]
     for record in rounds[1:]:
-        failures = "\n".join(record["failures"])
+        # Only training: five small hospitals may refuse to evaluate (a class of their
+        # held-out rows below min-count), which says nothing about their updates.
+        failures = "\n".join(f for f in record["failures"] if f.startswith("train:"))
         assert "hospital-1: update rejected" in failures and "non-finite" in failures
         assert "hospital-2: update rejected" in failures and "shape" in failures
         assert "hospital-3: update rejected" in failures and "norm" in failures
