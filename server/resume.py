@@ -166,7 +166,8 @@ def resume_config(run_path: Path) -> RunConfig:
     Raises
     ------
     ConfigError
-        If the folder holds no readable ``config.json``.
+        If the folder holds no readable ``config.json``, or the run already
+        completed all its rounds (checked here, before anything starts).
     """
     try:
         recorded = json.loads((run_path / CONFIG_JSON).read_text(encoding="utf-8"))
@@ -174,7 +175,23 @@ def resume_config(run_path: Path) -> RunConfig:
         raise ConfigError(
             "resume", f"cannot read {run_path / CONFIG_JSON} ({error}); is {run_path} a run folder?"
         ) from None
-    return RunConfig.from_flat(recorded | {"out-dir": str(run_path.resolve()), "resume": True})
+    config = RunConfig.from_flat(recorded | {"out-dir": str(run_path.resolve()), "resume": True})
+    point = run_path / RESUME_FILE
+    if point.is_file() and _completed_round(point) >= config.federation.rounds:
+        raise ConfigError(
+            "resume",
+            f"{run_path} already completed all {config.federation.rounds} rounds; "
+            "nothing to resume",
+        )
+    return config
+
+
+def _completed_round(path: Path) -> int:
+    """Return the last complete round a resume point records (0 if it cannot be read)."""
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["completed_round"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 class ProgressWriter:

@@ -74,8 +74,10 @@ class RunFiles:
                 for name, value in (record.get(f"{scope}_metrics") or {}).items():
                     values[f"{scope}/{name}"] = value
             for hospital, entry in (record.get("hospitals") or {}).items():
-                for name, value in (entry.get("train") or {}).items():
-                    values[f"{hospital}/{name}"] = value
+                # Privacy scalars (epsilon, noise) sit beside training's in older records.
+                for part in ("train", "privacy"):
+                    for name, value in (entry.get(part) or {}).items():
+                        values[f"{hospital}/{name}"] = value
                 for name, value in (entry.get("evaluation") or {}).items():
                     values[f"{hospital}/eval-{name}"] = value
             finite = {k: float(v) for k, v in values.items() if _finite(v)}
