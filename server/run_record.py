@@ -111,7 +111,9 @@ class RunRecord:
         spent: dict[str, float] = {}
         for record in self.rounds:
             for name, hospital in record.hospitals.items():
-                reported = hospital.privacy or hospital.train  # records before privacy existed
+                # Spending is kept apart from training's scalars (noise, steps); records
+                # from before that split hold them all under training.
+                reported = {**hospital.train, **hospital.privacy}
                 if key in reported:
                     spent[name] = reported[key]
         return spent

@@ -106,7 +106,7 @@ def test_resume_completes_the_run_and_ledgers_keep_every_release(run: Path) -> N
             trained = {
                 r["round"]
                 for r in rounds
-                if "steps" in r["hospitals"].get(name, {}).get("privacy", {})
+                if "steps" in r["hospitals"].get(name, {}).get("train", {})
             }
             # Nothing reported as trained is missing from the ledger (a lost round may add more).
             assert trained <= booked, (name, trained, booked)
