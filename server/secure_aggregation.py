@@ -128,14 +128,21 @@ class DeadlineGrid(Grid):
             time.sleep(wait)
             wait = min(wait * 1.5, REPLY_POLL_SECONDS)
         if self._observer is not None and messages:
-            self._observer(_exchange(messages[0], time.monotonic() - started, replies))
+            self._observer(_exchange(messages, time.monotonic() - started, replies))
         return replies
 
 
-def _exchange(first: Message, seconds: float, replies: list[Message]) -> Exchange:
+def _exchange(messages: list[Message], seconds: float, replies: list[Message]) -> Exchange:
+    first = messages[0]
     group = first.metadata.group_id
+    # An error reply made by the SuperLink (a reply whose upload never completed) names the
+    # aggregator as its sender; the message it answers names the hospital.
+    hospital_of = {sent.metadata.message_id: sent.metadata.dst_node_id for sent in messages}
     errors = tuple(
-        (reply.metadata.src_node_id, reply.error.reason or f"error code {reply.error.code}")
+        (
+            hospital_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id),
+            reply.error.reason or f"error code {reply.error.code}",
+        )
         for reply in replies
         if reply.has_error()
     )

@@ -76,11 +76,13 @@ def test_a_hanging_hospital_is_left_behind_at_the_deadline(federation: LocalFede
     first, last = json.loads((out / "metrics.json").read_text())["rounds"]
     assert first["asked"] == ["hospital-1", "hospital-2", "hospital-3"]
     # Where SecAgg+ was when the hospital froze decides whether round 1 could finish
-    # without it; either way the round says what happened, and the next one goes on.
+    # without it (a reply frozen mid-upload is an error the SuperLink makes, reported under
+    # the hospital it answers); either way the round says what happened, and the next one
+    # goes on.
     if first["aggregated"]:
         assert sorted(first["hospitals"]) == ["hospital-1", "hospital-2"]
     else:
-        assert "secure aggregation halted" in first["failures"][0]
+        assert any("model is unchanged" in line for line in first["failures"]), first
     assert any("hospital-3" in line for line in first["failures"]), first["failures"]
     assert last["aggregated"] and sorted(last["hospitals"]) == ["hospital-1", "hospital-2"]
 
