@@ -42,6 +42,7 @@ from fedcare.shared.private_metrics import (
     statistics_design,
     sums_as_reply,
 )
+from fedcare.shared.tasks import TaskKind
 
 
 @dataclass(frozen=True)
@@ -156,14 +157,21 @@ def check_group_counts(site: Site) -> None:
     evaluation = site.data.evaluation
     groups = [len(evaluation)]
     if site.task.stratified:
+        # Every class the task has counts, those with no held-out row too: the noisy sums of
+        # an absent class are noise, and a metric computed from them would read as a fact.
         strata = site.task.strata(evaluation.labels)
-        groups += [int((strata == value).sum()) for value in np.unique(strata)]
+        groups += [int((strata == value).sum()) for value in _strata_values(site)]
     if min(groups) < site.min_count:
         raise PolicyRefusal(
             f"{site.name} refuses to evaluate: its held-out rows, or one class of them, number "
             f"fewer than its min-count ({site.min_count}); metrics about so few patients never "
             "leave. The hospital can hold out more rows (eval-fraction in its site.toml)."
         )
+
+
+def _strata_values(site: Site) -> range:
+    """Every value a held-out row's stratum can take: each class, or the event flag."""
+    return range(2 if site.task.kind is TaskKind.SURVIVAL else site.task.num_classes)
 
 
 def _check_evaluation_allowed(

@@ -231,7 +231,7 @@ def test_a_restarted_hospital_refuses_past_its_budget_and_strangers_are_turned_a
     # release of its own that fits under the cap.
     training = summary["privacy"]["per_hospital_training"]
     assert sorted(name for name, spent in training.items() if spent) == ["hospital-1", "hospital-2"]
-    refusals = [w for w in summary["warnings"] if "hospital-3 refuses to train" in w]
+    refusals = [w for w in summary["warnings"] if "train: hospital-3" in w and "refuses" in w]
     assert refusals and f"cap of {TIGHT_CAP:g}" in refusals[0], summary["warnings"]
     budget = fedcare("hospital", "budget", "--config", str(federation.site("hospital-3")))
     assert federation.processes.run("budget-hospital-3", budget, timeout=60) == 0

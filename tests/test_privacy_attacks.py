@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,9 +25,11 @@ from flwr.supercore.primitives.asymmetric import generate_key_pairs, public_key_
 
 from fedcare.client.client_app import app
 from fedcare.client.egress import REFUSED
+from fedcare.client.evaluation_round import check_group_counts
 from fedcare.client.hospital import fresh_model
 from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.ledger_records import Mechanism
+from fedcare.client.policy import PolicyRefusal
 from fedcare.client.secure_aggregation import SECAGG_REFUSED
 from fedcare.client.site import load_site
 from fedcare.client.site_settings import SiteNode, SitePrivacy
@@ -35,6 +38,7 @@ from fedcare.shared.config import DataSettings, DeviceName, RunConfig
 from fedcare.shared.keys import NodeConfigKey
 from fedcare.shared.private_metrics import SCORE_BINS, sums_from_reply
 from fedcare.shared.serialization import get_weights
+from fedcare.shared.tasks import Task, TaskKind
 from fedcare.simulations.hospital_files import write_demo_hospitals
 from tests.privacy_oracle import independent_epsilon
 
@@ -307,6 +311,26 @@ def test_an_evaluation_needs_min_count_rows_in_every_class(
     )
     with _ledger(node_config) as ledger:
         assert ledger.datasets() == []
+
+
+class _Rows(SimpleNamespace):
+    def __init__(self, labels: np.ndarray) -> None:
+        super().__init__(labels=labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def test_a_class_with_no_held_out_row_is_a_class_below_min_count() -> None:
+    # Its noisy sums would be noise alone, and a sensitivity computed from them a made-up fact.
+    site = SimpleNamespace(
+        name="benign-only",
+        min_count=10,
+        task=Task(TaskKind.BINARY),
+        data=SimpleNamespace(evaluation=_Rows(np.zeros(40, np.int64))),
+    )
+    with pytest.raises(PolicyRefusal, match="benign-only refuses to evaluate"):
+        check_group_counts(site)  # type: ignore[arg-type]
 
 
 # --- 3. training loss at sample rate 1 ---------------------------------------------

@@ -39,6 +39,7 @@ def test_sigterm_stops_every_program_and_files_they_write_are_owner_only(tmp_pat
         "-c",
         f"open({str(tmp_path / 'made')!r}, 'w'); import time; time.sleep(60)",
     ]
+    handler = signal.getsignal(signal.SIGTERM)  # Ray, when it ran earlier, installed its own
     threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
     with Supervisor(on_start=lambda _p, pid: started.append(pid)) as supervisor:
         supervisor.start(Program("a", writer, ENVIRONMENT, ready=(tmp_path / "made").exists))
@@ -47,7 +48,7 @@ def test_sigterm_stops_every_program_and_files_they_write_are_owner_only(tmp_pat
         supervisor.start(Program("never", SLEEPER, ENVIRONMENT))  # nothing starts once stopping
     assert len(started) == 2 and not any(_alive(pid) for pid in started)
     assert stat.S_IMODE((tmp_path / "made").stat().st_mode) == 0o600
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is handler
 
 
 def test_a_program_that_dies_or_hangs_before_ready_is_reported() -> None:
