@@ -25,6 +25,7 @@ import pytest
 
 from fedcare.simulations.hospital_files import ID_COLUMN, DemoFiles
 from fedcare.simulations.local_deployment import (
+    DROPOUT_DEADLINE,
     LocalFederation,
     Processes,
     fedcare,
@@ -142,9 +143,7 @@ def test_a_hospital_killed_mid_round_drops_out_and_the_run_goes_on(
     federation: LocalFederation,
 ) -> None:
     before = federation.train_replies("hospital-3")
-    # The deadline leaves room for the two others to start their ClientApp processes
-    # and train: a round that is late for everyone halts SecAgg+ for everyone.
-    run, out = federation.start_run("run-dropout", rounds=2, timeout=60)
+    run, out = federation.start_run("run-dropout", rounds=2, timeout=DROPOUT_DEADLINE)
     # Two replies sent: SecAgg+'s key set-up and key sharing; it dies before sending its update.
     wait_for(
         lambda: federation.train_replies("hospital-3") >= before + 2,

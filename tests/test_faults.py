@@ -19,6 +19,7 @@ import pytest
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.state_files import LEDGER_FILE
 from fedcare.simulations.local_deployment import (
+    DROPOUT_DEADLINE,
     LocalFederation,
     Processes,
     fedcare,
@@ -58,7 +59,7 @@ def _signal_group(federation: LocalFederation, name: str, signum: int) -> None:
 
 def test_a_hanging_hospital_is_left_behind_at_the_deadline(federation: LocalFederation) -> None:
     before = federation.train_replies("hospital-3")
-    run, out = federation.start_run("run-hang", rounds=2, timeout=60)
+    run, out = federation.start_run("run-hang", rounds=2, timeout=DROPOUT_DEADLINE)
     wait_for(
         lambda: federation.train_replies("hospital-3") >= before + 2,
         timeout=180,
