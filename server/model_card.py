@@ -12,6 +12,7 @@ calibration on it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,7 @@ def build_model_card(
         "performance": _performance(summary, task, test),
         "calibration": _calibration(summary, reference, test),
         "limits": _limits(config, summary, contract),
+        "warnings": list(summary.get("warnings", [])),
     }
 
 
@@ -215,7 +217,6 @@ def _limits(config: RunConfig, summary: dict[str, Any], contract: DataContract |
             "Trained in a simulation on a built-in dataset split among virtual hospitals; not "
             "evidence about real hospitals."
         )
-    limits += [f"Warning from the run: {warning}" for warning in summary.get("warnings", [])]
     if not config.privacy.enabled or not config.secure_aggregation.enabled:
         limits.append("A protection was turned off for this run (see privacy).")
     return limits
@@ -239,7 +240,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         ]
     lines += ["", "| hospital | training rows | evaluation rows |", "|---|---:|---:|"]
     lines += [
-        f"| {name} | {rows['training_rows']} | {rows['evaluation_rows']} |"
+        f"| {markdown_text(name)} | {rows['training_rows']} | {rows['evaluation_rows']} |"
         for name, rows in sorted(data["hospitals"].items())
     ]
     lines += ["", "## Training", ""]
@@ -248,7 +249,22 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     lines += _performance_lines(card["performance"])
     lines += _calibration_lines(card["calibration"])
     lines += ["", "## Known limits", ""] + [f"- {limit}" for limit in card["limits"]]
+    # A warning may quote a hospital's own words (its refusal): text, never markup.
+    lines += [f"- Warning from the run: {markdown_text(warning)}" for warning in card["warnings"]]
     return "\n".join(lines) + "\n"
+
+
+def markdown_text(text: str) -> str:
+    """Return ``text`` as literal Markdown text: no markup, HTML, link or new block in it.
+
+    Hospitals' names and refusals reach the card from outside the aggregator; a
+    hostile hospital must not put an image that calls home, a link, a heading or a
+    table row into a document people read and trust.
+    """
+    # One line: no new block or table row. What follows a fixed prefix can't start a
+    # block, so only the inline markup characters (and a table's bar) are escaped.
+    flat = " ".join(text.split())
+    return re.sub(r"([\\`*_{}\[\]()<>!|~&])", r"\\\1", flat)
 
 
 def _privacy_lines(privacy: dict[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ the run folder; the rest follows the README as a new user would.
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,32 @@ def test_a_deployed_runs_card_names_hospitals_contract_privacy_and_where_interva
         assert heading in text
     assert "| hospital-1 | 80 | 20 |" in text
     assert "Epsilon spent in this run, hospital-2: 1.400" in text
+
+
+def _rows(train: int, evaluation: int) -> HospitalRound:
+    return HospitalRound(num_train_examples=train, num_eval_examples=evaluation)
+
+
+def test_a_hospitals_words_reach_the_card_as_text_never_as_markup() -> None:
+    config = RunConfig.from_flat({"contract": IMAGE_CONTRACT, "model": "cnn"})
+    hostile = "x|<img src=https://tracker.example/p.png>"
+    record = RunRecord(rounds=[RoundRecord(round=1, hospitals={hostile: _rows(80, 20)})])
+    summary = _summary(config)
+    summary["warnings"] = [
+        "round 1: train: hospital-2: refuses\n## Approved\n[approve here](https://evil.example) `x`"
+    ]
+    card = build_model_card(
+        config=config,
+        record=record,
+        reference=contract_reference(IMAGE_CONTRACT, TrainingSettings(model=ModelName.CNN)),
+        summary=summary,
+    )
+    assert card["warnings"] == summary["warnings"]  # the JSON keeps the words as they came
+    text = model_card_markdown(card)
+    assert not re.search(r"(?<!\\)[<\[`]", text.split("Warning from the run:")[1])
+    assert "](" not in text and "\n## Approved" not in text
+    assert r"\[approve here\]\(https://evil.example\) \`x\`" in text
+    assert r"| x\|\<img src=https://tracker.example/p.png\> | 80 | 20 |" in text
 
 
 @pytest.fixture(scope="module")
