@@ -32,13 +32,22 @@ def reference_for(config: RunConfig) -> DataReference:
     ------
     ConfigError
         If the run carries no contract: only a simulation runs without one, and it
-        passes its own reference (:data:`ReferenceSource`).
+        passes its own reference (:data:`ReferenceSource`). Or if it names no
+        hospital: a deployed run reports each hospital under the name the node
+        registry gives its key, never under a name its replies claim.
     """
     if config.data.simulated:
         raise ConfigError(
             "contract",
             "the run carries no data contract, so no real hospital can take part; "
             "simulations run through `fedcare simulate`",
+        )
+    if not config.federation.hospital_names:
+        raise ConfigError(
+            "hospital-names",
+            "the run names no registered hospital, so replies could not be told apart from "
+            "a hospital posing as another; start runs with `fedcare run`, which names them from "
+            "the aggregator's registry (register hospitals with `fedcare aggregator register`)",
         )
     return contract_reference(config.data.contract, config.training)
 

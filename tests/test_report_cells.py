@@ -17,9 +17,11 @@ from fedcare.server.report import METRICS_CSV, write_report
 from fedcare.server.resume import ProgressWriter
 from fedcare.server.run_directory import RunDirectory
 from fedcare.server.run_record import RunRecord
+from fedcare.server.server_app import reference_for
 from fedcare.server.strategy import FedCareStrategy
 from fedcare.shared.audit import AuditLog
 from fedcare.shared.config import RunConfig
+from fedcare.shared.errors import ConfigError
 from fedcare.shared.models import build_model
 from fedcare.shared.serialization import ModelLayout, get_weights
 from fedcare.shared.spreadsheet import FORMULA_STARTS, neutralise_cell
@@ -123,6 +125,15 @@ def test_hospitals_are_named_by_their_registered_node_never_by_their_reply(
     for path in run_dir.path.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".jsonl", ".csv"):
             assert "HYPERLINK" not in path.read_text(), path
+
+
+def test_a_deployed_run_that_names_no_hospital_is_refused_before_any_reply(
+    tmp_path: Path,
+) -> None:
+    # Without the registry's names a hospital could claim another's name in its replies.
+    with pytest.raises(ConfigError, match="hospital-names.*`fedcare run`"):
+        reference_for(_deployment_config(tmp_path, names=""))
+    assert reference_for(_deployment_config(tmp_path, names="7=hospital-1")).task is not None
 
 
 def test_every_text_cell_of_metrics_csv_is_neutralised(tmp_path: Path) -> None:
