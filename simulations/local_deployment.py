@@ -28,11 +28,11 @@ from fedcare.shared.hospital_credentials import BUNDLE_FILE, NODE_PUBLIC_KEY, ge
 from fedcare.simulations.hospital_files import DemoFiles, site_toml, write_demo_hospitals
 
 ROOT = Path(__file__).resolve().parents[1]
-DROPOUT_DEADLINE = 40
+DROPOUT_DEADLINE = 60
 """Seconds each exchange may take in a run where a hospital drops out or hangs: every
-exchange it misses waits this long. Warm workers answer a healthy exchange in seconds;
-this leaves the others room on a loaded 2-core machine (a round late for everyone halts
-SecAgg+ for everyone)."""
+exchange it misses waits this long. Warm workers answer a healthy exchange in seconds,
+but on a loaded 2-core machine 40 s once left a healthy hospital behind, and a round
+late for everyone halts SecAgg+ for everyone."""
 """Working directory of every process started (the checkout, or the install prefix)."""
 
 
