@@ -42,6 +42,7 @@ def reference_for(config: RunConfig) -> DataReference:
             "the run carries no data contract, so no real hospital can take part; "
             "simulations run through `fedcare simulate`",
         )
+    reference = contract_reference(config.data.contract, config.training)
     if not config.federation.hospital_names:
         raise ConfigError(
             "hospital-names",
@@ -49,7 +50,7 @@ def reference_for(config: RunConfig) -> DataReference:
             "a hospital posing as another; start runs with `fedcare run`, which names them from "
             "the aggregator's registry (register hospitals with `fedcare aggregator register`)",
         )
-    return contract_reference(config.data.contract, config.training)
+    return reference
 
 
 ReferenceSource = Callable[[RunConfig], DataReference]

@@ -152,7 +152,12 @@ def test_a_serverapp_that_fails_mid_run_points_to_its_log(
     out = tmp_path / "run"
     weights = tmp_path / "gone.safetensors"
     weights.write_text("not safetensors")
-    run_config = {"contract": TABLE_CONTRACT, "out-dir": str(out), "initial-model": str(weights)}
+    run_config = {
+        "contract": TABLE_CONTRACT,
+        "hospital-names": "1=hospital-1",
+        "out-dir": str(out),
+        "initial-model": str(weights),
+    }
     server_app(None, _context(run_config))  # type: ignore[arg-type]
     [line] = [record for record in flower_lines if record.levelno >= logging.ERROR]
     message = line.getMessage()
