@@ -22,7 +22,10 @@ from fedcare.shared.errors import RunStoppedError
 from fedcare.shared.serialization import ModelLayout, load_safetensors
 
 LAYOUT = ModelLayout(names=("weight", "bias"), shapes=((2, 2), (2,)))
-PLAINTEXT = {"secure-aggregation": False, "hospital-names": "11=hospital-1,12=hospital-2"}
+PLAINTEXT: dict[str, str | bool] = {
+    "secure-aggregation": False,
+    "hospital-names": "11=hospital-1,12=hospital-2",
+}
 
 
 class Run:
