@@ -34,6 +34,23 @@ def fail_round(record: RoundRecord, message: str) -> None:
     logger.error("round %s %s", record.round, message)
 
 
+HOSPITAL_WORDS_LIMIT = 600
+"""Most characters of a hospital's reason the record keeps (fedcare's own are shorter)."""
+
+
+def hospital_words(text: str) -> str:
+    """Return a hospital's reason as one line of printable text, at most the limit long.
+
+    The reason comes from outside the aggregator and ends up on the operator's
+    terminal, in logs and in the report: a control character (a terminal escape
+    sequence, a carriage return that hides the line before it) or a new line that
+    forges a log line must not survive, and nor must an endless text.
+    """
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    line = " ".join(printable.split())
+    return line if len(line) <= HOSPITAL_WORDS_LIMIT else line[: HOSPITAL_WORDS_LIMIT - 1] + "…"
+
+
 class RoundBook:
     """Who was asked, who answered and who failed, in the current round's stages.
 
@@ -106,14 +123,14 @@ class RoundBook:
         kind = EVALUATE if stage == EVALUATE else TRAIN
         for node_id, reason in errors:
             self._erred.setdefault(kind, set()).add(node_id)
-            fail_round(record, f"{kind}: {self.describe(node_id)}: {reason}")
+            fail_round(record, f"{kind}: {self.describe(node_id)}: {hospital_words(reason)}")
 
     def note_failures(
         self, record: RoundRecord, stage: str, failed: Iterable[tuple[int, str]]
     ) -> None:
         """Book the failed replies that name their sender: ``(node id, status message)``."""
         for node_id, message in failed:
-            fail_round(record, f"{stage}: {self.describe(node_id)}: {message}")
+            fail_round(record, f"{stage}: {self.describe(node_id)}: {hospital_words(message)}")
 
     def note_silent(self, record: RoundRecord, stage: str, answered: Iterable[int]) -> None:
         """Book every hospital that was asked and returned neither a result nor an error.

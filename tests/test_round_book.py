@@ -6,7 +6,13 @@ import logging
 
 import pytest
 
-from fedcare.server.round_book import EVALUATE, TRAIN, RoundBook, fail_round
+from fedcare.server.round_book import (
+    EVALUATE,
+    HOSPITAL_WORDS_LIMIT,
+    TRAIN,
+    RoundBook,
+    fail_round,
+)
 from fedcare.server.run_record import RoundRecord
 
 REGISTRY = {11: "hospital-1", 12: "hospital-2", 13: "hospital-3"}
@@ -128,3 +134,15 @@ def test_a_round_whose_training_ended_in_the_strategy_did_not_halt(ended: str) -
         record.aggregated = True
     book.check_trained(record)
     assert record.failures == []
+
+
+def test_a_hospitals_reason_reaches_the_record_as_one_short_printable_line() -> None:
+    # A hostile hospital's reason: a terminal escape, a forged log line, an endless text.
+    forged = "refused\x1b[2J\r\nround 1 aggregated: all hospitals agreed " + "x" * 5000
+    book, record = _deployment_book(), RoundRecord(round=1)
+    book.ask(record, TRAIN, [11, 12])
+    book.note_exchange(record, "train", 1.0, [(11, forged)])
+    book.note_failures(record, TRAIN, [(12, "\x07" + forged)])
+    for line in record.failures:
+        assert line.isprintable() and len(line) < HOSPITAL_WORDS_LIMIT + 40
+        assert "refused [2J round 1 aggregated" in line and line.endswith("…")
