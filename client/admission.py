@@ -22,7 +22,8 @@ from fedcare.client.policy import RunRefused, RunRequest, check_run
 from fedcare.client.site_settings import SiteSettings
 from fedcare.client.state_files import AUDIT_FILE
 from fedcare.shared.audit import AuditEvent, AuditLog, read_audit_log
-from fedcare.shared.config import FlatValue, RunConfig
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.keys import InstructionKey
 from fedcare.shared.private_files import private_directory, restrict_file

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.ledger_records import LedgerEntry
 from fedcare.client.site import Site
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import PrivacyBudgetExceededError
 from fedcare.shared.keys import ReplyKey
 from fedcare.shared.privacy import DpSgdPlan, HistoryEntry, epsilon_spent, plan_dp_sgd

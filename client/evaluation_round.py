@@ -29,7 +29,7 @@ from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.ledger_records import Mechanism
 from fedcare.client.policy import PolicyRefusal, check_policy
 from fedcare.client.site import Site
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.device import resolve_device
 from fedcare.shared.evaluation import evaluate_model, score_model
 from fedcare.shared.keys import ReplyKey

@@ -22,7 +22,7 @@ import numpy as np
 from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.local_parameters import run_file_stem
 from fedcare.client.state_files import FILLS_DIR
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.contract import DataContract, Feature
 from fedcare.shared.data import Examples, FillValues
 from fedcare.shared.errors import DataError

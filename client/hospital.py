@@ -35,7 +35,8 @@ from fedcare.client.policy import check_policy
 from fedcare.client.site import Site
 from fedcare.client.training import train_plain, train_private
 from fedcare.client.warm_cache import RUN_CACHE
-from fedcare.shared.config import FlatValue, RunConfig
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.device import resolve_device
 from fedcare.shared.errors import InvalidUpdateError
 from fedcare.shared.keys import InstructionKey, ReplyKey

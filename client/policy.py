@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from fedcare.client.site_policy import SitePolicy
 from fedcare.client.site_settings import SitePrivacy
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import FedcareError, PrivacyBudgetExceededError
 
 

@@ -41,7 +41,8 @@ from fedcare.client.secure_aggregation_floor import (
 from fedcare.client.site_settings import SitePrivacy
 from fedcare.client.state_files import AUDIT_FILE
 from fedcare.shared.audit import AuditEvent, AuditLog
-from fedcare.shared.config import SecureAggregationSettings, setting_key
+from fedcare.shared.config.flat import setting_key
+from fedcare.shared.config.secagg import SecureAggregationSettings
 from fedcare.shared.keys import NodeConfigKey, StateKey
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from fedcare.client.site import Site, SiteSource, site_limits, site_records
 from fedcare.client.state_files import AUDIT_FILE
 from fedcare.client.warm_cache import RUN_CACHE
 from fedcare.shared.audit import AuditEvent, AuditLog, JsonValue, canonical_json
-from fedcare.shared.config import FlatValue, RunConfig
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.keys import InstructionKey, ReplyKey
 from fedcare.shared.privacy import DpSgdPlan

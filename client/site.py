@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from fedcare.client.site_settings import SiteNode, SitePrivacy
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.data import (
     Examples,
     SiteData,

@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from fedcare.client.site_policy import POLICY_TABLE, SitePolicy
-from fedcare.shared.config import DeviceName, FlatValue
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.training import DeviceName
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.keys import NodeConfigKey
 

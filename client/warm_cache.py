@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from fedcare.client.site import Site, SiteSource, load_site
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.keys import NodeConfigKey
 from fedcare.shared.run_identity import run_config_hash
 

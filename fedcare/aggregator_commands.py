@@ -41,7 +41,7 @@ from fedcare.server.superlink import (
     ServerTls,
     flwr_home,
 )
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.shared.flower_process import (
     flower_environment,

@@ -1,6 +1,6 @@
 """``fedcare``: the command line.
 
-Each command parses its options into a :class:`shared.config.RunConfig` (or a
+Each command parses its options into a :class:`shared.config.run_config.RunConfig` (or a
 hospital's :class:`client.site_settings.SiteSettings`) at the edge; a bad setting
 stops everything with one sentence naming it, exit code 2.
 """
@@ -38,7 +38,8 @@ from fedcare.options import (
 )
 from fedcare.progress import watch
 from fedcare.server.run_directory import default_run_path
-from fedcare.shared.config import FlatValue, RunConfig
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.simulate_data import (
     ContractOption,

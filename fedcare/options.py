@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from fedcare.shared.config import FlatValue, ModelName, RunConfig
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.errors import ConfigError, FedcareError
 
 Hospitals = Annotated[int | None, typer.Option(help="Number of hospitals taking part.")]

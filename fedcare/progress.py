@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from fedcare.console import console as stdout
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 
 SECAGG_PHASES = (
     "exchanging public keys",

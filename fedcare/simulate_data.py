@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fedcare.shared.config import FlatValue, PartitionName, RunConfig
+from fedcare.shared.config.data import PartitionName
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from fedcare.console import console
 from fedcare.server.report import METRICS_JSON, SUMMARY
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 
 _ROW_LABELS = {
     "pooled": "pooled (central, no DP)",

@@ -33,7 +33,7 @@ from fedcare.server.secure_aggregation import run_rounds
 from fedcare.server.server_optimizer import OptimizerState
 from fedcare.server.strategy import FedCareStrategy, TestEvaluator
 from fedcare.shared.audit import AuditEvent, AuditLog
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import ConfigError, RunStoppedError
 from fedcare.shared.evaluation import Evaluation, evaluate_model
 from fedcare.shared.run_model import RunModel, build_run_model

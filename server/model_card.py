@@ -21,7 +21,7 @@ import numpy as np
 from fedcare.server.reference import DataReference
 from fedcare.server.run_record import RunRecord
 from fedcare.shared.calibration import calibration
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.contract import DataContract
 from fedcare.shared.tasks import Task, TaskKind
 from fedcare.shared.validation_metrics import metric_intervals

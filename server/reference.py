@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from fedcare.shared.config import TrainingSettings
+from fedcare.shared.config.training import TrainingSettings
 from fedcare.shared.contract import DataContract
 from fedcare.shared.data import Examples, InputKind
 from fedcare.shared.models import check_model_input

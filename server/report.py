@@ -25,7 +25,7 @@ from fedcare.server.reference import DataReference
 from fedcare.server.run_directory import RunDirectory
 from fedcare.server.run_record import RoundRecord, RunRecord
 from fedcare.shared.audit import format_head
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.keys import ReplyKey
 from fedcare.shared.metrics import metric_names
 from fedcare.shared.privacy import ACCOUNTANT, NOISE_TO_SIGNAL_WARNING, noise_to_signal

@@ -28,7 +28,8 @@ from fedcare.server.report import CONFIG_JSON, METRICS_JSON
 from fedcare.server.run_directory import RunDirectory
 from fedcare.server.run_record import RunRecord
 from fedcare.server.server_optimizer import OptimizerState
-from fedcare.shared.config import RunConfig, ServerOptimizerName
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.server_optimizer import ServerOptimizerName
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.run_identity import BOOKKEEPING_KEYS, run_config_hash
 from fedcare.shared.serialization import ModelLayout, load_safetensors

@@ -25,7 +25,9 @@ from fedcare.server.run_record import RoundRecord, RunRecord
 from fedcare.server.server_optimizer import OptimizerState, apply_server_update
 from fedcare.server.update_validation import UpdateBounds, screen_replies
 from fedcare.shared.audit import AuditEvent, AuditLog
-from fedcare.shared.config import FailedRoundPolicy, RunConfig, ServerOptimizerName
+from fedcare.shared.config.federation import FailedRoundPolicy
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.server_optimizer import ServerOptimizerName
 from fedcare.shared.errors import InvalidUpdateError, RunStoppedError
 from fedcare.shared.keys import ReplyKey
 from fedcare.shared.serialization import ModelLayout

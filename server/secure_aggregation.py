@@ -21,7 +21,8 @@ from flwr.server.strategy import Strategy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
-from fedcare.shared.config import FederationSettings, SecureAggregationSettings
+from fedcare.shared.config.federation import FederationSettings
+from fedcare.shared.config.secagg import SecureAggregationSettings
 
 REPLY_POLL_SECONDS = 0.2
 """Longest wait between two requests for replies. Flower's HTTP grid waits 3 s between

@@ -21,7 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedcare.server.aggregator import log_rounds_to_stream, run_aggregator
 from fedcare.server.reference import DataReference, contract_reference
 from fedcare.server.run_directory import RunDirectory, default_run_path, record_failure
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import ConfigError
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fedcare.shared.config import ServerOptimizerName, ServerOptimizerSettings
+from fedcare.shared.config.server_optimizer import ServerOptimizerName, ServerOptimizerSettings
 
 Arrays = tuple[NDArray[Any], ...]
 

@@ -45,7 +45,7 @@ from fedcare.server.run_record import RunRecord
 from fedcare.server.secure_aggregation import Exchange
 from fedcare.server.server_optimizer import OptimizerState
 from fedcare.shared.audit import AuditLog
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.evaluation import Evaluation
 from fedcare.shared.keys import NOISY_SUM_KEY, InstructionKey, ReplyKey
 from fedcare.shared.metrics import weighted_mean

@@ -14,7 +14,7 @@ from typing import Any
 import tomli_w
 
 from fedcare.server.superlink import CONNECTION
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import ConfigError
 
 APP_NAME = "fedcare-run"

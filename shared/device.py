@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fedcare.shared.config import DeviceName
+from fedcare.shared.config.training import DeviceName
 
 
 def resolve_device(name: DeviceName) -> torch.device:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedcare.shared.config import FineTuning
+from fedcare.shared.config.training import FineTuning
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.serialization import load_safetensors
 

@@ -16,7 +16,7 @@ import torch
 from opacus.layers import DPGRU, DPLSTM
 from torch import nn
 
-from fedcare.shared.config import ModelName
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.data import InputKind
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.networks import (

@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 
 BOOKKEEPING_KEYS = ("out-dir", "resume", "ledger-run")
 """Settings that name where and how the aggregator keeps the run, not what it asks of

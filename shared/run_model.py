@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedcare.shared.config import GradSampleMode, TrainingSettings
+from fedcare.shared.config.training import GradSampleMode, TrainingSettings
 from fedcare.shared.data import InputKind
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.fine_tuning import apply_fine_tuning, load_pretrained

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fedcare.client.training import train_plain, train_private
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.data import Examples
 from fedcare.shared.errors import DataError
 from fedcare.shared.evaluation import evaluate_model

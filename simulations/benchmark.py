@@ -31,7 +31,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from fedcare.shared.config import DeviceName, ModelName, RunConfig
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import DeviceName, ModelName
 from fedcare.shared.data import InputKind
 from fedcare.shared.device import resolve_device
 from fedcare.shared.models import MODELS, build_model, model_task

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fedcare.client.site import Site, simulated_state
 from fedcare.server.reference import DataReference
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import DataError
 from fedcare.shared.keys import NodeConfigKey
 from fedcare.shared.run_model import run_task

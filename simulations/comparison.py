@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from fedcare.server.run_directory import check_run_path, default_run_path
-from fedcare.shared.config import FlatValue, RunConfig, ServerOptimizerName
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.server_optimizer import ServerOptimizerName
 from fedcare.shared.errors import ConfigError
 
 COMPARISON_JSON = "comparison.json"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedcare.shared.config import DatasetName
+from fedcare.shared.config.data import DatasetName
 from fedcare.shared.data import Examples, FeatureBounds, InputKind
 from fedcare.shared.sequences import to_padded
 from fedcare.shared.tasks import Task, TaskKind

@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedcare.client.training import train_private
-from fedcare.shared.config import FlatValue, RunConfig
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.data import Examples
 from fedcare.shared.evaluation import evaluate_model
 from fedcare.shared.privacy import noise_to_signal, plan_dp_sgd

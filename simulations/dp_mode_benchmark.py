@@ -29,7 +29,8 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from fedcare.shared.config import DatasetName, ModelName
+from fedcare.shared.config.data import DatasetName
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.data import InputKind, Standardizer
 from fedcare.shared.models import build_model, model_task
 from fedcare.shared.tasks import Task

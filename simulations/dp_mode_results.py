@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedcare.shared.config import DatasetName, ModelName
+from fedcare.shared.config.data import DatasetName
+from fedcare.shared.config.training import ModelName
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew", "ghost")
 """Opacus' per-sample-gradient engines compared; ``ghost`` trains through the

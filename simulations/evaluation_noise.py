@@ -25,7 +25,7 @@ from safetensors.numpy import load_file
 from fedcare.client.budget import privacy_plan
 from fedcare.client.hospital import fresh_model
 from fedcare.client.site import Site
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.evaluation import score_model
 from fedcare.shared.metrics import compute_metrics
 from fedcare.shared.models import model_task

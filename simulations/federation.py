@@ -1,6 +1,6 @@
 """A simulated federation: a held-out test set plus one data partition per virtual hospital.
 
-Everything is a deterministic function of :class:`shared.config.DataSettings`, so the
+Everything is a deterministic function of :class:`shared.config.data.DataSettings`, so the
 aggregator (for its held-out evaluation) and each virtual hospital (for its own
 partition) rebuild exactly the same split independently, as real parties would
 each hold their own data.
@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from fedcare.shared.config import DataSettings, PartitionName
+from fedcare.shared.config.data import DataSettings, PartitionName
 from fedcare.shared.data import (
     Examples,
     InputKind,

@@ -28,7 +28,7 @@ from fedcare.client.readers import read_site_data
 from fedcare.client.readers.columns import Kind, Layout, Table
 from fedcare.client.readers.file_formats import read_table
 from fedcare.client.readers.problems import FileCheckError, Problem
-from fedcare.shared.config import PartitionName
+from fedcare.shared.config.data import PartitionName
 from fedcare.shared.contract import DataContract
 from fedcare.shared.data import InputKind
 from fedcare.shared.errors import DataError

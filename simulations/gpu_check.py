@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from fedcare.client.training import train_private
-from fedcare.shared.config import FlatValue, ModelName, RunConfig
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.data import Examples, InputKind
 from fedcare.shared.models import MODELS
 from fedcare.shared.privacy import DpSgdPlan

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import tomli_w
 
-from fedcare.shared.config import DataSettings
+from fedcare.shared.config.data import DataSettings
 from fedcare.shared.data import FeatureBounds
 from fedcare.shared.errors import DataError
 from fedcare.simulations.datasets import load_builtin

@@ -22,7 +22,7 @@ from typing import Any
 import tomli_w
 
 from fedcare.server.certificate_authority import CertificateAuthority
-from fedcare.shared.config import DataSettings
+from fedcare.shared.config.data import DataSettings
 from fedcare.shared.flower_process import port_open
 from fedcare.shared.hospital_credentials import BUNDLE_FILE, NODE_PUBLIC_KEY, generate_node_key
 from fedcare.simulations.hospital_files import DemoFiles, site_toml, write_demo_hospitals

@@ -34,7 +34,9 @@ from rich.table import Table
 
 # Imported for its effect: fedcare's ghost norms for convolutions, as training uses them.
 from fedcare.client import conv_ghost_norm  # noqa: F401
-from fedcare.shared.config import FlatValue, RunConfig, TrainingSettings
+from fedcare.shared.config.flat import FlatValue
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import TrainingSettings
 from fedcare.shared.data import InputKind
 from fedcare.shared.run_model import RunModel, build_run_model, run_criterion
 from fedcare.shared.serialization import save_safetensors

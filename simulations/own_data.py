@@ -30,7 +30,8 @@ import numpy as np
 from fedcare.client.readers import read_site_data
 from fedcare.client.site import Site, check_run_contract, contract_site, simulated_state
 from fedcare.server.reference import DataReference
-from fedcare.shared.config import DataSettings, RunConfig
+from fedcare.shared.config.data import DataSettings
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.contract import ClassMinimumScope, DataContract
 from fedcare.shared.data import Examples, Standardizer, dataset_fingerprint, prepare_site
 from fedcare.shared.errors import ConfigError, DataError

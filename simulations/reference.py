@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator, Mapping
 
 from fedcare.server.reference import DataReference
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.device import resolve_device
 from fedcare.shared.run_model import run_task
 from fedcare.simulations.baselines import compute_baselines

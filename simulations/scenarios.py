@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from fedcare.shared.config import FlatValue
+from fedcare.shared.config.flat import FlatValue
 from fedcare.shared.errors import ConfigError
 
 DEFAULT_SCENARIO = "breast-cancer"

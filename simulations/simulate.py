@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from fedcare.server.report import SUMMARY
 from fedcare.server.run_directory import LOG_FILE, check_run_path, default_run_path
-from fedcare.shared.config import DeviceName, RunConfig
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import DeviceName
 from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.shared.models import check_model_input
 from fedcare.simulations.builtin_data import BuiltinData

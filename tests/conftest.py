@@ -9,7 +9,8 @@ import pytest
 
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.site import Site
-from fedcare.shared.config import DataSettings, RunConfig
+from fedcare.shared.config.data import DataSettings
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.simulations.federation import build_federation
 
 

@@ -21,7 +21,9 @@ from fedcare.server.checkpoint import CheckpointWriter
 from fedcare.server.reference import contract_reference
 from fedcare.server.report import CONFIG_JSON
 from fedcare.server.run_directory import RunDirectory
-from fedcare.shared.config import DataSettings, ModelName, RunConfig
+from fedcare.shared.config.data import DataSettings
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.contract import DataContract
 from fedcare.shared.data import Standardizer
 from fedcare.shared.models import build_model

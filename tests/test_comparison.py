@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from fedcare.shared.config import RunConfig, ServerOptimizerName
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.server_optimizer import ServerOptimizerName
 from fedcare.shared.errors import ConfigError
 from fedcare.simulations.comparison import (
     COMPARISON_JSON,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcare.shared.config import RunConfig, config_keys
+from fedcare.shared.config.run_config import RunConfig, config_keys
 from fedcare.shared.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

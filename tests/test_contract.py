@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedcare.server.reference import contract_reference
-from fedcare.shared.config import ModelName, TrainingSettings
+from fedcare.shared.config.training import ModelName, TrainingSettings
 from fedcare.shared.contract import ContractError, DataContract
 from fedcare.shared.data import InputKind
 from fedcare.shared.models import build_model

@@ -121,7 +121,7 @@ def _exact_auroc(federation: LocalFederation, out: Path) -> float:
     from fedcare.client.hospital import fresh_model
     from fedcare.client.site import load_site
     from fedcare.client.site_settings import SiteSettings
-    from fedcare.shared.config import RunConfig
+    from fedcare.shared.config.run_config import RunConfig
     from fedcare.shared.evaluation import score_model
     from fedcare.shared.serialization import ModelLayout, set_weights
 

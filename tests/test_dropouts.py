@@ -21,7 +21,7 @@ from flwr.common import Context
 from fedcare.client.client_app import HospitalClient
 from fedcare.client.egress import egress_guard_mod
 from fedcare.client.secure_aggregation import secure_aggregation_mod
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.keys import NodeConfigKey
 from fedcare.simulations.builtin_data import BuiltinData
 

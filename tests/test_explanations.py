@@ -10,7 +10,7 @@ from fedcare.client.model_use.explanations import (
     integrated_gradients,
     per_feature,
 )
-from fedcare.shared.config import ModelName
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.data import InputKind
 from fedcare.shared.models import build_model
 from fedcare.shared.tasks import Task, TaskKind

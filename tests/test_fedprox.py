@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedcare.client.proximal import ProximalSGD, local_optimizer
 from fedcare.client.training import train_private
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.data import Examples
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.privacy import epsilon_spent, plan_dp_sgd

@@ -14,7 +14,7 @@ import torch
 from fedcare.client.hospital import fresh_run_model, train_round
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.site import Site
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.serialization import ModelLayout, get_weights, save_safetensors
 from fedcare.simulations.federation import build_federation

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedcare.client.training import _step_without_examples, trainable_parameters
-from fedcare.shared.config import ModelName
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.data import InputKind
 from fedcare.shared.models import MODELS, build_model
 from fedcare.shared.tasks import PerExampleLoss, Task, TaskKind
@@ -200,7 +200,7 @@ def test_every_model_and_mode_takes_an_empty_poisson_batch(name: ModelName, mode
 
 
 def test_class_weights_are_public_run_settings_one_per_class() -> None:
-    from fedcare.shared.config import RunConfig
+    from fedcare.shared.config.run_config import RunConfig
     from fedcare.shared.errors import ConfigError
     from fedcare.shared.run_model import run_criterion
 

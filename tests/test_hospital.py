@@ -12,7 +12,7 @@ from fedcare.client.hospital import (
 )
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.site import Site, load_site
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import DataError, InvalidUpdateError
 from fedcare.shared.private_metrics import SCORE_BINS
 from fedcare.shared.serialization import ModelLayout, get_weights

@@ -17,7 +17,7 @@ from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import Context
 
 from fedcare.client.client_app import HospitalClient
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.keys import NodeConfigKey
 from fedcare.simulations.builtin_data import BuiltinData
 

@@ -27,7 +27,8 @@ from fedcare.client.readers.table import DataValidationError
 from fedcare.client.site import contract_site
 from fedcare.client.state_files import FILLS_DIR
 from fedcare.client.training import train_plain
-from fedcare.shared.config import ModelName, RunConfig
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.contract import DataContract, FillStatistic, MissingPolicy
 from fedcare.shared.data import Examples, Standardizer
 from fedcare.shared.imputation import (

@@ -15,7 +15,8 @@ from fedcare.cli import app
 from fedcare.server.model_card import TRIPOD_AI_ITEMS, build_model_card, model_card_markdown
 from fedcare.server.reference import contract_reference
 from fedcare.server.run_record import HospitalRound, RoundRecord, RunRecord
-from fedcare.shared.config import ModelName, RunConfig, TrainingSettings
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import ModelName, TrainingSettings
 from tests.model_runs import IMAGE_CONTRACT
 
 runner = CliRunner()

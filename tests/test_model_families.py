@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.metrics import LOWER_IS_BETTER
 from fedcare.simulations.scenarios import scenario_overrides
 

@@ -12,7 +12,8 @@ import pytest
 from fedcare.client.hospital import fresh_model, train_round
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.site import Site, load_site
-from fedcare.shared.config import RunConfig, TrainingSettings
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import TrainingSettings
 from fedcare.shared.data import InputKind
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.keys import NodeConfigKey

@@ -14,7 +14,7 @@ from fedcare.cli import app as cli
 from fedcare.client.model_use.service import build_app
 from fedcare.client.model_use.trained_model import TrainedModel, load_trained_model
 from fedcare.server.certificate_authority import init_ca
-from fedcare.shared.config import ModelName
+from fedcare.shared.config.training import ModelName
 from fedcare.simulations.local_deployment import Processes, fedcare, free_port, wait_for
 from tests.model_runs import (
     Hospital,

@@ -18,7 +18,9 @@ from fedcare.client.readers.problems import Rule
 from fedcare.client.readers.table import DataValidationError
 from fedcare.client.site import load_site
 from fedcare.client.site_settings import SiteNode, SitePrivacy
-from fedcare.shared.config import DeviceName, PartitionName, RunConfig
+from fedcare.shared.config.data import PartitionName
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import DeviceName
 from fedcare.shared.contract import DataContract
 from fedcare.shared.data import InputKind
 from fedcare.shared.errors import ConfigError, DataError

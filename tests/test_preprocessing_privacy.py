@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedcare.shared.config import DatasetName, DataSettings, PartitionName
+from fedcare.shared.config.data import DatasetName, DataSettings, PartitionName
 from fedcare.shared.data import (
     Examples,
     FeatureBounds,

@@ -7,7 +7,7 @@ from fedcare.client.budget import check_budget, privacy_plan
 from fedcare.client.hospital import fresh_model, train_round
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.site import Site
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import PrivacyBudgetExceededError
 from fedcare.shared.privacy import epsilon_spent, plan_dp_sgd, steps_per_epoch
 from fedcare.shared.serialization import get_weights

@@ -34,7 +34,9 @@ from fedcare.client.secure_aggregation import SECAGG_REFUSED
 from fedcare.client.site import load_site
 from fedcare.client.site_settings import SiteNode, SitePrivacy
 from fedcare.client.state_files import AUDIT_FILE
-from fedcare.shared.config import DataSettings, DeviceName, RunConfig
+from fedcare.shared.config.data import DataSettings
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import DeviceName
 from fedcare.shared.keys import NodeConfigKey
 from fedcare.shared.private_metrics import SCORE_BINS, sums_from_reply
 from fedcare.shared.serialization import get_weights

@@ -17,7 +17,8 @@ from fedcare.client.preflight import Status, _data
 from fedcare.client.site import load_site
 from fedcare.client.site_settings import SiteNode, SitePrivacy
 from fedcare.server.reference import contract_reference
-from fedcare.shared.config import DeviceName, ModelName, RunConfig, TrainingSettings
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import DeviceName, ModelName, TrainingSettings
 from fedcare.shared.data import InputKind
 from fedcare.shared.errors import DataError
 from fedcare.shared.models import build_model

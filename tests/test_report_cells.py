@@ -20,7 +20,7 @@ from fedcare.server.run_record import RunRecord
 from fedcare.server.server_app import reference_for
 from fedcare.server.strategy import FedCareStrategy
 from fedcare.shared.audit import AuditLog
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.models import build_model
 from fedcare.shared.serialization import ModelLayout, get_weights

@@ -17,7 +17,7 @@ from fedcare.server.run_directory import RunDirectory
 from fedcare.server.run_record import RoundRecord, RunRecord
 from fedcare.server.server_optimizer import OptimizerState
 from fedcare.shared.audit import AuditEntry, AuditEvent, AuditLog, read_audit_log
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import RunStoppedError
 from fedcare.shared.serialization import ModelLayout, load_safetensors
 

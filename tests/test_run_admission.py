@@ -24,7 +24,8 @@ from fedcare.client.site_settings import SitePrivacy, SiteSettings
 from fedcare.client.state_files import AUDIT_FILE
 from fedcare.server.submission import app_pyproject
 from fedcare.shared.audit import verify_audit_log
-from fedcare.shared.config import ModelName, RunConfig
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.run_identity import run_config_hash
 from fedcare.simulations.hospital_files import site_toml, write_demo_hospitals
 

@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-from fedcare.shared.config import RunConfig, SecureAggregationSettings
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.secagg import SecureAggregationSettings
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.privacy import epsilon_spent, plan_dp_sgd
 from fedcare.simulations.process_tree import cpu_seconds, supported, tree, tree_resident_bytes

@@ -12,7 +12,7 @@ from fedcare.client.secure_aggregation_floor import (
     share_keys_problem,
     unmask_problem,
 )
-from fedcare.shared.config import SecureAggregationSettings
+from fedcare.shared.config.secagg import SecureAggregationSettings
 
 
 def _flower_setup(hospitals: int, settings: SecureAggregationSettings) -> dict[str, int]:

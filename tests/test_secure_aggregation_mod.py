@@ -8,7 +8,7 @@ from flwr.common import FitIns, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
 
 from fedcare.client.secure_aggregation import PLAINTEXT_REFUSED, secure_aggregation_mod
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 

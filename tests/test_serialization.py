@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fedcare.server.run_directory import RunDirectory
-from fedcare.shared.config import ModelName
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.data import InputKind
 from fedcare.shared.errors import InvalidUpdateError
 from fedcare.shared.models import MODELS, build_model

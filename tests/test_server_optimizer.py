@@ -18,7 +18,8 @@ from fedcare.server.resume import (
 from fedcare.server.run_directory import RunDirectory
 from fedcare.server.run_record import RunRecord
 from fedcare.server.server_optimizer import OptimizerState, apply_server_update
-from fedcare.shared.config import RunConfig, ServerOptimizerSettings
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.server_optimizer import ServerOptimizerSettings
 from fedcare.shared.errors import ConfigError
 from fedcare.shared.serialization import ModelLayout
 

@@ -7,7 +7,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from fedcare.client.ledger import PrivacyLedger
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from tests.privacy_oracle import gaussian_epsilon, independent_epsilon
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import torch
 from fedcare.client.hospital import fresh_model
 from fedcare.client.site import Site, simulated_state
 from fedcare.client.state_files import LOCAL_DIR
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.evaluation import evaluate_model
 from fedcare.shared.metrics import RANKING_CUTOFF, weighted_mean
 from fedcare.shared.serialization import LOCAL_PREFIX, load_safetensors

@@ -15,7 +15,9 @@ from fedcare.client.hospital import fresh_model, train_round
 from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.local_parameters import local_parameters_path
 from fedcare.client.site import Site
-from fedcare.shared.config import ModelName, PartitionName, RunConfig
+from fedcare.shared.config.data import PartitionName
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import ModelName
 from fedcare.shared.contract import ContractError, DataContract
 from fedcare.shared.data import Examples, InputKind, Standardizer, prepare_site, split_interactions
 from fedcare.shared.errors import ConfigError, DataError

@@ -11,7 +11,8 @@ import pytest
 from fedcare.client.hospital import fresh_model
 from fedcare.client.site_settings import SiteNode, SitePrivacy
 from fedcare.client.warm_cache import RunCache
-from fedcare.shared.config import DeviceName, RunConfig
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import DeviceName
 from fedcare.shared.errors import DataError
 from fedcare.shared.serialization import get_weights
 from fedcare.simulations.hospital_files import write_demo_hospitals

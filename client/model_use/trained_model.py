@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from fedcare.shared.config import RunConfig
+from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.contract import DataContract
 from fedcare.shared.data import InputKind, Standardizer
 from fedcare.shared.errors import FedcareError
