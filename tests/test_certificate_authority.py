@@ -25,12 +25,12 @@ from typer.testing import CliRunner
 from fedcare.ca_commands import ca_app
 from fedcare.server import certificate_authority
 from fedcare.server.certificate_authority import CertificateAuthority, init_ca
-from fedcare.shared.credentials import (
-    CredentialError,
+from fedcare.shared.certificate_checks import (
     check_certificate,
     probe_tls,
     verify_server_certificate,
 )
+from fedcare.shared.credentials import CredentialError
 from fedcare.shared.hospital_credentials import HospitalBundle, generate_node_key
 
 AGGREGATOR = "127.0.0.1:8000"
