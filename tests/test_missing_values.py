@@ -39,7 +39,7 @@ from fedcare.shared.imputation import (
 )
 from fedcare.shared.models import build_model
 from fedcare.shared.privacy import epsilon_spent
-from fedcare.simulations.synthetic import make_vitals
+from fedcare.simulations.synthetic_patients import make_vitals
 from tests.contracts import TABLE_CONTRACT, assert_refused_by_field, edit, parse_contract
 
 IMPUTED = TABLE_CONTRACT.replace(
