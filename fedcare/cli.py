@@ -147,7 +147,7 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
         with tempfile.TemporaryDirectory(prefix="fedcare-hospital-files-") as scratch:
             given = {k: v for k, v in simulation_only.items() if v is not None}
             options = shared | given
-            config, source = _simulation_config(scenario, files, options, settings, resume, scratch)
+            config, source = _simulation_config(scenario, files, resume, options, settings, scratch)
             if compare is not None:
                 if resume is not None:
                     raise ConfigError("compare", "cannot be combined with --resume")
@@ -174,17 +174,15 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
 def _simulation_config(  # noqa: PLR0913 - the options that decide a simulation's settings
     scenario: str,
     files: DataOptions,
+    resume: Path | None,
     options: dict[str, FlatValue],
     settings: list[str] | None,
-    resume: Path | None,
     scratch: str,
 ) -> tuple[RunConfig, OwnData | None]:
     """Return the simulation's run config (new or resumed, with its run folder) and data source.
 
-    Raises
-    ------
-    shared.errors.FedcareError
-        For any setting, option or file that cannot be used.
+    A run to resume, a setting, an option or a file that cannot be used raises
+    :class:`shared.errors.FedcareError`.
     """
     if resume is not None:
         scenario_given = None if scenario == DEFAULT_SCENARIO else scenario
