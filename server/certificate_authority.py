@@ -24,6 +24,8 @@ Adding a hospital never touches anyone else's credentials; removing one revokes
 only that one, and re-issuing the server certificate touches no hospital. The
 aggregator reads ``registry.json`` (no CA key needed) to refuse revoked hospitals.
 The registry assumes one operator at a time (no locking between concurrent commands).
+What each certificate says is decided in :mod:`server.certificate_issuing`, the
+registry's layout in :mod:`server.ca_registry`.
 """
 
 from __future__ import annotations
