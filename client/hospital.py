@@ -30,6 +30,7 @@ from fedcare.client.budget import (
     spent_metrics,
 )
 from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.ledger_records import Reservation
 from fedcare.client.local_parameters import load_local_parameters, save_local_parameters
 from fedcare.client.policy import check_policy
 from fedcare.client.site import Site
@@ -143,21 +144,32 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
     # Kept only once the release is booked: later rounds build on these values,
     # so they must come from spending the ledger has counted.
     save_local_parameters(run_model.module, site.state, run_id)
-    metrics: ReplyMetrics = {
+    return RoundUpdate(
+        delta=delta,
+        num_examples=len(site.data.train),
+        metrics=_dp_reply_metrics(ledger, site, run_id, plan, reservation, outcome.steps),
+        plan=plan,
+        reservation=reservation.id,
+    )
+
+
+def _dp_reply_metrics(  # noqa: PLR0913 - what one booked release reports
+    ledger: PrivacyLedger,
+    site: Site,
+    run_id: str,
+    plan: DpSgdPlan,
+    reservation: Reservation,
+    steps: int,
+) -> ReplyMetrics:
+    """Return what a DP round reports: the spending so far and the mechanism's parameters."""
+    return {
         ReplyKey.HOSPITAL: site.name,
         **spent_metrics(run_entries(ledger, site, run_id), plan.delta, reservation.epsilon_after),
         ReplyKey.DELTA: plan.delta,
         ReplyKey.NOISE_MULTIPLIER: plan.noise_multiplier,
         ReplyKey.SAMPLE_RATE: plan.sample_rate,
-        ReplyKey.STEPS: outcome.steps,
+        ReplyKey.STEPS: steps,
     }
-    return RoundUpdate(
-        delta=delta,
-        num_examples=len(site.data.train),
-        metrics=metrics,
-        plan=plan,
-        reservation=reservation.id,
-    )
 
 
 def _check_round_budget(

@@ -14,8 +14,8 @@ from fedcare.client.ledger import PrivacyLedger, ledger_path
 from fedcare.client.readers import read_site_data
 from fedcare.client.site import hospital_fingerprint
 from fedcare.client.site_settings import SiteSettings
+from fedcare.shared.certificate_checks import certificate_status, check_certificate, probe_tls
 from fedcare.shared.contract import DataContract
-from fedcare.shared.credentials import certificate_status, check_certificate, probe_tls
 from fedcare.shared.data import Examples, InputKind
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.hospital_credentials import load_bundle

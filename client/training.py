@@ -208,12 +208,7 @@ def train_private(
         private_model, optimizer, criterion, private_loader = made
     else:
         private_model, optimizer, private_loader = made
-    if not math.isclose(private_loader.sample_rate, plan.sample_rate):
-        raise FedcareError(
-            f"Opacus samples at rate {private_loader.sample_rate:.6f} but the privacy plan "
-            f"was calibrated for {plan.sample_rate:.6f}; the training data changed size "
-            "since the run started. Start a new run."
-        )
+    _check_sample_rate(private_loader.sample_rate, plan)
     with warnings.catch_warnings():
         # Opacus' per-sample hooks trip this torch notice on every backward pass.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -233,6 +228,16 @@ def train_private(
         steps=steps,
         history=tuple(tuple(entry) for entry in engine.accountant.history),
     )
+
+
+def _check_sample_rate(sample_rate: float, plan: DpSgdPlan) -> None:
+    """Refuse to train when Opacus samples at another rate than the noise was calibrated for."""
+    if not math.isclose(sample_rate, plan.sample_rate):
+        raise FedcareError(
+            f"Opacus samples at rate {sample_rate:.6f} but the privacy plan "
+            f"was calibrated for {plan.sample_rate:.6f}; the training data changed size "
+            "since the run started. Start a new run."
+        )
 
 
 def train_plain(

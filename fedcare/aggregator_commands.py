@@ -175,13 +175,7 @@ def run(  # noqa: PLR0913 - one option per documented setting
             no_dp=no_dp,
             no_secagg=no_secagg,
         )
-        if resume is not None:
-            config = resumed_run_config(resume, overrides, contract)
-        else:
-            config = _new_run(state, contract, overrides)
-            check_run_path(Path(config.output.out_dir))
-        source = str(contract) if contract else f"the contract of {resume}"
-        check_submission(config, contract_source=source)
+        config = _checked_run_config(state, contract, resume, overrides)
         run_dir = Path(config.output.out_dir)
     except FedcareError as error:
         raise fail(error) from None
@@ -189,16 +183,7 @@ def run(  # noqa: PLR0913 - one option per documented setting
     # On a line of its own, never wrapped: operators copy it to the hospitals.
     console.print(f"run configuration hash: {run_config_hash(config)}", soft_wrap=True)
     console.print("hospitals that require approval take part after `fedcare hospital approve HASH`")
-    with tempfile.TemporaryDirectory(prefix="fedcare-run-") as tmp:
-        app = write_app(Path(tmp) / "app", config, version("fedcare"))
-        command = flwr_run_command(flower_executable("flwr"), app)
-        environment = flower_environment(flwr_home(state))
-        code, last_error = follow_stream(
-            lambda on_line: run_streaming(command, environment, on_line),
-            log_path,
-            secure_aggregation=config.secure_aggregation.enabled,
-            verbose=verbose,
-        )
+    code, last_error = _submit_and_follow(state, config, log_path, verbose=verbose)
     if not print_summary_if_written(config):
         # The aggregator said why in one sentence; the rest is in the run's log.
         cause = f": {last_error}" if last_error else ""
@@ -216,6 +201,42 @@ def run(  # noqa: PLR0913 - one option per documented setting
             code=code,
         )
     raise typer.Exit(0 if _completed(run_dir) else 1)
+
+
+def _checked_run_config(
+    state: Path, contract: Path | None, resume: Path | None, overrides: dict[str, Any]
+) -> RunConfig:
+    """Return the run's configuration (new or resumed), checked as the aggregator will.
+
+    Raises
+    ------
+    FedcareError
+        If a setting, the contract, the run folder or the submission is refused.
+    """
+    if resume is not None:
+        config = resumed_run_config(resume, overrides, contract)
+    else:
+        config = _new_run(state, contract, overrides)
+        check_run_path(Path(config.output.out_dir))
+    source = str(contract) if contract else f"the contract of {resume}"
+    check_submission(config, contract_source=source)
+    return config
+
+
+def _submit_and_follow(
+    state: Path, config: RunConfig, log_path: Path, *, verbose: bool
+) -> tuple[int, str | None]:
+    """Submit the run with ``flwr run`` and follow it; return its exit code and last error."""
+    with tempfile.TemporaryDirectory(prefix="fedcare-run-") as tmp:
+        app = write_app(Path(tmp) / "app", config, version("fedcare"))
+        command = flwr_run_command(flower_executable("flwr"), app)
+        environment = flower_environment(flwr_home(state))
+        return follow_stream(
+            lambda on_line: run_streaming(command, environment, on_line),
+            log_path,
+            secure_aggregation=config.secure_aggregation.enabled,
+            verbose=verbose,
+        )
 
 
 def _completed(run_dir: Path) -> bool:

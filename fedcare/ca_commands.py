@@ -27,12 +27,8 @@ from fedcare.server.node_registration import (
     linked_aggregator,
     unregister_revoked,
 )
-from fedcare.shared.credentials import (
-    CA_CERTIFICATE,
-    CredentialError,
-    split_address,
-    verify_server_certificate,
-)
+from fedcare.shared.certificate_checks import verify_server_certificate
+from fedcare.shared.credentials import CA_CERTIFICATE, CredentialError, split_address
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.hospital_credentials import BUNDLE_FILE, HospitalBundle
 

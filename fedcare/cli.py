@@ -147,16 +147,8 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
         # A file cut up among hospitals lives here until the simulation ends.
         with tempfile.TemporaryDirectory(prefix="fedcare-hospital-files-") as scratch:
             given = {k: v for k, v in simulation_only.items() if v is not None}
-            if resume is not None:
-                scenario_given = None if scenario == DEFAULT_SCENARIO else scenario
-                config = resumed_run_config(
-                    resume, shared | given | parse_set(settings), scenario_given
-                )
-                source = resumed_own_data(files, config, Path(scratch)) if files.given else None
-            else:
-                config, source = _new_simulation(scenario, files, shared | given, settings, scratch)
-            if not config.output.out_dir:
-                config = config.with_out_dir(str(default_run_path()))
+            options = shared | given
+            config, source = _simulation_config(scenario, files, resume, options, settings, scratch)
             if compare is not None:
                 if resume is not None:
                     raise ConfigError("compare", "cannot be combined with --resume")
@@ -178,6 +170,30 @@ def simulate(  # noqa: PLR0913 - one option per documented setting
     track_after(Path(summary["config"]["out-dir"]), track_to, tracking_uri)
     if summary["status"] != "completed":
         raise typer.Exit(1)
+
+
+def _simulation_config(  # noqa: PLR0913 - the options that decide a simulation's settings
+    scenario: str,
+    files: DataOptions,
+    resume: Path | None,
+    options: dict[str, FlatValue],
+    settings: list[str] | None,
+    scratch: str,
+) -> tuple[RunConfig, OwnData | None]:
+    """Return the simulation's run config (new or resumed, with its run folder) and data source.
+
+    A run to resume, a setting, an option or a file that cannot be used raises
+    :class:`shared.errors.FedcareError`.
+    """
+    if resume is not None:
+        scenario_given = None if scenario == DEFAULT_SCENARIO else scenario
+        config = resumed_run_config(resume, options | parse_set(settings), scenario_given)
+        source = resumed_own_data(files, config, Path(scratch)) if files.given else None
+    else:
+        config, source = _new_simulation(scenario, files, options, settings, scratch)
+    if not config.output.out_dir:
+        config = config.with_out_dir(str(default_run_path()))
+    return config, source
 
 
 def _new_simulation(

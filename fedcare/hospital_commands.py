@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fedcare.audit_commands import audit_app
-from fedcare.client.site_settings import SiteSettings
+from fedcare.client.site_settings import SitePrivacy, SiteSettings
 from fedcare.client.state_files import FLWR_HOME, WORKER_PID_FILE
 from fedcare.client.supernode import prepare_state, supernode_command, worker_command
 from fedcare.console import console, errors, fail
@@ -18,6 +18,9 @@ from fedcare.shared.errors import ConfigError, FedcareError
 from fedcare.shared.flower_process import flower_environment, flower_executable, port_open
 from fedcare.shared.private_files import write_private
 from fedcare.shared.supervision import Program, Supervisor
+
+if TYPE_CHECKING:
+    from fedcare.client.ledger import PrivacyLedger
 
 hospital_app = typer.Typer(
     help="Run a hospital: train on local data, under the hospital's own privacy limits.",
@@ -165,6 +168,57 @@ def check(config: SiteConfig = Path("site.toml")) -> None:
     raise typer.Exit(1 if failed else 0)
 
 
+def _budget_table(ledger: PrivacyLedger, name: str, limits: SitePrivacy) -> Table:
+    # One row per dataset this hospital has ever released from.
+    summary = Table(title=f"Privacy budget of {name} (delta {limits.delta:g})")
+    columns = ("dataset", "fingerprint", "spent", "cap", "remaining", "releases", "runs")
+    for column in columns:
+        summary.add_column(column, justify="right")
+    for item in ledger.datasets():
+        spent = ledger.spent(item.dataset_id, label=item.label, delta=limits.delta)
+        remaining = max(limits.max_epsilon - spent, 0.0)
+        summary.add_row(
+            item.label,
+            item.dataset_id[:12],
+            f"{spent:.3f}",
+            f"{limits.max_epsilon:g}",
+            f"{remaining:.3f}",
+            str(item.entries),
+            str(item.runs),
+        )
+    return summary
+
+
+def _release_table(ledger: PrivacyLedger, dataset: str) -> Table:
+    # Every release booked against the hospital's current dataset, oldest first.
+    history = Table(title=f"Releases from dataset '{dataset}'")
+    for column in (
+        "recorded (UTC)",
+        "run",
+        "round",
+        "release",
+        "noise",
+        "sample rate",
+        "steps",
+        "epsilon after",
+        "status",
+    ):
+        history.add_column(column, justify="right")
+    for entry in ledger.history("", label=dataset):
+        history.add_row(
+            f"{entry.recorded_at:%Y-%m-%d %H:%M:%S}",
+            entry.run_id,
+            str(entry.server_round),
+            "evaluation" if entry.is_evaluation else "model update",
+            f"{entry.noise_multiplier:.3f}",
+            f"{entry.sample_rate:.4f}",
+            str(entry.steps),
+            f"{entry.epsilon_after:.3f}",
+            entry.status.value,
+        )
+    return history
+
+
 @hospital_app.command()
 def budget(config: SiteConfig = Path("site.toml")) -> None:
     """Privacy budget per dataset: spent, cap, remaining, and every release recorded."""
@@ -177,52 +231,8 @@ def budget(config: SiteConfig = Path("site.toml")) -> None:
             console.print(f"{settings.node.name}: no release recorded yet ({path} does not exist)")
             return
         with PrivacyLedger(path) as ledger:
-            limits = settings.node.privacy
-            summary = Table(
-                title=f"Privacy budget of {settings.node.name} (delta {limits.delta:g})"
-            )
-            columns = ("dataset", "fingerprint", "spent", "cap", "remaining", "releases", "runs")
-            for column in columns:
-                summary.add_column(column, justify="right")
-            for item in ledger.datasets():
-                spent = ledger.spent(item.dataset_id, label=item.label, delta=limits.delta)
-                remaining = max(limits.max_epsilon - spent, 0.0)
-                summary.add_row(
-                    item.label,
-                    item.dataset_id[:12],
-                    f"{spent:.3f}",
-                    f"{limits.max_epsilon:g}",
-                    f"{remaining:.3f}",
-                    str(item.entries),
-                    str(item.runs),
-                )
-            console.print(summary)
-            history = Table(title=f"Releases from dataset '{settings.node.dataset}'")
-            for column in (
-                "recorded (UTC)",
-                "run",
-                "round",
-                "release",
-                "noise",
-                "sample rate",
-                "steps",
-                "epsilon after",
-                "status",
-            ):
-                history.add_column(column, justify="right")
-            for entry in ledger.history("", label=settings.node.dataset):
-                history.add_row(
-                    f"{entry.recorded_at:%Y-%m-%d %H:%M:%S}",
-                    entry.run_id,
-                    str(entry.server_round),
-                    "evaluation" if entry.is_evaluation else "model update",
-                    f"{entry.noise_multiplier:.3f}",
-                    f"{entry.sample_rate:.4f}",
-                    str(entry.steps),
-                    f"{entry.epsilon_after:.3f}",
-                    entry.status.value,
-                )
-            console.print(history)
+            console.print(_budget_table(ledger, settings.node.name, settings.node.privacy))
+            console.print(_release_table(ledger, settings.node.dataset))
     except FedcareError as error:
         raise fail(error) from None
 

@@ -207,21 +207,8 @@ def run_aggregator(
     checkpoints = CheckpointWriter(run_dir, layout, checkpoint_metadata(config, reference))
     record = start.record
     audit = _start_audit(run_dir, config, start.first_round)
-    strategy = FedCareStrategy(
-        config=config,
-        initial_weights=start.weights,
-        layout=layout,
-        minimum_hospitals=config.federation.min_hospitals,
-        record=record,
-        checkpoints=checkpoints,
-        test_evaluator=_test_evaluator(config, reference),
-        task=reference.task,
-        audit=audit,
-        progress=ProgressWriter(
-            run_dir, record, config=config, layout=layout, ledger_run=start.ledger_run
-        ),
-        first_round=start.first_round,
-        optimizer_state=start.optimizer_state,
+    strategy = _strategy(
+        config, reference, layout, start, run_dir=run_dir, checkpoints=checkpoints, audit=audit
     )
     status = FAILED
     try:
@@ -248,6 +235,35 @@ def run_aggregator(
         )
         logger.info("run %s; report in %s", status, run_dir.path)
     return summary
+
+
+def _strategy(  # noqa: PLR0913 - the run's parts the strategy writes to
+    config: RunConfig,
+    reference: DataReference,
+    layout: ModelLayout,
+    start: StartingPoint,
+    *,
+    run_dir: RunDirectory,
+    checkpoints: CheckpointWriter,
+    audit: AuditLog,
+) -> FedCareStrategy:
+    """Build the strategy that runs the rounds from ``start``, writing into the run's folder."""
+    return FedCareStrategy(
+        config=config,
+        initial_weights=start.weights,
+        layout=layout,
+        minimum_hospitals=config.federation.min_hospitals,
+        record=start.record,
+        checkpoints=checkpoints,
+        test_evaluator=_test_evaluator(config, reference),
+        task=reference.task,
+        audit=audit,
+        progress=ProgressWriter(
+            run_dir, start.record, config=config, layout=layout, ledger_run=start.ledger_run
+        ),
+        first_round=start.first_round,
+        optimizer_state=start.optimizer_state,
+    )
 
 
 def _start_audit(run_dir: RunDirectory, config: RunConfig, first_round: int) -> AuditLog:

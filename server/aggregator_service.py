@@ -32,12 +32,8 @@ from fedcare.server.fleet_front import (
 )
 from fedcare.server.node_registration import link_aggregator, unregister_revoked
 from fedcare.server.superlink import LOOPBACK, AggregatorSettings
-from fedcare.shared.credentials import (
-    LOOPBACK_HOSTS,
-    CredentialError,
-    https_status,
-    verify_server_certificate,
-)
+from fedcare.shared.certificate_checks import https_status, verify_server_certificate
+from fedcare.shared.credentials import LOOPBACK_HOSTS, CredentialError
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.flower_process import flower_environment, flower_executable
 from fedcare.shared.supervision import Program, ProgramFailed, Supervisor

@@ -122,6 +122,38 @@ def hospital_records(ca_dir: Path) -> list[HospitalRecord]:
         ) from None
 
 
-def write_registry(ca_dir: Path, registry: dict[str, Any]) -> None:
-    """Replace ``registry.json`` atomically (it holds no secret: fingerprints and dates)."""
+def create_registry(ca_dir: Path, *, federation: str, ca_fingerprint: str) -> None:
+    """Write the empty registry of a new CA (no hospital, no server certificate yet)."""
+    registry = {
+        "version": REGISTRY_VERSION,
+        "federation": federation,
+        "ca-fingerprint": ca_fingerprint,
+        "hospitals": [],
+    }
+    _write_registry(ca_dir, registry)
+
+
+def save_hospitals(ca_dir: Path, records: list[HospitalRecord]) -> None:
+    """Replace the registry's hospital list with ``records`` (revoked ones stay in it)."""
+    registry = read_registry(ca_dir)
+    registry["hospitals"] = [record.to_json() for record in records]
+    _write_registry(ca_dir, registry)
+
+
+def save_server_certificate(
+    ca_dir: Path, *, hosts: tuple[str, ...], not_after: str, fingerprint: str, issued: str
+) -> None:
+    """Record the aggregator's current TLS certificate (dates in ISO 8601)."""
+    registry = read_registry(ca_dir)
+    registry["server"] = {
+        "hosts": list(hosts),
+        "not-after": not_after,
+        "fingerprint": fingerprint,
+        "issued": issued,
+    }
+    _write_registry(ca_dir, registry)
+
+
+def _write_registry(ca_dir: Path, registry: dict[str, Any]) -> None:
+    # Replaced atomically; it holds no secret (fingerprints and dates).
     write_public(ca_dir / REGISTRY, (json.dumps(registry, indent=2) + "\n").encode())

@@ -24,30 +24,38 @@ Adding a hospital never touches anyone else's credentials; removing one revokes
 only that one, and re-issuing the server certificate touches no hospital. The
 aggregator reads ``registry.json`` (no CA key needed) to refuse revoked hospitals.
 The registry assumes one operator at a time (no locking between concurrent commands).
+What each certificate says is decided in :mod:`server.certificate_issuing`, the
+registry's layout in :mod:`server.ca_registry`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tomli_w
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedcare.server.ca_registry import (
     REGISTRY,
-    REGISTRY_VERSION,
     HospitalRecord,
     check_hospital_name,
+    create_registry,
     hospital_records,
     read_registry,
-    write_registry,
+    save_hospitals,
+    save_server_certificate,
+)
+from fedcare.server.certificate_issuing import (
+    ca_certificate,
+    new_private_key,
+    pem,
+    pkcs8,
+    server_certificate,
 )
 from fedcare.shared.credentials import (
     CA_CERTIFICATE,
@@ -75,12 +83,6 @@ SERVER_DIR = "server"
 SERVER_CERTIFICATE = "server.pem"
 SERVER_KEY = "server.key"
 HOSPITALS_DIR = "hospitals"
-
-_CURVE = ec.SECP384R1()
-_HASH = hashes.SHA384()
-# Certificates are dated a little in the past so a hospital whose clock runs
-# slightly behind the CA's does not reject a freshly issued one.
-_BACKDATE = dt.timedelta(minutes=5)
 
 
 def _now() -> dt.datetime:
@@ -123,61 +125,6 @@ class ServerCredentials:
     def ca_certificate(self) -> Path:
         """A copy of the CA certificate (``--ssl-ca-certfile``)."""
         return self.folder / CA_CERTIFICATE
-
-
-# --- certificate building blocks -------------------------------------------
-
-
-def _subject(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _san(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
-
-
-def _pkcs8(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _ca_certificate(key: ec.EllipticCurvePrivateKey, name: str, days: int) -> x509.Certificate:
-    now, subject, public = _now(), _subject(f"{name} CA"), key.public_key()
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, _HASH)
-    )
 
 
 def _check_days(days: int) -> None:
@@ -280,15 +227,23 @@ class CertificateAuthority:
                 "the CA certificate has expired; a new CA (`fedcare ca init`) is needed"
             )
         not_after = min(now + dt.timedelta(days=days), self.certificate.not_valid_after_utc)
-        key = ec.generate_private_key(_CURVE)
-        certificate = self._server_certificate(key, names, now, not_after)
+        key = new_private_key()
+        certificate = server_certificate(
+            self._key, self.certificate, key, names, now=now, not_after=not_after
+        )
         folder = self.ca_dir / SERVER_DIR
         make_private_directory(folder)
-        write_private(folder / SERVER_KEY, _pkcs8(key))
-        write_public(folder / SERVER_CERTIFICATE, _pem(certificate))
-        write_public(folder / CA_CERTIFICATE, _pem(self.certificate))
+        write_private(folder / SERVER_KEY, pkcs8(key))
+        write_public(folder / SERVER_CERTIFICATE, pem(certificate))
+        write_public(folder / CA_CERTIFICATE, pem(self.certificate))
         issued = ServerCredentials(folder, names, not_after, certificate_fingerprint(certificate))
-        self._save(server=issued)
+        save_server_certificate(
+            self.ca_dir,
+            hosts=names,
+            not_after=not_after.isoformat(),
+            fingerprint=issued.fingerprint,
+            issued=_now().isoformat(),
+        )
         return issued
 
     @staticmethod
@@ -298,38 +253,6 @@ class CertificateAuthority:
                 "give at least one --host that hospitals dial (a name or an IP address)"
             )
         return tuple(dict.fromkeys([*(normalize_host(host) for host in hosts), *LOOPBACK_HOSTS]))
-
-    def _server_certificate(
-        self,
-        key: ec.EllipticCurvePrivateKey,
-        hosts: tuple[str, ...],
-        now: dt.datetime,
-        not_after: dt.datetime,
-    ) -> x509.Certificate:
-        ca_key_id = x509.SubjectKeyIdentifier.from_public_key(self._key.public_key())
-        # Clients match on the SANs; the common name only helps people reading the certificate.
-        common_name = hosts[0] if len(hosts[0]) <= 64 else "fedcare aggregator"
-        return (
-            x509.CertificateBuilder()
-            .subject_name(_subject(common_name))
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(cert_sign=False), critical=True)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_key_id),
-                critical=False,
-            )
-            .sign(self._key, _HASH)
-        )
 
     # --- hospitals -----------------------------------------------------------
 
@@ -389,11 +312,11 @@ class CertificateAuthority:
         )
         make_private_directory(bundle.folder)
         write_public(bundle.node_public_key, key_line + b"\n")
-        write_public(bundle.ca_certificate, _pem(self.certificate))
+        write_public(bundle.ca_certificate, pem(self.certificate))
         write_public(bundle.folder / BUNDLE_FILE, tomli_w.dumps(bundle.to_toml()).encode())
         record = HospitalRecord(name=name, fingerprint=fingerprint, created=bundle.created)
         # Revoked records stay: the registry is the history of what was recorded.
-        self._save(records=[*records, record])
+        save_hospitals(self.ca_dir, [*records, record])
         return bundle
 
     def remove_hospital(self, name: str) -> str:
@@ -423,28 +346,8 @@ class CertificateAuthority:
             )
         revoked = replace(records[index], revoked=_now().isoformat())
         records[index] = revoked
-        self._save(records=records)
+        save_hospitals(self.ca_dir, records)
         return revoked.fingerprint
-
-    # --- registry.json -------------------------------------------------------
-
-    def _save(
-        self,
-        *,
-        records: list[HospitalRecord] | None = None,
-        server: ServerCredentials | None = None,
-    ) -> None:
-        registry = read_registry(self.ca_dir)
-        if records is not None:
-            registry["hospitals"] = [r.to_json() for r in records]
-        if server is not None:
-            registry["server"] = {
-                "hosts": list(server.hosts),
-                "not-after": server.not_after.isoformat(),
-                "fingerprint": server.fingerprint,
-                "issued": _now().isoformat(),
-            }
-        write_registry(self.ca_dir, registry)
 
 
 def _load_ca_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -483,15 +386,9 @@ def init_ca(ca_dir: Path, *, name: str, days: int = 3650) -> CertificateAuthorit
             "credentials. Use another --dir for a new federation"
         )
     make_private_directory(ca_dir)
-    key = ec.generate_private_key(_CURVE)
-    certificate = _ca_certificate(key, name, days)
-    write_private(ca_dir / CA_KEY, _pkcs8(key))
-    write_public(ca_dir / CA_CERTIFICATE, _pem(certificate))
-    registry = {
-        "version": REGISTRY_VERSION,
-        "federation": name,
-        "ca-fingerprint": certificate_fingerprint(certificate),
-        "hospitals": [],
-    }
-    write_registry(ca_dir, registry)
+    key = new_private_key()
+    certificate = ca_certificate(key, name, _now(), days)
+    write_private(ca_dir / CA_KEY, pkcs8(key))
+    write_public(ca_dir / CA_CERTIFICATE, pem(certificate))
+    create_registry(ca_dir, federation=name, ca_fingerprint=certificate_fingerprint(certificate))
     return CertificateAuthority(ca_dir, key, certificate)

@@ -40,7 +40,8 @@ from fedcare.server.superlink import (
     flwr_home,
     internal_connection,
 )
-from fedcare.shared.credentials import https_status, public_key_fingerprint
+from fedcare.shared.certificate_checks import https_status
+from fedcare.shared.credentials import public_key_fingerprint
 from fedcare.shared.errors import FedcareError
 from fedcare.shared.flower_process import flower_environment, flower_executable
 from fedcare.shared.hospital_credentials import NODE_PUBLIC_KEY, read_node_public_key

@@ -27,11 +27,11 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from fedcare.shared.certificate_checks import load_certificate
 from fedcare.shared.credentials import (
     CA_CERTIFICATE,
     CredentialError,
     certificate_fingerprint,
-    load_certificate,
     openssh_public_key,
     public_key_fingerprint,
 )

@@ -36,7 +36,7 @@ from fedcare.shared.config.training import DeviceName, ModelName
 from fedcare.shared.data import InputKind
 from fedcare.shared.device import resolve_device
 from fedcare.shared.models import MODELS, build_model, model_task
-from fedcare.shared.privacy import plan_dp_sgd
+from fedcare.shared.privacy import DpSgdPlan, plan_dp_sgd
 from fedcare.simulations.dp_mode_tables import print_family_section
 from fedcare.simulations.scale_benchmark import CASES, parse_sizes, print_scale_section
 
@@ -56,6 +56,18 @@ def _time_per_step(train: Callable[[], int], repeats: int) -> float:
     return statistics.median(timings)
 
 
+def _timing_plan(config: RunConfig, n_samples: int) -> DpSgdPlan:
+    # The default privacy settings, calibrated for one round of the timed epochs.
+    return plan_dp_sgd(
+        n_samples=n_samples,
+        batch_size=config.training.batch_size,
+        local_epochs=EPOCHS_PER_TIMING,
+        rounds=1,
+        target_epsilon=config.privacy.target_epsilon,
+        delta=config.privacy.delta,
+    )
+
+
 def step_times(model_name: ModelName, repeats: int) -> tuple[float, float]:
     """Seconds per plain SGD step and per DP-SGD step on the largest default hospital."""
     from fedcare.client.training import train_plain, train_private
@@ -67,14 +79,7 @@ def step_times(model_name: ModelName, repeats: int) -> tuple[float, float]:
     task = model_task(model_name, federation.task)
     device = torch.device("cpu")
     training = config.training
-    plan = plan_dp_sgd(
-        n_samples=len(data),
-        batch_size=training.batch_size,
-        local_epochs=EPOCHS_PER_TIMING,
-        rounds=1,
-        target_epsilon=config.privacy.target_epsilon,
-        delta=config.privacy.delta,
-    )
+    plan = _timing_plan(config, len(data))
 
     def model() -> torch.nn.Module:
         return build_model(

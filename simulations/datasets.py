@@ -5,7 +5,8 @@ Simulations never download anything.
 Real data: Breast Cancer Wisconsin and the diabetes progression study (scikit-learn),
 the NCCTG lung-cancer trial with its 18 institutions (lifelines). Synthetic data
 with real structure stands in where no medical set ships in a package: chest-film
-style images, ICU vitals sequences and treatment outcomes (:mod:`simulations.synthetic`).
+style images (:mod:`simulations.synthetic_images`), ICU vitals sequences and
+treatment outcomes (:mod:`simulations.synthetic_patients`).
 
 Every dataset with numeric features comes with *public* bounds for them, the
 simulation's stand-in for a data contract's ranges: hospitals scale features
@@ -33,9 +34,9 @@ from fedcare.shared.config.data import DatasetName
 from fedcare.shared.data import Examples, FeatureBounds, InputKind
 from fedcare.shared.sequences import to_padded
 from fedcare.shared.tasks import Task, TaskKind
-from fedcare.simulations.synthetic import (
+from fedcare.simulations.synthetic_images import make_images
+from fedcare.simulations.synthetic_patients import (
     VITAL_COLUMNS,
-    make_images,
     make_treatments,
     make_vitals,
     vital_ranges,
@@ -239,7 +240,8 @@ def _treatments() -> BuiltinDataset:
     """600 synthetic patients, each given 8 of 20 treatments, with their outcomes.
 
     Outcomes follow a low-rank patient-treatment affinity plus treatment popularity,
-    and prescribing favours likely responders (:func:`simulations.synthetic.make_treatments`).
+    and prescribing favours likely responders
+    (:func:`simulations.synthetic_patients.make_treatments`).
     """
     frame = make_treatments(
         _TREATMENT_PATIENTS, n_treatments=_TREATMENT_COUNT, seed=_SYNTHETIC_SEED

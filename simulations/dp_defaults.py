@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,10 +30,11 @@ from fedcare.shared.config.flat import FlatValue
 from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.data import Examples
 from fedcare.shared.evaluation import evaluate_model
-from fedcare.shared.privacy import noise_to_signal, plan_dp_sgd
+from fedcare.shared.privacy import DpSgdPlan, noise_to_signal, plan_dp_sgd
 from fedcare.shared.run_model import build_run_model, run_criterion, run_task
 from fedcare.shared.serialization import get_weights, set_weights
-from fedcare.simulations.federation import build_federation
+from fedcare.shared.tasks import PerExampleLoss, Task
+from fedcare.simulations.federation import SimulatedFederation, SimulatedHospital, build_federation
 from fedcare.simulations.scenarios import scenario_overrides
 
 
@@ -70,26 +72,10 @@ def smallest_recall(model: torch.nn.Module, config: RunConfig) -> float:
     return min(float((predicted[labels == c] == c).mean()) for c in np.unique(labels))
 
 
-def run_variant(config: RunConfig) -> tuple[dict[str, float], float, list[tuple[float, float]]]:
-    """Train ``config``'s federation with DP FedAvg; return metrics, min recall, noise per site."""
-    federation = build_federation(config.data)
-    test = _test_set(config)
-    task = run_task(config.training, federation.task)
+def _plan_per_hospital(config: RunConfig, federation: SimulatedFederation) -> list[DpSgdPlan]:
+    # Each hospital's noise is calibrated for the whole run at the run's epsilon.
     training = config.training
-
-    def fresh() -> torch.nn.Module:
-        return build_run_model(
-            training,
-            input_shape=test.input_shape,
-            input_kind=test.kind,
-            task=task,
-            seed=config.data.seed,
-            private=True,
-            party="the study",
-        ).module
-
-    model = fresh()
-    plans = [
+    return [
         plan_dp_sgd(
             n_samples=len(h.site.train),
             batch_size=training.batch_size,
@@ -100,45 +86,77 @@ def run_variant(config: RunConfig) -> tuple[dict[str, float], float, list[tuple[
         )
         for h in federation.hospitals
     ]
-    criterion = run_criterion(training, task)
-    for _ in range(config.federation.rounds):
-        global_weights = get_weights(model)
-        total = [np.zeros_like(w) for w in global_weights]
-        rows = 0
-        for hospital, plan in zip(federation.hospitals, plans, strict=True):
-            local = fresh()
-            set_weights(local, global_weights, what="global model")
-            train_private(
-                local,
-                hospital.site.train,
-                task,
-                plan=plan,
-                max_grad_norm=config.privacy.max_grad_norm,
-                learning_rate=training.learning_rate,
-                epochs=training.local_epochs,
-                batch_size=training.batch_size,
-                history=(),
-                device=torch.device("cpu"),
-                criterion=criterion,
-            )
-            n = len(hospital.site.train)
-            for index, (new, old) in enumerate(
-                zip(get_weights(local), global_weights, strict=True)
-            ):
-                total[index] += (new - old) * n
-            rows += n
-        set_weights(
-            model,
-            [w + t / rows for w, t in zip(global_weights, total, strict=True)],
-            what="aggregate",
+
+
+def _dp_fedavg_round(
+    model: torch.nn.Module,
+    fresh: Callable[[], torch.nn.Module],
+    sites: list[tuple[SimulatedHospital, DpSgdPlan]],
+    config: RunConfig,
+    task: Task,
+    criterion: PerExampleLoss,
+) -> None:
+    """Train every hospital privately from ``model`` and add the row-weighted mean delta."""
+    training = config.training
+    global_weights = get_weights(model)
+    total = [np.zeros_like(w) for w in global_weights]
+    rows = 0
+    for hospital, plan in sites:
+        local = fresh()
+        set_weights(local, global_weights, what="global model")
+        train_private(
+            local,
+            hospital.site.train,
+            task,
+            plan=plan,
+            max_grad_norm=config.privacy.max_grad_norm,
+            learning_rate=training.learning_rate,
+            epochs=training.local_epochs,
+            batch_size=training.batch_size,
+            history=(),
+            device=torch.device("cpu"),
+            criterion=criterion,
         )
+        n = len(hospital.site.train)
+        for index, (new, old) in enumerate(zip(get_weights(local), global_weights, strict=True)):
+            total[index] += (new - old) * n
+        rows += n
+    set_weights(
+        model,
+        [w + t / rows for w, t in zip(global_weights, total, strict=True)],
+        what="aggregate",
+    )
+
+
+def run_variant(config: RunConfig) -> tuple[dict[str, float], float, list[tuple[float, float]]]:
+    """Train ``config``'s federation with DP FedAvg; return metrics, min recall, noise per site."""
+    federation = build_federation(config.data)
+    test = _test_set(config)
+    task = run_task(config.training, federation.task)
+
+    def fresh() -> torch.nn.Module:
+        return build_run_model(
+            config.training,
+            input_shape=test.input_shape,
+            input_kind=test.kind,
+            task=task,
+            seed=config.data.seed,
+            private=True,
+            party="the study",
+        ).module
+
+    model = fresh()
+    sites = list(zip(federation.hospitals, _plan_per_hospital(config, federation), strict=True))
+    criterion = run_criterion(config.training, task)
+    for _ in range(config.federation.rounds):
+        _dp_fedavg_round(model, fresh, sites, config, task, criterion)
     metrics = evaluate_model(model, test, task, torch.device("cpu")).metrics
     noise = [
         (
             plan.noise_multiplier,
             noise_to_signal(plan.noise_multiplier, plan.sample_rate, len(h.site.train)),
         )
-        for h, plan in zip(federation.hospitals, plans, strict=True)
+        for h, plan in sites
     ]
     return metrics, smallest_recall(model, config), noise
 

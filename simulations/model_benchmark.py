@@ -133,6 +133,28 @@ def _peak(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _step_times_ms(  # noqa: PLR0913 - one training step's parts
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: torch.nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    warmup: int,
+    device: str,
+) -> list[float]:
+    """Take one SGD step per batch; return the milliseconds of each step after ``warmup``."""
+    timings = []
+    for index, (features, targets) in enumerate(batches):
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        criterion(model(features), targets).backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if index >= warmup:
+            timings.append((time.perf_counter() - start) * 1e3)
+    return timings
+
+
 def measure(case: Case, mode: str | None, device: str, steps: int, warmup: int) -> Measurement:
     """Time ``steps`` SGD steps after ``warmup`` (DP-SGD in ``mode``, plain when ``None``)."""
     from opacus import PrivacyEngine
@@ -169,17 +191,8 @@ def measure(case: Case, mode: str | None, device: str, steps: int, warmup: int) 
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     baseline = torch.cuda.memory_allocated() / _MIB if device == "cuda" else _peak(device)
-    timings = []
     try:
-        for index, (features, targets) in enumerate(batches):
-            start = time.perf_counter()
-            optimizer.zero_grad()
-            criterion(model(features), targets).backward()
-            optimizer.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            if index >= warmup:
-                timings.append((time.perf_counter() - start) * 1e3)
+        timings = _step_times_ms(model, optimizer, criterion, batches, warmup, device)
     except (RuntimeError, NotImplementedError, ValueError) as error:
         return Measurement(None, None, None, sum(p.numel() for p in trained), type(error).__name__)
     return Measurement(

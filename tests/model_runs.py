@@ -29,7 +29,8 @@ from fedcare.shared.data import Standardizer
 from fedcare.shared.models import build_model
 from fedcare.shared.serialization import ModelLayout, get_weights
 from fedcare.simulations.hospital_files import write_demo_hospitals
-from fedcare.simulations.synthetic import VITAL_COLUMNS, make_images, make_vitals
+from fedcare.simulations.synthetic_images import make_images
+from fedcare.simulations.synthetic_patients import VITAL_COLUMNS, make_vitals
 
 IMAGE_CONTRACT = """
 name = "chest-films"

@@ -9,7 +9,8 @@ import pandas as pd
 from PIL import Image
 from sklearn.datasets import load_breast_cancer
 
-from fedcare.simulations.synthetic import make_images, make_vitals
+from fedcare.simulations.synthetic_images import make_images
+from fedcare.simulations.synthetic_patients import make_vitals
 
 TABLE_FEATURES = {
     "mean radius": ("radius", 0.0, 40.0),

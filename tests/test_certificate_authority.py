@@ -7,12 +7,8 @@ import datetime as dt
 import hashlib
 import json
 import os
-import socket
-import ssl
 import stat
-import threading
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,18 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
 
-from fedcare.ca_commands import ca_app
-from fedcare.server import certificate_authority
 from fedcare.server.certificate_authority import CertificateAuthority, init_ca
-from fedcare.shared.credentials import (
-    CredentialError,
-    check_certificate,
-    probe_tls,
-    verify_server_certificate,
-)
-from fedcare.shared.hospital_credentials import HospitalBundle, generate_node_key
+from fedcare.shared.credentials import CredentialError
+from fedcare.shared.hospital_credentials import HospitalBundle
+from tests.ca_helpers import AGGREGATOR, own_key, secret_lines
 
-AGGREGATOR = "127.0.0.1:8000"
 runner = CliRunner()
 
 
@@ -53,20 +42,6 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
-
-
-def _secret_lines(*keys: Path) -> list[str]:
-    """The base64 body lines of PEM/OpenSSH private keys: none may ever be shown."""
-    lines = []
-    for key in keys:
-        lines += [
-            line for line in key.read_text().splitlines() if line and not line.startswith("-----")
-        ]
-    return lines
-
-
-def _flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _verify_signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> None:
@@ -146,7 +121,7 @@ def test_load_rejects_a_damaged_exposed_or_foreign_key(
     key.write_bytes(b"garbage")
     with pytest.raises(CredentialError, match="damaged or encrypted") as caught:
         CertificateAuthority.load(ca.ca_dir)
-    assert not any(line in str(caught.value) for line in _secret_lines(other.ca_dir / "ca.key"))
+    assert not any(line in str(caught.value) for line in secret_lines(other.ca_dir / "ca.key"))
 
 
 # --- the aggregator's certificate --------------------------------------------
@@ -187,98 +162,6 @@ def test_server_certificate_rejects_bad_hosts(ca: CertificateAuthority, hosts: l
     assert not (ca.ca_dir / "server").exists()
 
 
-@pytest.mark.parametrize(
-    "host", ["127.0.0.1", "localhost", "LOCALHOST.", "node1.example.org", "[::1]"]
-)
-def test_verify_server_certificate_accepts_covered_hosts(
-    ca: CertificateAuthority, host: str
-) -> None:
-    issued = ca.issue_server_certificate(["127.0.0.1", "localhost", "*.example.org", "::1"])
-    status = verify_server_certificate(issued.ca_certificate, issued.certificate, host)
-    assert status.valid and not status.expiring_soon and status.days_left >= 824
-
-
-@pytest.mark.parametrize("host", ["10.0.0.9", "example.org", "a.b.example.org", "localhost2"])
-def test_verify_server_certificate_names_an_uncovered_host(
-    ca: CertificateAuthority, host: str
-) -> None:
-    issued = ca.issue_server_certificate(["127.0.0.1", "localhost", "*.example.org"])
-    with pytest.raises(CredentialError) as caught:
-        verify_server_certificate(issued.ca_certificate, issued.certificate, host)
-    message = str(caught.value)
-    assert f"but not {host}" in message
-    assert f"fedcare ca server --dir CA --host *.example.org --host {host}`" in message
-
-
-def test_verify_server_certificate_rejects_another_federations_certificate(
-    tmp_path: Path, ca: CertificateAuthority
-) -> None:
-    foreign = init_ca(tmp_path / "foreign", name="Foreign").issue_server_certificate(["127.0.0.1"])
-    with pytest.raises(
-        CredentialError, match="was not signed by the CA in .*re-issue it with `fedcare ca server`"
-    ):
-        verify_server_certificate(ca.ca_dir / "ca.crt", foreign.certificate, "127.0.0.1")
-    with pytest.raises(CredentialError, match="is not a CA certificate"):
-        verify_server_certificate(foreign.certificate, foreign.certificate, "127.0.0.1")
-
-
-def test_verify_server_certificate_rejects_an_expired_certificate(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Both issued 30 days ago, the server certificate for 1 day: expired today, CA still valid.
-    past = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=30)
-    monkeypatch.setattr(certificate_authority, "_now", lambda: past)
-    issued = init_ca(tmp_path / "ca", name="Old").issue_server_certificate(["127.0.0.1"], days=1)
-    monkeypatch.undo()
-    with pytest.raises(
-        CredentialError,
-        match=r"expired on .*re-issue it with `fedcare ca server --dir CA --host HOST`",
-    ):
-        verify_server_certificate(issued.ca_certificate, issued.certificate, "127.0.0.1")
-    assert check_certificate(issued.certificate).expired
-
-
-def test_check_certificate_flags_expiry_and_clock_skew(ca: CertificateAuthority) -> None:
-    path = ca.issue_server_certificate(["localhost"], days=20).certificate
-    soon = check_certificate(path)
-    assert soon.valid and soon.expiring_soon and 18 <= soon.days_left <= 20
-    assert not check_certificate(path, warn_days=5).expiring_soon
-    later = check_certificate(path, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=40))
-    assert later.expired and not later.valid and later.days_left < 0 and not later.expiring_soon
-    earlier = check_certificate(path, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
-    assert earlier.not_yet_valid and not earlier.valid
-    with pytest.raises(CredentialError, match="is not a PEM certificate"):
-        check_certificate(ca.ca_dir / "registry.json")
-
-
-@pytest.fixture
-def tls_server(ca: CertificateAuthority) -> Iterator[int]:
-    """A TLS 1.3 server presenting the CA-issued certificate, for one handshake."""
-    issued = ca.issue_server_certificate(["127.0.0.1"])
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_cert_chain(issued.certificate, issued.key)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(5)
-
-    def serve() -> None:
-        with listener, context.wrap_socket(listener.accept()[0], server_side=True):
-            pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    thread.join(timeout=5)
-
-
-def test_a_tls_client_trusting_only_the_ca_accepts_the_server(
-    ca: CertificateAuthority, tls_server: int
-) -> None:
-    presented = probe_tls(f"127.0.0.1:{tls_server}", ca.ca_dir / "ca.crt")
-    on_disk = x509.load_pem_x509_certificate((ca.ca_dir / "server" / "server.pem").read_bytes())
-    assert presented == on_disk
-
-
 def test_reissuing_the_server_certificate_leaves_hospitals_alone(
     ca: CertificateAuthority, tmp_path: Path
 ) -> None:
@@ -295,23 +178,16 @@ def test_reissuing_the_server_certificate_leaves_hospitals_alone(
 # --- hospitals ---------------------------------------------------------------
 
 
-def _own_key(tmp_path: Path, name: str) -> Path:
-    """The hospital's own credentials folder, with the key pair it made itself."""
-    folder = tmp_path / "sites" / name
-    generate_node_key(folder)
-    return folder
-
-
 def _add(ca: CertificateAuthority, tmp_path: Path, name: str) -> HospitalBundle:
     return ca.add_hospital(
-        name, aggregator_address=AGGREGATOR, public_key=_own_key(tmp_path, name) / "node.pub"
+        name, aggregator_address=AGGREGATOR, public_key=own_key(tmp_path, name) / "node.pub"
     )
 
 
 def test_the_ca_records_a_hospitals_public_key_and_never_holds_a_private_one(
     ca: CertificateAuthority, tmp_path: Path
 ) -> None:
-    own = _own_key(tmp_path, "hospital-A")
+    own = own_key(tmp_path, "hospital-A")
     bundle = ca.add_hospital(
         "hospital-A", aggregator_address=AGGREGATOR, public_key=own / "node.pub"
     )
@@ -393,10 +269,10 @@ def test_a_name_already_active_or_a_key_already_used_is_refused(
 def test_the_ca_refuses_anything_but_a_p384_public_key(
     ca: CertificateAuthority, tmp_path: Path
 ) -> None:
-    own = _own_key(tmp_path, "hospital-A")
+    own = own_key(tmp_path, "hospital-A")
     with pytest.raises(CredentialError, match="is a private key.*must never leave") as caught:
         ca.add_hospital("hospital-A", aggregator_address=AGGREGATOR, public_key=own / "node.key")
-    assert not any(line in str(caught.value) for line in _secret_lines(own / "node.key"))
+    assert not any(line in str(caught.value) for line in secret_lines(own / "node.key"))
     ed = ed25519.Ed25519PrivateKey.generate().public_key()
     (tmp_path / "ed.pub").write_bytes(
         ed.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
@@ -451,7 +327,7 @@ def test_a_revoked_hospital_can_be_recorded_again_and_its_history_stays(
 def test_invalid_hospital_names_are_rejected(
     ca: CertificateAuthority, tmp_path: Path, name: str
 ) -> None:
-    key = _own_key(tmp_path, "key") / "node.pub"
+    key = own_key(tmp_path, "key") / "node.pub"
     with pytest.raises(CredentialError, match="must be 1-63 letters, digits, '-' or '_'"):
         ca.add_hospital(name, aggregator_address=AGGREGATOR, public_key=key)
     assert not (ca.ca_dir / "hospitals").exists()
@@ -474,112 +350,6 @@ def test_invalid_aggregator_addresses_are_rejected(
         ca.add_hospital(
             "hospital-A",
             aggregator_address=address,
-            public_key=_own_key(tmp_path, "hospital-A") / "node.pub",
+            public_key=own_key(tmp_path, "hospital-A") / "node.pub",
         )
     assert ca.hospitals() == []
-
-
-# --- the command line ------------------------------------------------------------
-
-
-def _invoke(*arguments: str) -> tuple[int, str]:
-    result = runner.invoke(ca_app, list(arguments))
-    return result.exit_code, result.output
-
-
-def test_cli_end_to_end_never_prints_key_material(tmp_path: Path) -> None:
-    folder = str(tmp_path / "ca")
-    keys = {name: _own_key(tmp_path, name) for name in ("hospital-A", "hospital-B")}
-    outputs = []
-    for arguments in (
-        ["init", "--dir", folder, "--name", "My federation"],
-        ["server", "--dir", folder, "--host", "127.0.0.1", "--host", "aggregator.example.org"],
-        *(
-            ["add-hospital", name, "--dir", folder, "--aggregator", AGGREGATOR]
-            + ["--public-key", str(key / "node.pub")]
-            for name, key in keys.items()
-        ),
-        ["list", "--dir", folder],
-    ):
-        code, output = _invoke(*arguments)
-        assert code == 0, output
-        outputs.append(output)
-    hospitals = tmp_path / "ca" / "hospitals"
-    secrets = _secret_lines(
-        tmp_path / "ca" / "ca.key",
-        tmp_path / "ca" / "server" / "server.key",
-        keys["hospital-A"] / "node.key",
-    )
-    code, removed = _invoke("remove-hospital", "hospital-A", "--dir", folder)
-    assert code == 0, removed
-    outputs.append(removed)
-    everything = "\n".join(outputs)
-    assert "PRIVATE KEY" not in everything
-    assert not any(line in everything or line in _flat(everything) for line in secrets)
-    added = _flat(outputs[2])
-    assert f"send back {hospitals / 'hospital-A' / 'ca.crt'} and" in added
-    assert "fedcare aggregator register hospital-A" in added
-    fingerprint = CertificateAuthority.load(tmp_path / "ca").hospitals()[1].fingerprint
-    assert (
-        fingerprint in outputs[3] and "hospital-B" in _flat(outputs[4]) and "active" in outputs[4]
-    )
-    revoked = CertificateAuthority.load(tmp_path / "ca").hospitals()[0]
-    assert revoked.fingerprint in removed
-    # No aggregator was ever started with this CA: its first start will refuse the key.
-    assert "no aggregator of this CA is running" in _flat(removed)
-    code, listed = _invoke("list", "--dir", folder)
-    assert code == 0 and "revoked" in listed
-
-
-def test_cli_warns_when_the_server_certificate_misses_the_aggregator_host(tmp_path: Path) -> None:
-    folder = str(tmp_path / "ca")
-    key = str(_own_key(tmp_path, "hospital-A") / "node.pub")
-    assert _invoke("init", "--dir", folder, "--name", "F")[0] == 0
-    assert _invoke("server", "--dir", folder, "--host", "localhost")[0] == 0
-    code, output = _invoke(
-        "add-hospital",
-        "hospital-A",
-        "--dir",
-        folder,
-        "--aggregator",
-        "10.0.0.9:8000",
-        "--public-key",
-        key,
-    )
-    assert code == 0
-    assert "warning:" in output and "but not 10.0.0.9" in _flat(output)
-
-
-@pytest.mark.parametrize(
-    ("arguments", "expected"),
-    [
-        (["init", "--name", "Again"], "already holds a CA"),
-        (["server", "--host", ""], "is not a host name or IP address"),
-        (["server", "--host", "h:1"], "is not a host name or IP address"),
-        (["add-hospital", "bad name", "--aggregator", AGGREGATOR], "must be 1-63 letters"),
-        (["add-hospital", "hospital-A", "--aggregator", AGGREGATOR], "already recorded"),
-        (["add-hospital", "hospital-B", "--aggregator", "nowhere"], "must be HOST:PORT"),
-        (["remove-hospital", "hospital-Z"], "is not in this CA"),
-    ],
-)
-def test_cli_errors_are_one_red_line_and_exit_2(
-    tmp_path: Path, arguments: list[str], expected: str
-) -> None:
-    folder = str(tmp_path / "ca")
-    key = ["--public-key", str(_own_key(tmp_path, "hospital-A") / "node.pub")]
-    other = ["--public-key", str(_own_key(tmp_path, "other") / "node.pub")]
-    assert _invoke("init", "--dir", folder, "--name", "F")[0] == 0
-    assert (
-        _invoke("add-hospital", "hospital-A", "--dir", folder, "--aggregator", AGGREGATOR, *key)[0]
-        == 0
-    )
-    extra = other if arguments[0] == "add-hospital" else []
-    code, output = _invoke(*arguments, *extra, "--dir", folder)
-    assert code == 2, output
-    assert _flat(output).startswith("error:") and expected in _flat(output)
-    assert "Traceback" not in output and "PRIVATE KEY" not in output
-
-
-def test_cli_on_a_folder_without_a_ca(tmp_path: Path) -> None:
-    code, output = _invoke("list", "--dir", str(tmp_path / "none"))
-    assert code == 2 and "holds no CA; create one with `fedcare ca init" in _flat(output)

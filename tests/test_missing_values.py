@@ -40,7 +40,7 @@ from fedcare.shared.imputation import (
 )
 from fedcare.shared.models import build_model
 from fedcare.shared.privacy import epsilon_spent
-from fedcare.simulations.synthetic import make_vitals
+from fedcare.simulations.synthetic_patients import make_vitals
 from tests.contracts import TABLE_CONTRACT, assert_refused_by_field, edit, parse_contract
 
 IMPUTED = TABLE_CONTRACT.replace(
@@ -345,6 +345,12 @@ def _auroc(model: torch.nn.Module, data: Examples) -> np.ndarray:
         return model(torch.from_numpy(data.features)).squeeze(-1).numpy()
 
 
+def _read_csv(path: Path, rows: pd.DataFrame, contract: DataContract) -> Examples:
+    """Write ``rows`` to ``path`` and read them back as a hospital would."""
+    rows.to_csv(path, index=False)
+    return read_site_data(path, contract)
+
+
 def _trained(train: Examples, test: Examples, contract: DataContract) -> np.ndarray:
     """Fit a logistic model on ``train`` (scaled with its own statistics) and score ``test``."""
     scaler = Standardizer.fit(train)
@@ -391,20 +397,16 @@ def test_sequences_with_80_percent_unobserved_beat_dropping_observations(tmp_pat
     )
     fills = {"heart_rate": 85.0, "lactate": 1.5}
 
-    def read(rows: pd.DataFrame, contract: DataContract, name: str) -> Examples:
-        rows.to_csv(tmp_path / name, index=False)
-        return read_site_data(tmp_path / name, contract)
-
     with_masks = _trained(
-        read(frame[~is_test], masked, "a.csv").filled(fills),
-        read(frame[is_test], masked, "b.csv").filled(fills),
+        _read_csv(tmp_path / "a.csv", frame[~is_test], masked).filled(fills),
+        _read_csv(tmp_path / "b.csv", frame[is_test], masked).filled(fills),
         masked,
     )
     complete = frame.dropna(subset=features)
     complete_test = complete["patient_id"].isin(test_ids)
     without = _trained(
-        read(complete[~complete_test], dropped, "c.csv"),
-        read(complete[complete_test], dropped, "d.csv"),
+        _read_csv(tmp_path / "c.csv", complete[~complete_test], dropped),
+        _read_csv(tmp_path / "d.csv", complete[complete_test], dropped),
         dropped,
     )
     labels = frame[is_test].groupby("patient_id")["deterioration"].first().loc[test_ids]
@@ -418,16 +420,7 @@ def test_sequences_with_80_percent_unobserved_beat_dropping_observations(tmp_pat
     assert auroc_masks > auroc_dropped + 0.1
 
 
-def test_a_table_with_80_percent_unobserved_beats_dropping_rows(tmp_path: Path) -> None:
-    cancer = load_breast_cancer(as_frame=True)
-    names = {"mean concave points": "concave", "worst radius": "radius"}
-    frame = cancer.frame[[*names, "target"]].rename(columns=names)
-    frame["diagnosis"] = np.where(frame.pop("target") == 0, "malignant", "benign")
-    rng = np.random.default_rng(2)
-    for column in names.values():
-        frame.loc[rng.random(len(frame)) < 0.8, column] = np.nan
-    is_test = rng.random(len(frame)) < 0.3
-    base = """
+CANCER_CONTRACT = """
 name = "cancer"
 task = "binary"
 label = "diagnosis"
@@ -448,28 +441,39 @@ min = 0.0
 max = 50.0
 FILL_RADIUS
 """
+
+
+def test_a_table_with_80_percent_unobserved_beats_dropping_rows(tmp_path: Path) -> None:
+    cancer = load_breast_cancer(as_frame=True)
+    names = {"mean concave points": "concave", "worst radius": "radius"}
+    frame = cancer.frame[[*names, "target"]].rename(columns=names)
+    frame["diagnosis"] = np.where(frame.pop("target") == 0, "malignant", "benign")
+    rng = np.random.default_rng(2)
+    for column in names.values():
+        frame.loc[rng.random(len(frame)) < 0.8, column] = np.nan
+    is_test = rng.random(len(frame)) < 0.3
     imputed = parse_contract(
-        base.replace("MISSING", "impute")
+        CANCER_CONTRACT.replace("MISSING", "impute")
         .replace("FILL_CONCAVE", "fill = 0.05\nindicator = true")
         .replace("FILL_RADIUS", "fill = 16.0\nindicator = true")
     )
     dropping = parse_contract(
-        base.replace("MISSING", "drop-rows").replace("FILL_CONCAVE", "").replace("FILL_RADIUS", "")
+        CANCER_CONTRACT.replace("MISSING", "drop-rows")
+        .replace("FILL_CONCAVE", "")
+        .replace("FILL_RADIUS", "")
     )
-
-    def read(rows: pd.DataFrame, contract: DataContract, name: str) -> Examples:
-        rows.to_csv(tmp_path / name, index=False)
-        return read_site_data(tmp_path / name, contract)
 
     fills = {"concave": 0.05, "radius": 16.0}
     with_fills = _trained(
-        read(frame[~is_test], imputed, "a.csv").filled(fills),
-        read(frame[is_test], imputed, "b.csv").filled(fills),
+        _read_csv(tmp_path / "a.csv", frame[~is_test], imputed).filled(fills),
+        _read_csv(tmp_path / "b.csv", frame[is_test], imputed).filled(fills),
         imputed,
     )
     complete = frame[is_test].notna().all(axis=1).to_numpy()
     only_complete = _trained(
-        read(frame[~is_test], dropping, "c.csv"), read(frame[is_test], dropping, "d.csv"), dropping
+        _read_csv(tmp_path / "c.csv", frame[~is_test], dropping),
+        _read_csv(tmp_path / "d.csv", frame[is_test], dropping),
+        dropping,
     )
     without = np.zeros(int(is_test.sum()))
     without[complete] = only_complete

@@ -11,11 +11,7 @@ from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.errors import PrivacyBudgetExceededError
 from fedcare.shared.privacy import epsilon_spent, plan_dp_sgd, steps_per_epoch
 from fedcare.shared.serialization import get_weights
-from tests.privacy_oracle import independent_epsilon as composed
-
-
-def independent_epsilon(noise: float, rate: float, steps: int, delta: float) -> float:
-    return composed([(noise, rate, steps)], delta)
+from tests.privacy_oracle import independent_epsilon
 
 
 @pytest.mark.parametrize(
@@ -36,7 +32,7 @@ def test_plan_spends_at_most_the_target(
     assert plan.sample_rate == pytest.approx(1 / steps_per_epoch(n, batch))
     assert plan.steps_per_round == epochs * steps_per_epoch(n, batch)
     total = independent_epsilon(
-        plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds, delta
+        [(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds)], delta
     )
     assert total <= target
     assert total > 0.95 * target  # calibrated, not needlessly noisy
@@ -50,7 +46,7 @@ def test_composition_over_rounds_matches_independent_computation() -> None:
     assert spent == sorted(spent)
     for rounds, epsilon in enumerate(spent, start=1):
         expected = independent_epsilon(
-            plan.noise_multiplier, plan.sample_rate, rounds * plan.steps_per_round, 1e-5
+            [(plan.noise_multiplier, plan.sample_rate, rounds * plan.steps_per_round)], 1e-5
         )
         assert epsilon == pytest.approx(expected, rel=1e-9)
     assert epsilon_spent([], delta=1e-5) == 0.0
@@ -89,7 +85,7 @@ def test_accountant_history_persists_across_rounds_and_is_never_understated(
     steps_taken = sum(entry.steps for entry in ledger.history(site.dataset))
     assert steps_taken == config.federation.rounds * plan.steps_per_round
     independent = independent_epsilon(
-        plan.noise_multiplier, plan.sample_rate, steps_taken, config.privacy.delta
+        [(plan.noise_multiplier, plan.sample_rate, steps_taken)], config.privacy.delta
     )
     assert reported[-1] == pytest.approx(independent, rel=1e-9)
     assert reported == sorted(reported)

@@ -23,7 +23,8 @@ from fedcare.shared.data import InputKind
 from fedcare.shared.errors import DataError
 from fedcare.shared.models import build_model
 from fedcare.shared.tasks import TaskKind
-from fedcare.simulations.synthetic import make_images, make_vitals
+from fedcare.simulations.synthetic_images import make_images
+from fedcare.simulations.synthetic_patients import make_vitals
 from tests.contracts import (
     IMAGE_CONTRACT,
     SEQUENCE_CONTRACT,

@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from opacus.accountants import RDPAccountant
-from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from typer.testing import CliRunner
 
 from fedcare.cli import app
@@ -34,6 +32,7 @@ from tests.own_files import (
     write_table_hospitals,
     write_vitals,
 )
+from tests.privacy_oracle import independent_epsilon
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +118,6 @@ def test_a_hospital_with_one_class_trains_and_releases_no_metric_of_the_other(
 def test_a_dp_fill_is_booked_and_counted_in_each_hospitals_epsilon(tables: Run) -> None:
     summary, out = tables
     noise = fill_noise_multiplier(3.0, 1e-5)
-    orders = RDPAccountant.DEFAULT_ALPHAS
     for name, reported in summary["privacy"]["per_hospital"].items():
         with PrivacyLedger(out / "hospitals" / name / LEDGER_FILE) as ledger:
             entries = ledger.history("", label=name)  # keyed on the rows; labelled by name
@@ -129,14 +127,8 @@ def test_a_dp_fill_is_booked_and_counted_in_each_hospitals_epsilon(tables: Run) 
         assert (entries[0].server_round, entries[0].sample_rate, entries[0].steps) == (0, 1.0, 1)
         assert entries[0].noise_multiplier == noise
         assert [e.is_evaluation for e in entries] == [False, False, False, *[True] * evaluated]
-        rdp = sum(
-            compute_rdp(
-                q=e.sample_rate, noise_multiplier=e.noise_multiplier, steps=e.steps, orders=orders
-            )
-            for e in entries
-        )
-        expected, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=1e-5)
-        assert reported == pytest.approx(float(expected), rel=1e-9)
+        expected = independent_epsilon([e.history_entry() for e in entries], 1e-5)
+        assert reported == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fedcare.simulations.synthetic import VITAL_COLUMNS, make_images, make_treatments, make_vitals
+from fedcare.simulations.synthetic_images import make_images
+from fedcare.simulations.synthetic_patients import VITAL_COLUMNS, make_treatments, make_vitals
 
 # Plausible adult ICU ranges; the generator clips inside them.
 VITAL_RANGES = {

@@ -58,8 +58,8 @@ from fedcare.server.aggregator_service import PROTOBUF
 from fedcare.server.submission import app_pyproject
 from fedcare.server.superlink import CONNECTION, HospitalRegistry, flwr_home
 from fedcare.shared.audit import read_audit_log
+from fedcare.shared.certificate_checks import https_status
 from fedcare.shared.config.run_config import RunConfig
-from fedcare.shared.credentials import https_status
 from fedcare.shared.flower_process import flower_environment, flower_executable
 from fedcare.shared.hospital_credentials import generate_node_key
 from fedcare.shared.keys import NodeConfigKey
