@@ -15,24 +15,55 @@ from fedcare.client.ledger import PrivacyLedger
 from fedcare.client.ledger_records import LedgerEntry
 from fedcare.client.site import Site
 from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import PersonaliseLayers
 from fedcare.shared.errors import PrivacyBudgetExceededError
 from fedcare.shared.keys import ReplyKey
 from fedcare.shared.privacy import DpSgdPlan, HistoryEntry, epsilon_spent, plan_dp_sgd
 
 
 def privacy_plan(config: RunConfig, site: Site) -> DpSgdPlan:
-    """Calibrate this hospital's noise for the whole run: DP-SGD, its evaluations, its fills."""
+    """Calibrate this hospital's noise for the whole run: DP-SGD, its evaluations, its fills.
+
+    A run that personalises plans, from its start, one more DP-SGD round (the
+    fine-tuning) and one more evaluation release (the personalised metrics).
+    """
+    personalised = int(personalises(config))
     return plan_dp_sgd(
         n_samples=len(site.data.train),
         batch_size=config.training.batch_size,
         local_epochs=config.training.local_epochs,
-        rounds=config.federation.rounds,
+        rounds=config.federation.rounds + personalised,
         target_epsilon=config.privacy.target_epsilon,
         delta=config.privacy.delta,
         evaluation_epsilon=config.privacy.evaluation_epsilon,
-        evaluation_releases=config.privacy.evaluation_rounds,
+        evaluation_releases=config.privacy.evaluation_rounds + personalised,
         reserved=site.reserved,
     )
+
+
+def personalises(config: RunConfig) -> bool:
+    """Return whether the run ends with each hospital's private fine-tuning of the final model."""
+    return config.training.personalise_layers is not PersonaliseLayers.NONE
+
+
+def is_fine_tuning(entry: LedgerEntry, config: RunConfig) -> bool:
+    """Tell whether a ledger entry is the run's fine-tuning: DP-SGD after the last round."""
+    return not entry.is_evaluation and entry.server_round > config.federation.rounds
+
+
+def owed_releases(
+    config: RunConfig, plan: DpSgdPlan, entries: Sequence[LedgerEntry]
+) -> list[HistoryEntry]:
+    """Return the releases the plan still owes: evaluations not yet made, the fine-tuning.
+
+    A round counts them as spent, so training never eats their share.
+    """
+    evaluated = sum(entry.is_evaluation for entry in entries)
+    owed = [plan.evaluation_entry()] * max(plan.evaluation_releases - evaluated, 0)
+    fine_tuned = any(is_fine_tuning(entry, config) for entry in entries)
+    if personalises(config) and config.privacy.enabled and not fine_tuned:
+        owed.append(plan.round_entry())
+    return owed
 
 
 def run_entries(ledger: PrivacyLedger, site: Site, run_id: str) -> list[LedgerEntry]:
@@ -50,10 +81,16 @@ def dataset_cap(config: RunConfig, site: Site) -> float:
     return site.limits.max_epsilon if site.limits is not None else config.privacy.target_epsilon
 
 
-def check_dataset_budget(
-    ledger: PrivacyLedger, site: Site, entry: HistoryEntry, cap: float, *, delta: float
+def check_dataset_budget(  # noqa: PLR0913 - the release and what must follow it
+    ledger: PrivacyLedger,
+    site: Site,
+    entry: HistoryEntry,
+    cap: float,
+    *,
+    delta: float,
+    then: Sequence[HistoryEntry] = (),
 ) -> None:
-    """Refuse a release that would take the dataset's whole history past ``cap``.
+    """Refuse a release (and those that must follow it, ``then``) past the dataset's ``cap``.
 
     Raises
     ------
@@ -70,6 +107,9 @@ def check_dataset_budget(
         steps=steps,
         delta=delta,
     )
+    if then:
+        dataset = [e.history_entry() for e in ledger.history(site.ledger_key, label=site.dataset)]
+        after = epsilon_spent([*dataset, entry, *then], delta=delta)
     if after > cap:
         raise PrivacyBudgetExceededError(
             f"{site.name} refuses: dataset '{site.dataset}' has spent epsilon "

@@ -43,7 +43,13 @@ from fedcare.shared.errors import (
     InvalidUpdateError,
     PrivacyBudgetExceededError,
 )
-from fedcare.shared.keys import NOISY_SUM_KEY, MetricName, NodeConfigKey, ReplyKey
+from fedcare.shared.keys import (
+    NOISY_SUM_KEY,
+    PERSONALISED_METRICS,
+    MetricName,
+    NodeConfigKey,
+    ReplyKey,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +64,7 @@ MIN_COUNT = 10
 """Fewest patients an aggregate may describe before it may leave (k in k-anonymity terms)."""
 
 ALLOWED_METRICS = frozenset(
-    {*(key.value for key in ReplyKey), *(name.value for name in MetricName)}
+    {*(key.value for key in ReplyKey), *(name.value for name in MetricName), *PERSONALISED_METRICS}
 )
 _SECAGG_KEYS = frozenset(
     value for name, value in vars(Key).items() if name.isupper() and isinstance(value, str)

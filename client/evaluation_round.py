@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from torch import nn
 
 from fedcare.client.budget import (
     check_budget,
@@ -62,6 +63,11 @@ class EvaluationRelease:
         The plan used (to reuse); ``None`` without DP.
     reservation : int | None
         The ledger entry recording this release (``None`` without DP).
+    personalised : tuple[int, ...]
+        The ledger entries of the personalisation released with it (its
+        fine-tuning and its evaluation), if any.
+    personalisation_refused : str
+        Why the hospital did not personalise when the run asked it to ("" if it did).
     """
 
     loss: float
@@ -69,6 +75,14 @@ class EvaluationRelease:
     metrics: ReplyMetrics
     plan: DpSgdPlan | None = None
     reservation: int | None = None
+    personalised: tuple[int, ...] = ()
+    personalisation_refused: str = ""
+
+    @property
+    def reservations(self) -> tuple[int, ...]:
+        """Return every ledger entry this answer releases."""
+        own = () if self.reservation is None else (self.reservation,)
+        return (*own, *self.personalised)
 
 
 def evaluate_round(  # noqa: PLR0913 - the release's inputs, each needed
@@ -100,20 +114,13 @@ def evaluate_round(  # noqa: PLR0913 - the release's inputs, each needed
     if not config.privacy.enabled:
         return _exact_evaluation(global_weights, config, site, run_id)
     plan = plan or privacy_plan(config, site)
-    entry = _check_evaluation_allowed(plan, ledger, site, run_id)
+    entry = check_evaluation_allowed(
+        plan, ledger, site, run_id, releases=config.privacy.evaluation_rounds
+    )
     cap = dataset_cap(config, site)
     check_dataset_budget(ledger, site, entry, cap, delta=plan.delta)
     model = global_model(global_weights, config, site, run_id).module
-    scored = score_model(
-        model,
-        site.data.evaluation,
-        site.task,
-        resolve_device(config.training.device),
-        known=site.data.train,
-    )
-    design = statistics_design(site.task)
-    rows = row_statistics(site.task, scored.truth, scored.scores)
-    sums = noisy_sums(rows, design, plan.evaluation_noise_multiplier)
+    sums = noisy_evaluation_sums(model, config, site, plan)
     reservation = ledger.reserve(
         site.ledger_key,
         label=site.dataset,
@@ -174,10 +181,36 @@ def _strata_values(site: Site) -> range:
     return range(2 if site.task.kind is TaskKind.SURVIVAL else site.task.num_classes)
 
 
-def _check_evaluation_allowed(
-    plan: DpSgdPlan, ledger: PrivacyLedger, site: Site, run_id: str
+def noisy_evaluation_sums(
+    model: nn.Module, config: RunConfig, site: Site, plan: DpSgdPlan
+) -> np.ndarray:
+    """Score ``model`` on the held-out rows; return only the noisy sums of their statistics."""
+    scored = score_model(
+        model,
+        site.data.evaluation,
+        site.task,
+        resolve_device(config.training.device),
+        known=site.data.train,
+    )
+    rows = row_statistics(site.task, scored.truth, scored.scores)
+    return noisy_sums(rows, statistics_design(site.task), plan.evaluation_noise_multiplier)
+
+
+def check_evaluation_allowed(  # noqa: PLR0913 - the release, its run and its allowance
+    plan: DpSgdPlan,
+    ledger: PrivacyLedger,
+    site: Site,
+    run_id: str,
+    *,
+    releases: int,
+    then: Sequence[HistoryEntry] = (),
+    action: str = "evaluate",
 ) -> HistoryEntry:
     """Return the ledger entry of one more evaluation release, if the run's plan allows it.
+
+    ``releases`` is how many evaluation releases this kind of release may bring
+    the run to; ``then`` the releases the check must leave room for after it;
+    ``action`` what a refusal says the hospital refuses to do.
 
     Raises
     ------
@@ -188,15 +221,15 @@ def _check_evaluation_allowed(
     """
     entries = run_entries(ledger, site, run_id)
     done = sum(entry.is_evaluation for entry in entries)
-    if done >= plan.evaluation_releases:
+    if done >= releases:
         raise PolicyRefusal(
-            f"{site.name} refuses to evaluate: the run planned {plan.evaluation_releases} "
+            f"{site.name} refuses to {action}: the run planned {releases} "
             f"evaluation release(s) and has had {done}; each one spends privacy budget, so "
             "no more are answered (raise evaluation-rounds when starting a run)"
         )
     entry = plan.evaluation_entry()
     history = [e.history_entry() for e in entries]
-    check_budget(plan, history, site=site.name, entry=entry, action="evaluate")
+    check_budget(plan, history, site=site.name, entry=entry, reserved=then, action=action)
     return entry
 
 

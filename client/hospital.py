@@ -25,6 +25,7 @@ from fedcare.client.budget import (
     check_budget,
     check_dataset_budget,
     dataset_cap,
+    owed_releases,
     privacy_plan,
     run_entries,
     spent_metrics,
@@ -72,6 +73,11 @@ class RoundUpdate:
     metrics: ReplyMetrics
     plan: DpSgdPlan | None
     reservation: int | None = None
+
+    @property
+    def reservations(self) -> tuple[int, ...]:
+        """Return every ledger entry this update releases."""
+        return () if self.reservation is None else (self.reservation,)
 
 
 def parse_instruction(instruction: Mapping[str, FlatValue]) -> RunConfig:
@@ -177,7 +183,7 @@ def _check_round_budget(
 ) -> tuple[list[HistoryEntry], float]:
     """Refuse a round whose noise or cost the run or the dataset cannot carry.
 
-    The run keeps room for the evaluations it still owes. Returns the run's
+    The run keeps room for the evaluations (and the fine-tuning) it still owes. Returns the run's
     accountant history so far and the dataset's epsilon cap.
 
     Raises
@@ -188,9 +194,7 @@ def _check_round_budget(
     check_noise(plan, len(site.data.train), site=site.name)
     entries = run_entries(ledger, site, run_id)
     history = [entry.history_entry() for entry in entries]
-    evaluated = sum(entry.is_evaluation for entry in entries)
-    owed = [plan.evaluation_entry()] * max(plan.evaluation_releases - evaluated, 0)
-    check_budget(plan, history, site=site.name, reserved=owed)
+    check_budget(plan, history, site=site.name, reserved=owed_releases(config, plan, entries))
     cap = dataset_cap(config, site)
     check_dataset_budget(ledger, site, plan.round_entry(), cap, delta=plan.delta)
     return history, cap

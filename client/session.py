@@ -17,9 +17,10 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from fedcare.client.evaluation_round import EvaluationRelease, evaluate_round
+from fedcare.client.evaluation_round import EvaluationRelease
 from fedcare.client.hospital import RoundUpdate, parse_instruction, train_round
 from fedcare.client.ledger import PrivacyLedger, ledger_path
+from fedcare.client.personalisation import evaluate_and_personalise
 from fedcare.client.policy import check_policy
 from fedcare.client.site import Site, SiteSource, site_limits, site_records
 from fedcare.client.state_files import AUDIT_FILE
@@ -40,7 +41,7 @@ class _Release(Protocol):
     def metrics(self) -> Mapping[str, object]: ...
 
     @property
-    def reservation(self) -> int | None: ...
+    def reservations(self) -> tuple[int, ...]: ...
 
 
 _R = TypeVar("_R", bound=_Release)
@@ -126,13 +127,22 @@ class HospitalSession:
         )
 
     def evaluate(self, parameters: list[np.ndarray], plan: DpSgdPlan | None) -> EvaluationRelease:
-        """Score the global model locally; release noisy statistics (ledger and audit first)."""
+        """Score the global model locally; release noisy statistics (ledger and audit first).
+
+        After the run's last round, a run that personalises also fine-tunes and
+        scores the model here (:func:`client.personalisation.evaluate_and_personalise`);
+        a refused fine-tuning is audited with its reason.
+        """
         return self._release(
             "evaluate",
-            evaluate_round,
+            evaluate_and_personalise,
             parameters,
             plan,
-            lambda release: {"kind": "metrics", "metrics": sorted(release.metrics)},
+            lambda release: {
+                "kind": "metrics",
+                "metrics": sorted(release.metrics),
+                **_refusal(release.personalisation_refused),
+            },
         )
 
     def _release(  # noqa: PLR0913 - what is released, from what, and how the audit names it
@@ -166,9 +176,9 @@ class HospitalSession:
                     epsilon=_number(release.metrics.get(ReplyKey.EPSILON)),
                     dataset_epsilon=_number(release.metrics.get(ReplyKey.DATASET_EPSILON)),
                 )
-                if release.reservation is not None:
+                for reservation in release.reservations:
                     # Handed to Flower from here; the entry already counted as spent.
-                    ledger.confirm(release.reservation)
+                    ledger.confirm(reservation)
         return release
 
     def _check_policy(self) -> None:
@@ -203,3 +213,7 @@ class HospitalSession:
 
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _refusal(reason: str) -> dict[str, JsonValue]:
+    return {"personalisation_refused": reason} if reason else {}

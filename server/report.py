@@ -26,7 +26,7 @@ from fedcare.server.run_directory import RunDirectory
 from fedcare.server.run_record import RoundRecord, RunRecord
 from fedcare.shared.audit import format_head
 from fedcare.shared.config.run_config import RunConfig
-from fedcare.shared.keys import ReplyKey
+from fedcare.shared.keys import PERSONALISED_PREFIX, ReplyKey
 from fedcare.shared.metrics import metric_names
 from fedcare.shared.privacy import ACCOUNTANT, NOISE_TO_SIGNAL_WARNING, noise_to_signal
 from fedcare.shared.spreadsheet import neutralise_cell
@@ -92,7 +92,8 @@ def build_summary(
         },
         "final": {FEDERATED: federated, **reference.baselines},
         "final_source": source,
-        "final_per_hospital": record.latest_evaluations(),
+        "final_per_hospital": hospital_finals(record),
+        "personalised_per_hospital": hospital_finals(record, personalised=True),
         "rounds": {"planned": config.federation.rounds, "aggregated": aggregated},
         "privacy": {
             "differential_privacy": config.privacy.enabled,
@@ -120,6 +121,28 @@ def build_summary(
         "errors": list(record.errors),
         "config": config.to_flat(),
     }
+
+
+def hospital_finals(
+    record: RunRecord, *, personalised: bool = False
+) -> dict[str, dict[str, float]]:
+    """Each hospital's last local metrics: of the global model, or of its personalised one.
+
+    A hospital that personalised (``personalise-layers``) reports both in its
+    last evaluation; the personalised ones (``personalised-auroc``, ...) are
+    returned here under the plain metric names. Hospitals that did not
+    personalise (or refused) are absent from the personalised map.
+    """
+    finals = {}
+    for name, metrics in record.latest_evaluations().items():
+        chosen = {
+            key.removeprefix(PERSONALISED_PREFIX) if personalised else key: value
+            for key, value in metrics.items()
+            if key.startswith(PERSONALISED_PREFIX) == personalised
+        }
+        if chosen:
+            finals[name] = chosen
+    return finals
 
 
 def noise_by_hospital(record: RunRecord) -> dict[str, float]:

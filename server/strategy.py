@@ -47,7 +47,7 @@ from fedcare.server.server_optimizer import OptimizerState
 from fedcare.shared.audit import AuditLog
 from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.evaluation import Evaluation
-from fedcare.shared.keys import NOISY_SUM_KEY, InstructionKey, ReplyKey
+from fedcare.shared.keys import NOISY_SUM_KEY, PERSONALISED_METRICS, InstructionKey, ReplyKey
 from fedcare.shared.metrics import weighted_mean
 from fedcare.shared.private_metrics import pooled_metrics
 from fedcare.shared.serialization import ModelLayout
@@ -326,7 +326,12 @@ class FedCareStrategy(FedAvg):
         if pooled is not None:
             return {k: v for k, v in pooled.items() if not math.isnan(v)}
         weights = [res.num_examples for _, res in results]
-        return weighted_mean([_metrics(res.metrics) for _, res in results], weights)
+        # The global model's metrics only: personalised ones describe each hospital's own model.
+        global_only = [
+            {k: v for k, v in _metrics(res.metrics).items() if k not in PERSONALISED_METRICS}
+            for _, res in results
+        ]
+        return weighted_mean(global_only, weights)
 
 
 PRIVACY_KEYS = frozenset(

@@ -94,3 +94,12 @@ class MetricName(StrEnum):
     """Hit-rate@5: share of patients whose held-out response ranks in the top 5."""
     NDCG = "ndcg"
     """NDCG@5: normalised discounted cumulative gain of the held-out response in the top 5."""
+
+
+PERSONALISED_PREFIX = "personalised-"
+"""Prefix of a hospital's metrics of its personalised (locally fine-tuned) model."""
+
+PERSONALISED_METRICS = frozenset(
+    f"{PERSONALISED_PREFIX}{name}" for name in (*MetricName, ReplyKey.LOSS)
+)
+"""Every key a personalised evaluation adds to a hospital's reply (metrics, never sums)."""

@@ -26,7 +26,7 @@ from fedcare.shared.config.secagg import (
     SecureAggregationSettings,
 )
 from fedcare.shared.config.server_optimizer import ServerOptimizerSettings
-from fedcare.shared.config.training import TrainingSettings
+from fedcare.shared.config.training import PersonaliseLayers, TrainingSettings
 from fedcare.shared.errors import ConfigError
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -65,6 +65,12 @@ class RunConfig:
             "evaluation-rounds",
             f"must be at most num-server-rounds ({self.federation.rounds}) "
             f"(got {self.privacy.evaluation_rounds})",
+        )
+        require(
+            self.training.personalise_layers is PersonaliseLayers.NONE
+            or self.privacy.evaluation_rounds > 0,
+            "personalise-layers",
+            "needs evaluation-rounds >= 1: personalised metrics leave with the last evaluation",
         )
         if self.secure_aggregation.enabled:
             require(

@@ -36,6 +36,17 @@ class FineTuning(StrEnum):
     convolution layers, and the head."""
 
 
+class PersonaliseLayers(StrEnum):
+    """Which parameters each hospital fine-tunes locally after the run (personalisation)."""
+
+    NONE = "none"
+    ALL = "all"
+    HEAD = "head"
+    """The last linear layer, as FedPer keeps the head local."""
+    BIAS = "bias"
+    """The last linear layer's bias only: re-calibrates the output to the site's case mix."""
+
+
 class GradSampleMode(StrEnum):
     """Opacus' per-sample-gradient engine; ``auto`` takes the model's measured choice."""
 
@@ -103,6 +114,12 @@ class TrainingSettings:
         the global model; 0 is plain FedAvg training. Added after DP-SGD's
         clipping and noise, so it costs no privacy. The default (0.1) beat FedAvg
         in most comparisons on the built-in data (README).
+    personalise_layers : PersonaliseLayers
+        After the last round each hospital fine-tunes these parameters of the
+        final global model on its training split (DP-SGD) and releases how that
+        personalised model scores as one more planned evaluation release; the
+        model stays at the hospital. ``none`` (default) skips it. Needs
+        ``evaluation-rounds`` >= 1.
     device : DeviceName
         ``auto`` uses CUDA when present, else the CPU.
     initial_model : str
@@ -127,6 +144,7 @@ class TrainingSettings:
     learning_rate: float = setting("learning-rate", 0.5)
     # 0.1 by evidence: it beat FedAvg in most built-in comparisons (README, "Skewed hospitals").
     proximal_mu: float = setting("proximal-mu", 0.1)
+    personalise_layers: PersonaliseLayers = setting("personalise-layers", PersonaliseLayers.NONE)
     device: DeviceName = setting("device", DeviceName.AUTO)
     initial_model: str = setting("initial-model", "")
 

@@ -1,0 +1,293 @@
+"""Personalisation: after the run, a hospital fine-tunes the final global model on its own patients.
+
+A shared model serves the majority; a site whose case mix differs gains from
+adapting it. With ``personalise-layers`` set, the run's privacy plan reserves,
+from its start, one more DP-SGD round and one more evaluation release
+(:func:`client.budget.privacy_plan`), so training never eats their share. At
+the last round's evaluation each hospital:
+
+1. releases the global model's noisy statistics, as in every evaluation round;
+2. checks that the fine-tuning and its evaluation fit the run's plan, its
+   budget and the dataset's cap (nothing is trained otherwise);
+3. fine-tunes the chosen parameters (all, the head, or the head's bias) on its
+   training split with the run's DP-SGD plan and books the steps in its ledger
+   (as round ``rounds + 1``);
+4. scores the fine-tuned model on its held-out rows, books that Gaussian release
+   and adds the metrics computed from its noisy sums, prefixed ``personalised-``.
+
+The personalised model never leaves the hospital: it is written, owner-only, to
+its state folder. A refused fine-tuning keeps the global metrics, with the reason
+in the hospital's log and audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from fedcare.client.budget import (
+    check_dataset_budget,
+    dataset_cap,
+    is_fine_tuning,
+    personalises,
+    run_entries,
+    spent_metrics,
+)
+from fedcare.client.evaluation_round import (
+    EvaluationRelease,
+    check_evaluation_allowed,
+    evaluate_round,
+    noisy_evaluation_sums,
+)
+from fedcare.client.hospital import ReplyMetrics, global_model
+from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.ledger_records import Mechanism
+from fedcare.client.policy import PolicyRefusal
+from fedcare.client.site import Site
+from fedcare.client.training import train_plain, train_private
+from fedcare.shared.config.run_config import RunConfig
+from fedcare.shared.config.training import PersonaliseLayers
+from fedcare.shared.device import resolve_device
+from fedcare.shared.errors import ConfigError, PrivacyBudgetExceededError, SiteTooSmallError
+from fedcare.shared.evaluation import evaluate_model
+from fedcare.shared.fine_tuning import head_name
+from fedcare.shared.keys import PERSONALISED_PREFIX, ReplyKey
+from fedcare.shared.privacy import DpSgdPlan, check_noise
+from fedcare.shared.private_metrics import metrics_from_sums
+from fedcare.shared.run_model import RunModel, run_criterion
+from fedcare.shared.serialization import ModelLayout, get_weights, save_safetensors
+
+logger = logging.getLogger(__name__)
+
+PERSONALISED_DIR = "personalised"
+_PRIVATE_DIR = 0o700
+_PRIVATE_FILE = 0o600
+
+
+def evaluate_and_personalise(  # noqa: PLR0913 - as evaluate_round takes them
+    global_weights: Sequence[np.ndarray],
+    config: RunConfig,
+    site: Site,
+    *,
+    plan: DpSgdPlan | None,
+    ledger: PrivacyLedger,
+    run_id: str,
+    server_round: int,
+) -> EvaluationRelease:
+    """Release the global model's evaluation; after the last round, personalise and add its own.
+
+    A refused personalisation (budget, noise, a model without a head) keeps the
+    global release, with the reason in ``personalisation_refused``.
+
+    Raises
+    ------
+    PrivacyBudgetExceededError
+        If the global evaluation itself is refused (:func:`evaluate_round`).
+    """
+    release = evaluate_round(
+        global_weights,
+        config,
+        site,
+        plan=plan,
+        ledger=ledger,
+        run_id=run_id,
+        server_round=server_round,
+    )
+    if not personalises(config) or server_round != config.federation.rounds:
+        return release
+    try:
+        return _personalised(release, global_weights, config, site, ledger=ledger, run_id=run_id)
+    except (PrivacyBudgetExceededError, SiteTooSmallError, ConfigError) as refusal:
+        logger.warning("%s keeps the global model's metrics only: %s", site.name, refusal)
+        return replace(release, personalisation_refused=str(refusal))
+
+
+def _personalised(  # noqa: PLR0913 - the release it extends and what it needs
+    release: EvaluationRelease,
+    global_weights: Sequence[np.ndarray],
+    config: RunConfig,
+    site: Site,
+    *,
+    ledger: PrivacyLedger,
+    run_id: str,
+) -> EvaluationRelease:
+    """Fine-tune with DP-SGD, book it, release the personalised model's noisy statistics."""
+    plan = release.plan
+    if plan is None:  # a run without DP: exact metrics, nothing to book
+        exact = _exact_personalised(global_weights, config, site, run_id)
+        return replace(release, metrics=release.metrics | exact)
+    evaluation = _check_personalisation_allowed(config, plan, ledger, site, run_id)
+    cap, server_round = dataset_cap(config, site), config.federation.rounds + 1
+    run_model = global_model(global_weights, config, site, run_id)
+    with _training_only(run_model.module, config.training.personalise_layers):
+        steps = _fine_tune_private(run_model, config, site, plan, ledger, run_id)
+    # Booked before anything derived from the fine-tuned model is computed or leaves.
+    tuned = ledger.reserve(
+        site.ledger_key,
+        label=site.dataset,
+        run_id=run_id,
+        server_round=server_round,
+        noise_multiplier=plan.noise_multiplier,
+        sample_rate=plan.sample_rate,
+        steps=steps,
+        delta=plan.delta,
+        cap_epsilon=cap,
+    )
+    _keep_at_site(run_model.module, site.state, run_id)
+    sums = noisy_evaluation_sums(run_model.module, config, site, plan)
+    scored = ledger.reserve(
+        site.ledger_key,
+        label=site.dataset,
+        mechanism=Mechanism.GAUSSIAN,
+        run_id=run_id,
+        server_round=server_round,
+        noise_multiplier=evaluation[0],
+        sample_rate=evaluation[1],
+        steps=evaluation[2],
+        delta=plan.delta,
+        cap_epsilon=cap,
+    )
+    spent = spent_metrics(run_entries(ledger, site, run_id), plan.delta, scored.epsilon_after)
+    metrics = release.metrics | _prefixed(metrics_from_sums(site.task, sums)) | spent
+    return replace(release, metrics=metrics, personalised=(tuned.id, scored.id))
+
+
+def _check_personalisation_allowed(
+    config: RunConfig, plan: DpSgdPlan, ledger: PrivacyLedger, site: Site, run_id: str
+) -> tuple[float, float, int]:
+    """Return the personalised evaluation's ledger entry, if the fine-tuning and it may happen.
+
+    Raises
+    ------
+    PrivacyBudgetExceededError
+        If the run has fine-tuned already, has had every evaluation it planned,
+        or the fine-tuning and its evaluation would overspend the run's target or
+        the dataset's cap. Nothing is trained.
+    SiteTooSmallError
+        If DP-SGD's noise would swamp what the fine-tuning learns.
+    """
+    if any(is_fine_tuning(entry, config) for entry in run_entries(ledger, site, run_id)):
+        raise PolicyRefusal(f"{site.name} refuses to personalise again: this run has done so")
+    check_noise(plan, len(site.data.train), site=site.name)
+    evaluation = check_evaluation_allowed(
+        plan,
+        ledger,
+        site,
+        run_id,
+        releases=plan.evaluation_releases,
+        then=[plan.round_entry()],
+        action="personalise",
+    )
+    check_dataset_budget(
+        ledger,
+        site,
+        plan.round_entry(),
+        dataset_cap(config, site),
+        delta=plan.delta,
+        then=[evaluation],
+    )
+    return evaluation
+
+
+def _fine_tune_private(  # noqa: PLR0913 - the model and the run's DP-SGD inputs
+    run_model: RunModel,
+    config: RunConfig,
+    site: Site,
+    plan: DpSgdPlan,
+    ledger: PrivacyLedger,
+    run_id: str,
+) -> int:
+    """Fine-tune the model's trainable parameters one DP-SGD round; return the steps taken."""
+    training = config.training
+    outcome = train_private(
+        run_model.module,
+        site.data.train,
+        site.task,
+        plan=plan,
+        max_grad_norm=config.privacy.max_grad_norm,
+        learning_rate=training.learning_rate,
+        epochs=training.local_epochs,
+        batch_size=training.batch_size,
+        history=[entry.history_entry() for entry in run_entries(ledger, site, run_id)],
+        device=resolve_device(training.device),
+        grad_sample_mode=run_model.grad_sample_mode,
+        criterion=run_criterion(training, site.task),
+    )
+    return outcome.steps
+
+
+def _exact_personalised(
+    global_weights: Sequence[np.ndarray], config: RunConfig, site: Site, run_id: str
+) -> ReplyMetrics:
+    """Fine-tune without DP and score exactly, for a run that turned DP off (its report says so)."""
+    run_model = global_model(global_weights, config, site, run_id)
+    model, training = run_model.module, config.training
+    device = resolve_device(training.device)
+    with _training_only(model, training.personalise_layers):
+        train_plain(
+            model,
+            site.data.train,
+            site.task,
+            learning_rate=training.learning_rate,
+            epochs=training.local_epochs,
+            batch_size=training.batch_size,
+            seed=config.data.seed,
+            device=device,
+            criterion=run_criterion(training, site.task),
+        )
+    _keep_at_site(model, site.state, run_id)
+    result = evaluate_model(model, site.data.evaluation, site.task, device, known=site.data.train)
+    return _prefixed({ReplyKey.LOSS.value: result.loss, **result.metrics})
+
+
+@contextmanager
+def _training_only(model: nn.Module, layers: PersonaliseLayers) -> Iterator[None]:
+    """Freeze every parameter outside ``layers`` while the block runs, then restore.
+
+    Frozen parameters are neither clipped, noised nor changed by DP-SGD
+    (:func:`client.training.train_private`); the accounting is the same.
+    """
+    trained = {name: p.requires_grad for name, p in model.named_parameters()}
+    if layers is not PersonaliseLayers.ALL:
+        head = head_name(model)
+        prefix = f"{head}." if head else ""  # a bare nn.Linear is its own head
+        for name, parameter in model.named_parameters():
+            in_scope = (
+                name == f"{prefix}bias"
+                if layers is PersonaliseLayers.BIAS
+                else name.startswith(prefix)
+            )
+            parameter.requires_grad = trained[name] and in_scope
+    try:
+        yield
+    finally:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad = trained[name]
+
+
+def _prefixed(metrics: dict[str, float]) -> ReplyMetrics:
+    """Name each metric as the personalised model's; leave out those undefined (``nan``)."""
+    return {
+        f"{PERSONALISED_PREFIX}{key}": value
+        for key, value in metrics.items()
+        if not (isinstance(value, float) and np.isnan(value))
+    }
+
+
+def model_path(state: Path, run_id: str) -> Path:
+    """Return where a hospital keeps its personalised model of run ``run_id``."""
+    return state / PERSONALISED_DIR / f"{run_id}.safetensors"
+
+
+def _keep_at_site(model: nn.Module, state: Path, run_id: str) -> None:
+    """Write the fine-tuned model owner-only: it is derived from the site's patients."""
+    path = model_path(state, run_id)
+    path.parent.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
+    weights = ModelLayout.of(model).named(get_weights(model))
+    save_safetensors(path, weights, {"run": run_id}, mode=_PRIVATE_FILE)
