@@ -132,6 +132,8 @@ def print_summary(summary: Mapping[str, Any], run_dir: Path) -> None:
         console.print(epsilon_table(metrics, summary))
         console.print(privacy_table(summary))
     console.print(comparison_table(summary, metric_names))
+    if summary.get("personalised_per_hospital"):
+        console.print(personalised_table(summary, metric_names))
     for warning in summary["warnings"]:
         # Escaped: a hospital's error message is quoted in them, and must not be markup.
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
@@ -153,3 +155,20 @@ def print_summary_if_written(config: RunConfig) -> bool:
         return False
     print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)
     return True
+
+
+def personalised_table(summary: Mapping[str, Any], metric_names: list[str]) -> Table:
+    """Tabulate each hospital's final global-model metrics above its personalised model's."""
+    layers = summary["config"].get("personalise-layers", "")
+    table = Table(title=f"Per hospital: global model, then its personalised one ({layers})")
+    table.add_column("hospital", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    for name in metric_names:
+        table.add_column(name[:5], justify="right")
+    personalised = summary["personalised_per_hospital"]
+    for name, scores in sorted(summary["final_per_hospital"].items()):
+        table.add_row(name, "global", *(_fmt(scores.get(n)) for n in metric_names))
+        own = personalised.get(name)
+        cells = [_fmt(own.get(n)) for n in metric_names] if own else ["-"] * len(metric_names)
+        table.add_row("", "personalised" if own else "not personalised", *cells)
+    return table

@@ -231,3 +231,26 @@ def test_only_the_chosen_layers_change(
         name.rsplit(".", 1)[-1] for name in kept if not np.array_equal(kept[name], start[name])
     }
     assert changed == trained
+
+
+def test_the_report_shows_personalised_metrics_beside_the_global_ones() -> None:
+    from rich.console import Console
+
+    from fedcare.server.report import hospital_finals
+    from fedcare.server.run_record import RunRecord
+    from fedcare.tables import personalised_table
+
+    record = RunRecord()
+    record.round(3).hospital("h1").evaluation = {"accuracy": 0.5, "personalised-accuracy": 0.8}
+    record.round(3).hospital("h2").evaluation = {"accuracy": 0.7}  # refused to personalise
+    summary = {
+        "final_per_hospital": hospital_finals(record),
+        "personalised_per_hospital": hospital_finals(record, personalised=True),
+        "config": {"personalise-layers": "head"},
+    }
+    assert summary["final_per_hospital"] == {"h1": {"accuracy": 0.5}, "h2": {"accuracy": 0.7}}
+    assert summary["personalised_per_hospital"] == {"h1": {"accuracy": 0.8}}
+    console = Console(width=120, record=True)
+    console.print(personalised_table(summary, ["accuracy"]))
+    text = console.export_text()
+    assert "personalised" in text and "0.800" in text and "not personalised" in text
