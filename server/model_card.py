@@ -157,6 +157,8 @@ def _training(config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
         "aggregation": config.federation.aggregation.value,
         "server_optimizer": config.server_optimizer.optimizer.value,
         "proximal_mu": training.proximal_mu,
+        # Each hospital's personalised model stays with it; this card describes the global one.
+        "personalised_at_hospitals": training.personalise_layers.value,
         "local_epochs": training.local_epochs,
         "batch_size": training.batch_size,
         "learning_rate": training.learning_rate,

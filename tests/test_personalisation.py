@@ -254,3 +254,15 @@ def test_the_report_shows_personalised_metrics_beside_the_global_ones() -> None:
     console.print(personalised_table(summary, ["accuracy"]))
     text = console.export_text()
     assert "personalised" in text and "0.800" in text and "not personalised" in text
+
+
+def test_a_run_without_dp_personalises_with_exact_metrics_and_books_nothing(
+    site: Site, ledger: PrivacyLedger
+) -> None:
+    config = _config("bias", **{"differential-privacy": False})
+    release = evaluate_and_personalise(
+        _initial(config, site), config, site, plan=None, ledger=ledger, run_id="n", server_round=3
+    )
+    assert {"personalised-accuracy", "personalised-loss", "accuracy"} <= set(release.metrics)
+    assert release.reservations == () and ledger.history(site.ledger_key) == []
+    assert model_path(site.state, "n").exists()
