@@ -21,10 +21,10 @@ def test_a_personalised_simulation_reports_both_within_the_target(tmp_path: Path
     assert summary["status"] == "completed" and summary["rounds"]["aggregated"] == [1, 2]
     hospitals = set(summary["final_per_hospital"])
     assert hospitals and set(summary["personalised_per_hospital"]) == hospitals
+    # DP metrics whose noisy denominator came out <= 0 are left out: check kinds, not names.
     for name in hospitals:
         personalised = summary["personalised_per_hospital"][name]
-        assert 0 <= personalised["accuracy"] <= 1
-        assert "accuracy" in summary["final_per_hospital"][name]
+        assert personalised and all(0 <= value <= 1 for value in personalised.values())
         assert not any(
             key.startswith("personalised-") for key in summary["final_per_hospital"][name]
         )
