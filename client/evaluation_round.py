@@ -27,7 +27,7 @@ from fedcare.client.budget import (
 )
 from fedcare.client.hospital import ReplyMetrics, global_model
 from fedcare.client.ledger import PrivacyLedger
-from fedcare.client.ledger_records import Mechanism
+from fedcare.client.ledger_records import Mechanism, Reservation
 from fedcare.client.policy import PolicyRefusal, check_policy
 from fedcare.client.site import Site
 from fedcare.shared.config.run_config import RunConfig
@@ -121,17 +121,8 @@ def evaluate_round(  # noqa: PLR0913 - the release's inputs, each needed
     check_dataset_budget(ledger, site, entry, cap, delta=plan.delta)
     model = global_model(global_weights, config, site, run_id).module
     sums = noisy_evaluation_sums(model, config, site, plan)
-    reservation = ledger.reserve(
-        site.ledger_key,
-        label=site.dataset,
-        mechanism=Mechanism.GAUSSIAN,
-        run_id=run_id,
-        server_round=server_round,
-        noise_multiplier=entry[0],
-        sample_rate=entry[1],
-        steps=entry[2],
-        delta=plan.delta,
-        cap_epsilon=cap,
+    reservation = reserve_evaluation(
+        ledger, site, entry, run_id=run_id, server_round=server_round, delta=plan.delta, cap=cap
     )
     metrics: ReplyMetrics = {
         ReplyKey.HOSPITAL: site.name,
@@ -147,6 +138,32 @@ def evaluate_round(  # noqa: PLR0913 - the release's inputs, each needed
         metrics={k: v for k, v in metrics.items() if not _is_nan(v)},
         plan=plan,
         reservation=reservation.id,
+    )
+
+
+def reserve_evaluation(  # noqa: PLR0913 - the release and where it goes in the ledger
+    ledger: PrivacyLedger,
+    site: Site,
+    entry: HistoryEntry,
+    *,
+    run_id: str,
+    server_round: int,
+    delta: float,
+    cap: float,
+) -> Reservation:
+    """Book one Gaussian release of noisy sums (``entry``) in the ledger, before it leaves."""
+    noise_multiplier, sample_rate, steps = entry
+    return ledger.reserve(
+        site.ledger_key,
+        label=site.dataset,
+        mechanism=Mechanism.GAUSSIAN,
+        run_id=run_id,
+        server_round=server_round,
+        noise_multiplier=noise_multiplier,
+        sample_rate=sample_rate,
+        steps=steps,
+        delta=delta,
+        cap_epsilon=cap,
     )
 
 

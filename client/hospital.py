@@ -35,7 +35,7 @@ from fedcare.client.ledger_records import Reservation
 from fedcare.client.local_parameters import load_local_parameters, save_local_parameters
 from fedcare.client.policy import check_policy
 from fedcare.client.site import Site
-from fedcare.client.training import train_plain, train_private
+from fedcare.client.training import TrainOutcome, train_plain, train_private
 from fedcare.client.warm_cache import RUN_CACHE
 from fedcare.shared.config.flat import FlatValue
 from fedcare.shared.config.run_config import RunConfig
@@ -119,8 +119,41 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         return _train_without_dp(run_model.module, global_weights, config, site, run_id)
     plan = plan or privacy_plan(config, site)
     history, cap = _check_round_budget(config, plan, ledger, site, run_id)
+    outcome = private_local_training(
+        run_model, config, site, plan, history, proximal_mu=config.training.proximal_mu
+    )
+    delta = _checked_delta(run_model.module, global_weights, config, site)
+    reservation = reserve_training(
+        ledger, site, plan, steps=outcome.steps, run_id=run_id, server_round=server_round, cap=cap
+    )
+    # Kept only once the release is booked: later rounds build on these values,
+    # so they must come from spending the ledger has counted.
+    save_local_parameters(run_model.module, site.state, run_id)
+    return RoundUpdate(
+        delta=delta,
+        num_examples=len(site.data.train),
+        metrics=_dp_reply_metrics(ledger, site, run_id, plan, reservation, outcome.steps),
+        plan=plan,
+        reservation=reservation.id,
+    )
+
+
+def private_local_training(  # noqa: PLR0913 - the model, the run, the site and its privacy
+    run_model: RunModel,
+    config: RunConfig,
+    site: Site,
+    plan: DpSgdPlan,
+    history: Sequence[HistoryEntry],
+    *,
+    proximal_mu: float = 0.0,
+) -> TrainOutcome:
+    """Train the model's trainable parameters on the site's training split with DP-SGD.
+
+    The run's settings, the plan's noise and ``history`` (this run's releases, for
+    the accountant) are what a training round and a fine-tuning share.
+    """
     training = config.training
-    outcome = train_private(
+    return train_private(
         run_model.module,
         site.data.train,
         site.task,
@@ -133,29 +166,31 @@ def train_round(  # noqa: PLR0913 - the round's inputs, each needed
         device=resolve_device(training.device),
         grad_sample_mode=run_model.grad_sample_mode,
         criterion=run_criterion(training, site.task),
-        proximal_mu=training.proximal_mu,
+        proximal_mu=proximal_mu,
     )
-    delta = _checked_delta(run_model.module, global_weights, config, site)
-    reservation = ledger.reserve(
+
+
+def reserve_training(  # noqa: PLR0913 - the release and where it goes in the ledger
+    ledger: PrivacyLedger,
+    site: Site,
+    plan: DpSgdPlan,
+    *,
+    steps: int,
+    run_id: str,
+    server_round: int,
+    cap: float,
+) -> Reservation:
+    """Book ``steps`` DP-SGD steps at the plan's noise and sample rate, before anything leaves."""
+    return ledger.reserve(
         site.ledger_key,
         label=site.dataset,
         run_id=run_id,
         server_round=server_round,
         noise_multiplier=plan.noise_multiplier,
         sample_rate=plan.sample_rate,
-        steps=outcome.steps,
+        steps=steps,
         delta=plan.delta,
         cap_epsilon=cap,
-    )
-    # Kept only once the release is booked: later rounds build on these values,
-    # so they must come from spending the ledger has counted.
-    save_local_parameters(run_model.module, site.state, run_id)
-    return RoundUpdate(
-        delta=delta,
-        num_examples=len(site.data.train),
-        metrics=_dp_reply_metrics(ledger, site, run_id, plan, reservation, outcome.steps),
-        plan=plan,
-        reservation=reservation.id,
     )
 
 

@@ -44,13 +44,18 @@ from fedcare.client.evaluation_round import (
     check_evaluation_allowed,
     evaluate_round,
     noisy_evaluation_sums,
+    reserve_evaluation,
 )
-from fedcare.client.hospital import ReplyMetrics, global_model
+from fedcare.client.hospital import (
+    ReplyMetrics,
+    global_model,
+    private_local_training,
+    reserve_training,
+)
 from fedcare.client.ledger import PrivacyLedger
-from fedcare.client.ledger_records import Mechanism
 from fedcare.client.policy import PolicyRefusal
 from fedcare.client.site import Site
-from fedcare.client.training import train_plain, train_private
+from fedcare.client.training import train_plain
 from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.config.training import PersonaliseLayers
 from fedcare.shared.device import resolve_device
@@ -60,7 +65,7 @@ from fedcare.shared.fine_tuning import head_name
 from fedcare.shared.keys import PERSONALISED_PREFIX, ReplyKey
 from fedcare.shared.privacy import DpSgdPlan, check_noise
 from fedcare.shared.private_metrics import metrics_from_sums
-from fedcare.shared.run_model import RunModel, run_criterion
+from fedcare.shared.run_model import run_criterion
 from fedcare.shared.serialization import ModelLayout, get_weights, save_safetensors
 
 logger = logging.getLogger(__name__)
@@ -125,33 +130,23 @@ def _personalised(  # noqa: PLR0913 - the release it extends and what it needs
     evaluation = _check_personalisation_allowed(config, plan, ledger, site, run_id)
     cap, server_round = dataset_cap(config, site), config.federation.rounds + 1
     run_model = global_model(global_weights, config, site, run_id)
+    history = [entry.history_entry() for entry in run_entries(ledger, site, run_id)]
     with _training_only(run_model.module, config.training.personalise_layers):
-        steps = _fine_tune_private(run_model, config, site, plan, ledger, run_id)
+        steps = private_local_training(run_model, config, site, plan, history).steps
     # Booked before anything derived from the fine-tuned model is computed or leaves.
-    tuned = ledger.reserve(
-        site.ledger_key,
-        label=site.dataset,
-        run_id=run_id,
-        server_round=server_round,
-        noise_multiplier=plan.noise_multiplier,
-        sample_rate=plan.sample_rate,
-        steps=steps,
-        delta=plan.delta,
-        cap_epsilon=cap,
+    tuned = reserve_training(
+        ledger, site, plan, steps=steps, run_id=run_id, server_round=server_round, cap=cap
     )
     _keep_at_site(run_model.module, site.state, run_id)
     sums = noisy_evaluation_sums(run_model.module, config, site, plan)
-    scored = ledger.reserve(
-        site.ledger_key,
-        label=site.dataset,
-        mechanism=Mechanism.GAUSSIAN,
+    scored = reserve_evaluation(
+        ledger,
+        site,
+        evaluation,
         run_id=run_id,
         server_round=server_round,
-        noise_multiplier=evaluation[0],
-        sample_rate=evaluation[1],
-        steps=evaluation[2],
         delta=plan.delta,
-        cap_epsilon=cap,
+        cap=cap,
     )
     spent = spent_metrics(run_entries(ledger, site, run_id), plan.delta, scored.epsilon_after)
     metrics = release.metrics | _prefixed(metrics_from_sums(site.task, sums)) | spent
@@ -193,33 +188,6 @@ def _check_personalisation_allowed(
         then=[evaluation],
     )
     return evaluation
-
-
-def _fine_tune_private(  # noqa: PLR0913 - the model and the run's DP-SGD inputs
-    run_model: RunModel,
-    config: RunConfig,
-    site: Site,
-    plan: DpSgdPlan,
-    ledger: PrivacyLedger,
-    run_id: str,
-) -> int:
-    """Fine-tune the model's trainable parameters one DP-SGD round; return the steps taken."""
-    training = config.training
-    outcome = train_private(
-        run_model.module,
-        site.data.train,
-        site.task,
-        plan=plan,
-        max_grad_norm=config.privacy.max_grad_norm,
-        learning_rate=training.learning_rate,
-        epochs=training.local_epochs,
-        batch_size=training.batch_size,
-        history=[entry.history_entry() for entry in run_entries(ledger, site, run_id)],
-        device=resolve_device(training.device),
-        grad_sample_mode=run_model.grad_sample_mode,
-        criterion=run_criterion(training, site.task),
-    )
-    return outcome.steps
 
 
 def _exact_personalised(
