@@ -53,8 +53,10 @@ from fedcare.client.hospital import (
     reserve_training,
 )
 from fedcare.client.ledger import PrivacyLedger
+from fedcare.client.local_parameters import run_file_stem
 from fedcare.client.policy import PolicyRefusal
 from fedcare.client.site import Site
+from fedcare.client.state_files import PERSONALISED_DIR
 from fedcare.client.training import train_plain
 from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.config.training import PersonaliseLayers
@@ -64,15 +66,12 @@ from fedcare.shared.evaluation import evaluate_model
 from fedcare.shared.fine_tuning import head_name
 from fedcare.shared.keys import PERSONALISED_PREFIX, ReplyKey
 from fedcare.shared.privacy import DpSgdPlan, check_noise
+from fedcare.shared.private_files import PRIVATE_FILE, make_private_directory
 from fedcare.shared.private_metrics import metrics_from_sums
 from fedcare.shared.run_model import run_criterion
 from fedcare.shared.serialization import ModelLayout, get_weights, save_safetensors
 
 logger = logging.getLogger(__name__)
-
-PERSONALISED_DIR = "personalised"
-_PRIVATE_DIR = 0o700
-_PRIVATE_FILE = 0o600
 
 
 def evaluate_and_personalise(  # noqa: PLR0913 - as evaluate_round takes them
@@ -250,12 +249,12 @@ def _prefixed(metrics: dict[str, float]) -> ReplyMetrics:
 
 def model_path(state: Path, run_id: str) -> Path:
     """Return where a hospital keeps its personalised model of run ``run_id``."""
-    return state / PERSONALISED_DIR / f"{run_id}.safetensors"
+    return state / PERSONALISED_DIR / f"{run_file_stem(run_id)}.safetensors"
 
 
 def _keep_at_site(model: nn.Module, state: Path, run_id: str) -> None:
     """Write the fine-tuned model owner-only: it is derived from the site's patients."""
     path = model_path(state, run_id)
-    path.parent.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
+    make_private_directory(path.parent)
     weights = ModelLayout.of(model).named(get_weights(model))
-    save_safetensors(path, weights, {"run": run_id}, mode=_PRIVATE_FILE)
+    save_safetensors(path, weights, {"run": run_id}, mode=PRIVATE_FILE)

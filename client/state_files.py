@@ -34,6 +34,9 @@ FILLS_DIR = "fill-values"
 LOCAL_DIR = "local-parameters"
 """Each run's site-local model parameters (:mod:`client.local_parameters`)."""
 
+PERSONALISED_DIR = "personalised"
+"""Each run's personalised model, which never leaves the site (:mod:`client.personalisation`)."""
+
 PRIVATE_FILES = (
     LEDGER_FILE,
     f"{LEDGER_FILE}-wal",
