@@ -32,7 +32,7 @@ from fedcare.client.policy import PolicyRefusal, check_policy
 from fedcare.client.site import Site
 from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.device import resolve_device
-from fedcare.shared.evaluation import evaluate_model, score_model
+from fedcare.shared.evaluation import Evaluation, evaluate_model, score_model
 from fedcare.shared.keys import ReplyKey
 from fedcare.shared.privacy import DpSgdPlan, HistoryEntry
 from fedcare.shared.private_metrics import (
@@ -135,7 +135,7 @@ def evaluate_round(  # noqa: PLR0913 - the release's inputs, each needed
     return EvaluationRelease(
         loss=0.0,
         num_examples=count,
-        metrics={k: v for k, v in metrics.items() if not _is_nan(v)},
+        metrics=defined_only(metrics),
         plan=plan,
         reservation=reservation.id,
     )
@@ -255,24 +255,23 @@ def _exact_evaluation(
 ) -> EvaluationRelease:
     """Exact metrics, for a run that turned DP off (and says so in its report)."""
     model = global_model(global_weights, config, site, run_id).module
-    result = evaluate_model(
-        model,
-        site.data.evaluation,
-        site.task,
-        resolve_device(config.training.device),
-        known=site.data.train,
-    )
+    result = exact_evaluation(model, config, site)
     metrics: ReplyMetrics = {
         ReplyKey.HOSPITAL: site.name,
         ReplyKey.LOSS: result.loss,
         **result.metrics,
     }
     return EvaluationRelease(
-        loss=result.loss,
-        num_examples=result.num_examples,
-        metrics={k: v for k, v in metrics.items() if not _is_nan(v)},
+        loss=result.loss, num_examples=result.num_examples, metrics=defined_only(metrics)
     )
 
 
-def _is_nan(value: object) -> bool:
-    return isinstance(value, float) and math.isnan(value)
+def exact_evaluation(model: nn.Module, config: RunConfig, site: Site) -> Evaluation:
+    """Score ``model`` exactly on the held-out rows (only for a run without DP)."""
+    device = resolve_device(config.training.device)
+    return evaluate_model(model, site.data.evaluation, site.task, device, known=site.data.train)
+
+
+def defined_only(metrics: ReplyMetrics) -> ReplyMetrics:
+    """Leave out the metrics that are undefined (``nan``): they tell nothing and never leave."""
+    return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}

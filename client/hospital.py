@@ -170,6 +170,25 @@ def private_local_training(  # noqa: PLR0913 - the model, the run, the site and 
     )
 
 
+def plain_local_training(
+    model: torch.nn.Module, config: RunConfig, site: Site, *, proximal_mu: float = 0.0
+) -> TrainOutcome:
+    """Train ``model`` on the site's training split without DP (a run that turned it off)."""
+    training = config.training
+    return train_plain(
+        model,
+        site.data.train,
+        site.task,
+        learning_rate=training.learning_rate,
+        epochs=training.local_epochs,
+        batch_size=training.batch_size,
+        seed=config.data.seed,
+        device=resolve_device(training.device),
+        criterion=run_criterion(training, site.task),
+        proximal_mu=proximal_mu,
+    )
+
+
 def reserve_training(  # noqa: PLR0913 - the release and where it goes in the ledger
     ledger: PrivacyLedger,
     site: Site,
@@ -243,19 +262,7 @@ def _train_without_dp(
     run_id: str,
 ) -> RoundUpdate:
     """Train a round of a run that turned DP off (its report says so loudly)."""
-    training = config.training
-    outcome = train_plain(
-        model,
-        site.data.train,
-        site.task,
-        learning_rate=training.learning_rate,
-        epochs=training.local_epochs,
-        batch_size=training.batch_size,
-        seed=config.data.seed,
-        device=resolve_device(training.device),
-        criterion=run_criterion(training, site.task),
-        proximal_mu=training.proximal_mu,
-    )
+    outcome = plain_local_training(model, config, site, proximal_mu=config.training.proximal_mu)
     # Without DP nothing is protected anyway: the training loss may leave.
     metrics: ReplyMetrics = {ReplyKey.HOSPITAL: site.name, ReplyKey.TRAIN_LOSS: outcome.mean_loss}
     delta = _checked_delta(model, global_weights, config, site)

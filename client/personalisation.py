@@ -42,13 +42,16 @@ from fedcare.client.budget import (
 from fedcare.client.evaluation_round import (
     EvaluationRelease,
     check_evaluation_allowed,
+    defined_only,
     evaluate_round,
+    exact_evaluation,
     noisy_evaluation_sums,
     reserve_evaluation,
 )
 from fedcare.client.hospital import (
     ReplyMetrics,
     global_model,
+    plain_local_training,
     private_local_training,
     reserve_training,
 )
@@ -57,18 +60,14 @@ from fedcare.client.local_parameters import run_file_stem
 from fedcare.client.policy import PolicyRefusal
 from fedcare.client.site import Site
 from fedcare.client.state_files import PERSONALISED_DIR
-from fedcare.client.training import train_plain
 from fedcare.shared.config.run_config import RunConfig
 from fedcare.shared.config.training import PersonaliseLayers
-from fedcare.shared.device import resolve_device
 from fedcare.shared.errors import ConfigError, PrivacyBudgetExceededError, SiteTooSmallError
-from fedcare.shared.evaluation import evaluate_model
 from fedcare.shared.fine_tuning import head_name
 from fedcare.shared.keys import PERSONALISED_PREFIX, ReplyKey
 from fedcare.shared.privacy import DpSgdPlan, check_noise
 from fedcare.shared.private_files import PRIVATE_FILE, make_private_directory
 from fedcare.shared.private_metrics import metrics_from_sums
-from fedcare.shared.run_model import run_criterion
 from fedcare.shared.serialization import ModelLayout, get_weights, save_safetensors
 
 logger = logging.getLogger(__name__)
@@ -193,23 +192,11 @@ def _exact_personalised(
     global_weights: Sequence[np.ndarray], config: RunConfig, site: Site, run_id: str
 ) -> ReplyMetrics:
     """Fine-tune without DP and score exactly, for a run that turned DP off (its report says so)."""
-    run_model = global_model(global_weights, config, site, run_id)
-    model, training = run_model.module, config.training
-    device = resolve_device(training.device)
-    with _training_only(model, training.personalise_layers):
-        train_plain(
-            model,
-            site.data.train,
-            site.task,
-            learning_rate=training.learning_rate,
-            epochs=training.local_epochs,
-            batch_size=training.batch_size,
-            seed=config.data.seed,
-            device=device,
-            criterion=run_criterion(training, site.task),
-        )
+    model = global_model(global_weights, config, site, run_id).module
+    with _training_only(model, config.training.personalise_layers):
+        plain_local_training(model, config, site)
     _keep_at_site(model, site.state, run_id)
-    result = evaluate_model(model, site.data.evaluation, site.task, device, known=site.data.train)
+    result = exact_evaluation(model, config, site)
     return _prefixed({ReplyKey.LOSS.value: result.loss, **result.metrics})
 
 
@@ -240,11 +227,7 @@ def _training_only(model: nn.Module, layers: PersonaliseLayers) -> Iterator[None
 
 def _prefixed(metrics: dict[str, float]) -> ReplyMetrics:
     """Name each metric as the personalised model's; leave out those undefined (``nan``)."""
-    return {
-        f"{PERSONALISED_PREFIX}{key}": value
-        for key, value in metrics.items()
-        if not (isinstance(value, float) and np.isnan(value))
-    }
+    return defined_only({f"{PERSONALISED_PREFIX}{key}": value for key, value in metrics.items()})
 
 
 def model_path(state: Path, run_id: str) -> Path:
