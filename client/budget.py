@@ -106,10 +106,8 @@ def check_dataset_budget(  # noqa: PLR0913 - the release and what must follow it
         sample_rate=rate,
         steps=steps,
         delta=delta,
+        then=then,
     )
-    if then:
-        dataset = [e.history_entry() for e in ledger.history(site.ledger_key, label=site.dataset)]
-        after = epsilon_spent([*dataset, entry, *then], delta=delta)
     if after > cap:
         raise PrivacyBudgetExceededError(
             f"{site.name} refuses: dataset '{site.dataset}' has spent epsilon "

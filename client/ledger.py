@@ -272,11 +272,13 @@ class PrivacyLedger:
         sample_rate: float,
         steps: int,
         delta: float,
+        then: Sequence[HistoryEntry] = (),
     ) -> float:
-        """Epsilon the dataset would reach after such a release; writes nothing.
+        """Epsilon the dataset would reach after such a release (and ``then``); writes nothing.
 
         Use it to refuse a round *before* training. It does not hold the write lock,
-        so :meth:`reserve` re-checks the cap when the release is recorded.
+        so :meth:`reserve` re-checks the cap when the release is recorded. ``then``
+        holds releases that must follow this one (a fine-tuning's evaluation).
 
         Raises
         ------
@@ -286,7 +288,7 @@ class PrivacyLedger:
         release = validated_release(noise_multiplier, sample_rate, steps, delta)
         with self._lock, translated_errors(self.path):
             history = _entries_of(dataset_snapshot(self._conn, dataset_id, label))
-        return epsilon_spent([*history, release], delta=delta)
+        return epsilon_spent([*history, release, *then], delta=delta)
 
     def spent(self, dataset_id: str, *, delta: float, label: str = "") -> float:
         """Epsilon spent by the dataset over all its releases, at ``delta`` (0 if none).
